@@ -1,0 +1,1 @@
+"""HTTP interfaces: thin routers over the broker service."""

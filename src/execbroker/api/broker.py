@@ -1,0 +1,134 @@
+"""The ExecutionBroker dialect: offer sets and sessions (thin: the service has the rules)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from execbroker.api import render
+from execbroker.api.content import parse_body, respond
+from execbroker.model.requests import ExecutionRequest
+from execbroker.model.sessions import OfferSetResponse, Phase
+from execbroker.model.updates import UpdateRequest
+from execbroker.service import BrokerService, User
+
+router = APIRouter()
+
+
+def _service(request: Request) -> BrokerService:
+    return request.app.state.service
+
+
+def _user(request: Request) -> User:
+    return request.app.state.authenticate(request)
+
+
+Service = Annotated[BrokerService, Depends(_service)]
+CurrentUser = Annotated[User, Depends(_user)]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _body_doc(schema: str) -> dict[str, Any]:
+    """OpenAPI for a body we parse ourselves (so YAML works too)."""
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref}, "application/yaml": {"schema": ref}},
+        }
+    }
+
+
+async def _offers(request: Request, service: BrokerService, user: User) -> Response:
+    body = await parse_body(request, ExecutionRequest)
+    answer = await run_in_threadpool(service.request_offers, user, body)
+    document = render.offerset(answer, _base(request))
+    return respond(request, document, headers={"Location": document.meta.url or ""})
+
+
+@router.post(
+    "/requests",
+    summary="Ask for offers (ExecutionRequest → OfferSetResponse)",
+    response_model=OfferSetResponse,
+    openapi_extra=_body_doc("ExecutionRequest"),
+)
+async def post_request(request: Request, service: Service, user: CurrentUser) -> Response:
+    return await _offers(request, service, user)
+
+
+@router.post(
+    "/offersets",
+    summary="Ask for offers (the earlier draft's name for POST /requests)",
+    response_model=OfferSetResponse,
+    openapi_extra=_body_doc("ExecutionRequest"),
+)
+async def post_offerset(request: Request, service: Service, user: CurrentUser) -> Response:
+    return await _offers(request, service, user)
+
+
+@router.post(
+    "/direct",
+    summary="Run at once on the best offer, or 400 with the reasons",
+    openapi_extra=_body_doc("ExecutionRequest"),
+)
+async def post_direct(request: Request, service: Service, user: CurrentUser) -> Response:
+    body = await parse_body(request, ExecutionRequest)
+    row = await run_in_threadpool(service.direct, user, body)
+    document = render.session(row, _base(request))
+    return respond(request, document, headers={"Location": document.meta.url or ""})
+
+
+@router.get("/offersets/{uuid}", summary="An offer set and its offers")
+def get_offerset(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
+    answer = service.get_offerset(user, str(uuid))
+    return respond(request, render.offerset(answer, _base(request)))
+
+
+@router.get("/sessions", summary="The caller's sessions, newest first (an admin's: everyone's)")
+def list_sessions(
+    request: Request,
+    service: Service,
+    user: CurrentUser,
+    phase: Annotated[list[Phase] | None, Query(description="only sessions in these phases")] = None,
+) -> Response:
+    rows = service.list_sessions(user, [item.value for item in phase or []])
+    return respond(
+        request,
+        {
+            "sessions": [
+                render.session(row, _base(request)).model_dump(mode="json", exclude_none=True)
+                for row in rows
+            ]
+        },
+    )
+
+
+@router.get("/sessions/{uuid}", summary="One session")
+def get_session(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
+    return respond(request, render.session(service.get_session(user, str(uuid)), _base(request)))
+
+
+@router.post(
+    "/sessions/{uuid}",
+    summary="Accept, reject or cancel a session (UpdateRequest on phase)",
+    openapi_extra=_body_doc("UpdateRequest"),
+)
+async def update_session(
+    uuid: UUID, request: Request, service: Service, user: CurrentUser
+) -> Response:
+    body = await parse_body(request, UpdateRequest)
+    row = await run_in_threadpool(service.update_phase, user, str(uuid), body.update.value)
+    return respond(request, render.session(row, _base(request)))
+
+
+@router.get("/sessions/{uuid}/logs", summary="What the session's task has written so far")
+def get_logs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
+    logs = service.logs(user, str(uuid))
+    return respond(request, {"stdout": logs.stdout, "stderr": logs.stderr})

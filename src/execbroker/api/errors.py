@@ -1,0 +1,48 @@
+"""One place where failures become HTTP responses: always a 4xx naming what was wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from execbroker import kinds
+from execbroker.errors import BrokerError, NoOffer, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+
+def _location(loc: tuple[object, ...]) -> str:
+    """``body.executable.script``; drops the tags pydantic adds for each member of a union."""
+    parts = [
+        str(part)
+        for part in loc
+        if not (
+            isinstance(part, str) and (kinds.is_known(part) or part == "unknown" or "[" in part)
+        )
+    ]
+    return ".".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(BrokerError)
+    async def _broker_error(request: Request, error: BrokerError) -> Response:
+        body: dict[str, object] = {"detail": error.message}
+        if error.field:
+            body["field"] = error.field
+        if isinstance(error, NoOffer):
+            body["result"] = "NO"
+            body["messages"] = [{"level": "WARN", "message": reason} for reason in error.reasons]
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
+        return JSONResponse(body, error.status_code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        problems = [
+            {"field": _location(tuple(item["loc"])), "message": item["msg"], "type": item["type"]}
+            for item in error.errors()
+        ]
+        summary = "; ".join(f"{item['field']}: {item['message']}" for item in problems)
+        return JSONResponse({"detail": summary, "errors": problems}, 422)

@@ -1,0 +1,160 @@
+"""A broker's configuration: one YAML file per broker (one per virtual platform).
+
+Everything about a broker that differs between virtual platforms lives here: its name,
+quota, standard sizes, prices, users and the platform(s) it fronts. Durations are
+ISO-8601 strings, sizes are GiB. ``EXECBROKER_DATABASE_URL`` overrides ``database``
+so one file can be tried against PostgreSQL without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from execbroker.planner import OfferRules, Pricing, Quota, Resources, Unit
+from execbroker.timeutil import parse_duration
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+class QuotaConfig(_Config):
+    cores: int = Field(ge=1)
+    memory: int = Field(ge=1, description="GiB")
+    storage: int = Field(default=0, ge=0, description="GiB")
+    max_sessions: int = Field(default=8, ge=1)
+    max_duration: timedelta = timedelta(hours=2)
+    horizon: timedelta = timedelta(days=7)
+
+    _durations = field_validator("max_duration", "horizon", mode="before")(_duration)
+
+    def to_quota(self) -> Quota:
+        return Quota(
+            resources=Resources(self.cores, self.memory, self.storage),
+            max_sessions=self.max_sessions,
+            max_duration=self.max_duration,
+            horizon=self.horizon,
+        )
+
+
+class UnitConfig(_Config):
+    name: str
+    cores: int = Field(ge=1)
+    memory: int = Field(ge=0)
+    storage: int = Field(default=0, ge=0)
+    multiples: tuple[int, ...] = (1, 2, 4)
+
+    def to_unit(self) -> Unit:
+        return Unit(self.name, Resources(self.cores, self.memory, self.storage), self.multiples)
+
+
+class PricingConfig(_Config):
+    type: str = "urn:execbroker:costs:credits"
+    per_core_hour: float = Field(default=0.0, ge=0)
+    per_memory_gib_hour: float = Field(default=0.0, ge=0)
+    per_storage_gib_hour: float = Field(default=0.0, ge=0)
+
+    def to_pricing(self) -> Pricing:
+        return Pricing(self.per_core_hour, self.per_memory_gib_hour, self.per_storage_gib_hour)
+
+
+class OffersConfig(_Config):
+    max: int = Field(default=4, ge=1)
+    ttl: timedelta = timedelta(minutes=5)
+
+    _durations = field_validator("ttl", mode="before")(_duration)
+
+
+class RangeDefault(_Config):
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+
+
+class DefaultsConfig(_Config):
+    """What a request gets for a range it leaves open."""
+
+    cores: RangeDefault = RangeDefault(min=1, max=1)
+    memory: RangeDefault = RangeDefault(min=1, max=1)
+    storage: RangeDefault = RangeDefault(min=0, max=0)
+    duration: timedelta = timedelta(hours=1)
+
+    _durations = field_validator("duration", mode="before")(_duration)
+
+
+class UserConfig(_Config):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    token: str = Field(min_length=8)
+    admin: bool = False
+
+
+class PlatformConfig(_Config):
+    """Which backend, by name, and its own options (the backend validates those)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class MonitorConfig(_Config):
+    interval: timedelta = timedelta(seconds=0.5)
+
+    _durations = field_validator("interval", mode="before")(_duration)
+
+
+class BrokerConfig(_Config):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    description: str = ""
+    database: str | None = None
+    state_dir: Path | None = None
+    quota: QuotaConfig
+    offers: OffersConfig = OffersConfig()
+    units: list[UnitConfig] = Field(default_factory=list)
+    pricing: PricingConfig | None = None
+    defaults: DefaultsConfig = DefaultsConfig()
+    platforms: list[PlatformConfig] = Field(min_length=1)
+    users: list[UserConfig] = Field(default_factory=list)
+    monitor: MonitorConfig = MonitorConfig()
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> BrokerConfig:
+        tokens = [user.token for user in self.users]
+        if len(tokens) != len(set(tokens)):
+            raise ValueError("users: two users share a token")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return (self.state_dir or Path("var") / self.name).resolve()
+
+    @property
+    def database_url(self) -> str:
+        url = os.environ.get("EXECBROKER_DATABASE_URL") or self.database
+        return url or f"sqlite:///{self.state_path / 'broker.db'}"
+
+    def offer_rules(self) -> OfferRules:
+        return OfferRules(
+            max_offers=self.offers.max,
+            ttl=self.offers.ttl,
+            units=tuple(unit.to_unit() for unit in self.units),
+            pricing=self.pricing.to_pricing() if self.pricing else None,
+        )
+
+
+def load_config(path: str | Path, **overrides: Any) -> BrokerConfig:
+    """Read a broker's YAML file; ``overrides`` replace top-level keys (tests, the demo)."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    config = BrokerConfig.model_validate(data)
+    if config.state_dir is not None and not config.state_dir.is_absolute():
+        config = config.model_copy(update={"state_dir": path.parent / config.state_dir})
+    return config

@@ -1,0 +1,248 @@
+"""The loop that drives accepted sessions through their phases on the platform.
+
+ACCEPTED → WAITING → (at its start time) PREPARING → AVAILABLE/RUNNING → COMPLETED | FAILED,
+with CANCELLED from any of them on request; offers past their expiry become EXPIRED.
+
+Nothing here is kept only in memory: each step is read from and written to the
+database, so the first pass after a (re)start *is* the reconciliation: sessions the
+database says are running are asked of the platform by their handle; one that was
+being started when the broker died is looked up by its session id before anything is
+started again, so no task is ever started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from execbroker.model.executables import AnyExecutable
+from execbroker.model.sessions import Phase
+from execbroker.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from execbroker.service import BrokerService, message
+from execbroker.store import queries
+from execbroker.store.tables import SessionRow
+from execbroker.timeutil import format_duration
+
+log = logging.getLogger(__name__)
+
+_PHASE_OF_STATE = {
+    RunState.PREPARING: Phase.PREPARING,
+    RunState.AVAILABLE: Phase.AVAILABLE,
+    RunState.RUNNING: Phase.RUNNING,
+    RunState.COMPLETED: Phase.COMPLETED,
+    RunState.FAILED: Phase.FAILED,
+    RunState.CANCELLED: Phase.CANCELLED,
+    RunState.LOST: Phase.FAILED,
+}
+_ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
+
+
+def _executable(row: SessionRow) -> AnyExecutable:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(AnyExecutable).validate_python(row.executable)
+
+
+class Monitor:
+    def __init__(self, *, service: BrokerService, interval: float | None = None) -> None:
+        self.service = service
+        self.database = service.database
+        self.interval = interval or service.config.monitor.interval.total_seconds()
+        self._busy: set[str] = set()  # sessions with a step under way
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.service.clock
+
+    async def run(self) -> None:
+        """Tick until ``stop``; a failing tick is logged and the loop goes on."""
+        log.info("monitor started for broker %s", self.service.config.name)
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitor tick failed")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def tick(self) -> None:
+        due, active = await asyncio.to_thread(self._survey)
+        for row in due:
+            self._spawn(row, self._launch)
+        for row in active:
+            self._spawn(row, self._follow)
+
+    def _survey(self) -> tuple[list[SessionRow], list[SessionRow]]:
+        """Expire old offers, queue accepted sessions, and list what needs a step."""
+        now = self.clock()
+        with self.database.write() as db:
+            queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+            return list(queries.due_to_start(db, now)), list(queries.sessions_in(db, _ACTIVE))
+
+    async def settle(self) -> None:
+        """Wait for the steps under way (tests use this to run the loop one tick at a time)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, row: SessionRow, step: Callable[[SessionRow], None]) -> None:
+        """Run one step for one session in a worker thread (steps block on I/O), one at a time."""
+        uuid = row.uuid
+        if uuid in self._busy:
+            return
+        self._busy.add(uuid)
+        task = asyncio.create_task(asyncio.to_thread(step, row))
+        self._tasks.add(task)
+
+        def _done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._busy.discard(uuid)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("session %s step failed", uuid, exc_info=finished.exception())
+
+        task.add_done_callback(_done)
+
+    def _platform(self, row: SessionRow) -> Platform | None:
+        return self.service.platforms.get(row.platform)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _launch(self, row: SessionRow) -> None:
+        now = self.clock()
+        with self.database.write() as db:
+            if not queries.transition(
+                db, row.uuid, [Phase.WAITING], Phase.PREPARING, now, started=now
+            ):
+                return
+        platform = self._platform(row)
+        if platform is None:
+            self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")
+            return
+        if row.end <= now:
+            self._finish(row, Phase.FAILED, "the granted time ended before the session could start")
+            return
+        spec = LaunchSpec(
+            session_id=row.uuid,
+            broker=self.service.config.name,
+            owner=row.owner,
+            executable=_executable(row),
+            resources=self.service._resources(row),
+            start=row.start,
+            deadline=row.end,
+            workdir=self.service.config.state_path / "sessions" / row.uuid,
+        )
+        try:
+            handle = platform.start(spec)
+        except PlatformError as error:
+            self._finish(row, Phase.FAILED, f"could not start: {error}")
+            return
+        except Exception as error:
+            log.exception("starting session %s", row.uuid)
+            self._finish(
+                row, Phase.FAILED, f"could not start: internal error ({type(error).__name__})"
+            )
+            return
+        with self.database.write() as db:
+            kept = queries.transition(
+                db, row.uuid, [Phase.PREPARING], Phase.PREPARING, self.clock(), handle=handle
+            )
+            if not kept:  # cancelled while starting: the task must not outlive its session
+                current = queries.get_session(db, row.uuid)
+                if current is not None:
+                    current.handle = handle
+        if not kept:
+            self._stop_quietly(platform, handle)
+        log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
+
+    def _follow(self, row: SessionRow) -> None:
+        platform = self._platform(row)
+        if platform is None:
+            self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")
+            return
+        handle = row.handle
+        if handle is None:
+            # Started (or not) just before a crash: ask the platform before starting again.
+            handle = platform.find(row.uuid)
+            with self.database.write() as db:
+                if handle is None:
+                    queries.transition(db, row.uuid, [Phase.PREPARING], Phase.WAITING, self.clock())
+                    return
+                queries.transition(
+                    db, row.uuid, [row.phase], row.phase, self.clock(), handle=handle
+                )
+            log.info("session %s re-adopted as %s", row.uuid, handle)
+        status = platform.status(handle)
+        now = self.clock()
+        if not status.state.final and now >= row.end:
+            self._stop_quietly(platform, handle)
+            granted = format_duration(row.end - row.start)
+            self._finish(
+                row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
+            )
+            return
+        self._record(row, status, handle)
+
+    def _record(self, row: SessionRow, status: RunStatus, handle: str) -> None:
+        phase = _PHASE_OF_STATE[status.state]
+        if status.state.final:
+            text = status.message or f"finished: {phase}"
+            if status.state == RunState.LOST:
+                text = f"the platform lost the task: {status.message or handle}"
+            self._finish(row, phase, text, handle, exit_code=status.exit_code)
+            return
+        endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
+        if phase == row.phase and endpoints == row.endpoints:
+            return
+        with self.database.write() as db:
+            queries.transition(db, row.uuid, [row.phase], phase, self.clock(), endpoints=endpoints)
+
+    def _finish(
+        self,
+        row: SessionRow,
+        phase: Phase,
+        text: str,
+        handle: str | None = None,
+        *,
+        exit_code: int | None = None,
+    ) -> None:
+        now = self.clock()
+        level = "INFO" if phase == Phase.COMPLETED else "ERROR"
+        with self.database.write() as db:
+            done = queries.transition(
+                db,
+                row.uuid,
+                [Phase.WAITING, *_ACTIVE],
+                phase,
+                now,
+                finished=now,
+                exit_code=exit_code,
+            )
+            if done:
+                queries.add_message(db, row.uuid, message(text, level, now))
+        platform = self._platform(row)
+        if handle is not None and platform is not None:
+            try:
+                platform.release(handle)
+            except PlatformError as error:
+                log.warning("releasing session %s: %s", row.uuid, error)
+        if done:
+            log.info("session %s %s: %s", row.uuid, phase, text)
+
+    @staticmethod
+    def _stop_quietly(platform: Platform, handle: str) -> None:
+        try:
+            platform.stop(handle)
+            platform.release(handle)
+        except PlatformError as error:
+            log.warning("stopping %s: %s", handle, error)

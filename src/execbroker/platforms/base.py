@@ -1,0 +1,118 @@
+"""The one small interface every execution backend implements.
+
+The monitor owns the lifecycle loop (when to start, poll, stop, clean up); a backend
+only answers narrow questions about the tasks it runs, in the style of psij-python's
+executors. Every call may block (a process, a Docker or Slurm command), so the monitor
+calls them from worker threads; none may block for long except ``start``, which is
+where slow preparation (an image pull, a file download) happens, in PREPARING.
+
+A *handle* is the backend's own opaque string for one task (a pid, a container id, a
+Slurm job id); the broker persists it and hands it back after a restart, which is how
+running tasks are re-adopted instead of started twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from execbroker.model.executables import Executable
+from execbroker.planner import Resources
+
+
+class RunState(StrEnum):
+    """What a backend can say about a task; the monitor maps these onto session phases."""
+
+    PREPARING = "PREPARING"  # being set up (image pull, job queued)
+    AVAILABLE = "AVAILABLE"  # up and reachable through its connectors (a server)
+    RUNNING = "RUNNING"  # running
+    COMPLETED = "COMPLETED"  # ended well (exit code 0)
+    FAILED = "FAILED"  # ended badly; ``message`` says how
+    CANCELLED = "CANCELLED"  # stopped on request
+    LOST = "LOST"  # the backend knows nothing of this handle any more
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.LOST}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A way to reach a running task, e.g. ``HTTP`` at ``http://127.0.0.1:32768/``."""
+
+    protocol: str
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """Everything a backend needs to start one session's task."""
+
+    session_id: str
+    broker: str  # the broker's name: backends label what they start with it and the session id
+    owner: str
+    executable: Executable
+    resources: Resources  # the grant: hard limits, not hints
+    start: datetime
+    deadline: datetime  # the end of the grant: the task must be stopped by then
+    workdir: Path  # a fresh directory for this session, owned by the broker
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    state: RunState
+    message: str | None = None
+    exit_code: int | None = None
+    endpoints: tuple[Endpoint, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Logs:
+    stdout: str
+    stderr: str
+
+
+class PlatformError(Exception):
+    """A backend could not do what was asked; the message is fit to show the session's owner."""
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """An execution backend. Implementations live one per module in ``execbroker.platforms``."""
+
+    name: str
+
+    def check(self, executable: Executable) -> str | None:
+        """Why this backend cannot run ``executable`` (a sentence), or None if it can.
+
+        Called while making offers, so it must be quick and must not pull or download.
+        """
+
+    def free(self) -> Resources | None:
+        """What the platform itself could still give now, if it knows (a shared cluster
+        does; a dedicated host does not and returns None). Offers never exceed it."""
+
+    def start(self, spec: LaunchSpec) -> str:
+        """Start the task and return its handle. Raises PlatformError with a reason."""
+
+    def find(self, session_id: str) -> str | None:
+        """The handle of a task this broker started for ``session_id``, if the backend
+        still has one: used after a crash between ``start`` and saving its handle."""
+
+    def status(self, handle: str) -> RunStatus:
+        """The task's state now. Never raises for an unknown handle: that is LOST."""
+
+    def logs(self, handle: str) -> Logs:
+        """What the task has written so far."""
+
+    def stop(self, handle: str) -> None:
+        """Stop the task now; a task already stopped is not an error."""
+
+    def release(self, handle: str) -> None:
+        """Free what the finished task still holds (containers, projects); idempotent."""

@@ -1,0 +1,380 @@
+"""The broker's rules: making offers, accepting, rejecting and cancelling sessions.
+
+Every public method checks who is asking (a session is its owner's, or an admin's),
+and every change of capacity happens inside one booking transaction, which re-reads
+what is held and re-checks it, so concurrent requests can never overbook.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuids
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from execbroker import kinds
+from execbroker.config import BrokerConfig
+from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.model.requests import ExecutionRequest
+from execbroker.model.sessions import Phase
+from execbroker.negotiation import demand_for, max_cost, unsupported
+from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
+from execbroker.platforms.base import Logs, Platform, PlatformError
+from execbroker.store import queries
+from execbroker.store.engine import Database
+from execbroker.store.tables import OfferSetRow, SessionRow
+from execbroker.timeutil import format_instant, utcnow
+
+log = logging.getLogger(__name__)
+
+CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSet:
+    row: OfferSetRow
+    sessions: Sequence[SessionRow]
+
+
+def message(text: str, level: str = "INFO", now: datetime | None = None) -> dict[str, str]:
+    """A MessageItem as stored with a session or offer set."""
+    return {"level": level, "message": text, "time": format_instant(now or utcnow())}
+
+
+class BrokerService:
+    def __init__(
+        self,
+        *,
+        config: BrokerConfig,
+        database: Database,
+        platforms: Sequence[Platform],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.database = database
+        self.platforms = {platform.name: platform for platform in platforms}
+        self.quota = config.quota.to_quota()
+        self.rules = config.offer_rules()
+        self.clock = clock
+
+    # -- offers ---------------------------------------------------------------------------
+
+    def supported_kinds(self) -> list[str]:
+        """Kinds at least one of this broker's platforms runs (asked with an empty executable)."""
+        from execbroker.model.executables import _KNOWN
+
+        return [
+            kind
+            for kind, model in _KNOWN.items()
+            if any(platform.check(model()) is None for platform in self.platforms.values())
+        ]
+
+    def request_offers(self, user: User, request: ExecutionRequest) -> OfferSet:
+        """Answer YES with offers (each holding its resources until it expires) or NO with reasons.
+
+        Raises InvalidRequest for a request that is incomplete or self-contradictory.
+        """
+        now = self.clock()
+        platform, reasons = self._platform_for(request)
+        if request.is_kind_only():
+            return self._save_answer(user, request, now, reasons, kind_only=True)
+        missing = request.executable.missing()
+        if missing:
+            field = f"executable.{missing[0]}"
+            raise InvalidRequest(
+                f"{field}: required to run a {kinds.alias(request.executable.kind)}", field=field
+            )
+        demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
+        reasons += unsupported(request) + self._cost_reasons(request)
+        if reasons or platform is None:
+            return self._save_answer(user, request, now, reasons)
+        pricing = self.config.pricing
+        offerset_uuid = str(uuids.uuid4())
+        with self.database.booking() as db:
+            window_end = min(demand.start.max, now + self.quota.horizon) + demand.duration.max
+            held = queries.holds(db, min(demand.start.min, now), window_end, now)
+            plan = plan_offers(
+                demand,
+                quota=self._quota_now(platform),
+                calendar=Calendar(held),
+                now=now,
+                rules=self.rules,
+                max_cost=max_cost(request, pricing.type if pricing else None),
+            )
+            offerset = self._offerset_row(offerset_uuid, user, request, now, plan)
+            sessions = [
+                self._session_row(offerset_uuid, user, request, now, offer, platform.name)
+                for offer in plan.offers
+            ]
+            queries.add_offerset(db, offerset, sessions)
+        log.info(
+            "offer set %s for %s: %s, %d offers",
+            offerset_uuid,
+            user.name,
+            offerset.result,
+            len(sessions),
+        )
+        return OfferSet(offerset, sessions)
+
+    def direct(self, user: User, request: ExecutionRequest) -> SessionRow:
+        """Make offers and accept the best at once; NoOffer (with the reasons) if there is none."""
+        answer = self.request_offers(user, request)
+        if not answer.sessions:
+            reasons = [item["message"] for item in answer.row.messages]
+            raise NoOffer("this broker cannot run the request", reasons)
+        return self.update_phase(user, answer.sessions[0].uuid, Phase.ACCEPTED)
+
+    def _platform_for(self, request: ExecutionRequest) -> tuple[Platform | None, list[str]]:
+        reasons = []
+        for platform in self.platforms.values():
+            reason = platform.check(request.executable)
+            if reason is None:
+                return platform, []
+            reasons.append(reason)
+        return None, reasons or ["this broker has no platform"]
+
+    def _cost_reasons(self, request: ExecutionRequest) -> list[str]:
+        pricing = self.config.pricing
+        if pricing is None:
+            return []
+        return [
+            f"costs[{index}]: this broker quotes costs of type {pricing.type} only"
+            for index, cost in enumerate(request.costs)
+            if cost.max is not None and cost.type not in (None, pricing.type)
+        ]
+
+    def _quota_now(self, platform: Platform) -> Quota:
+        """The quota, further bounded by what the platform says it can still give."""
+        free = platform.free()
+        if free is None:
+            return self.quota
+        limit = self.quota.resources
+        return replace(
+            self.quota,
+            resources=Resources(
+                min(limit.cores, free.cores),
+                min(limit.memory_gib, free.memory_gib),
+                min(limit.storage_gib, free.storage_gib) if free.storage_gib else limit.storage_gib,
+            ),
+        )
+
+    def _save_answer(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        now: datetime,
+        reasons: list[str],
+        *,
+        kind_only: bool = False,
+    ) -> OfferSet:
+        """An offer set without offers: a NO with its reasons, or the YES to a kind-only question."""
+        if kind_only and not reasons:
+            plan = Plan(offers=(), reasons=())
+            result, messages = (
+                "YES",
+                [
+                    message(
+                        f"this broker runs {kinds.alias(request.executable.kind)}; "
+                        "send the resources and schedule you need for concrete offers",
+                        now=now,
+                    )
+                ],
+            )
+        else:
+            plan = Plan(offers=(), reasons=tuple(reasons))
+            result, messages = "NO", [message(reason, "WARN", now) for reason in plan.reasons]
+        row = OfferSetRow(
+            uuid=str(uuids.uuid4()),
+            owner=user.name,
+            created=now,
+            result=result,
+            request=request.model_dump(mode="json", exclude_none=True),
+            messages=messages,
+        )
+        with self.database.write() as db:
+            queries.add_offerset(db, row, [])
+        return OfferSet(row, [])
+
+    def _offerset_row(
+        self, offerset_uuid: str, user: User, request: ExecutionRequest, now: datetime, plan: Plan
+    ) -> OfferSetRow:
+        level = "INFO" if plan.accepted else "WARN"
+        return OfferSetRow(
+            uuid=offerset_uuid,
+            owner=user.name,
+            created=now,
+            result="YES" if plan.accepted else "NO",
+            request=request.model_dump(mode="json", exclude_none=True),
+            messages=[message(reason, level, now) for reason in plan.reasons],
+        )
+
+    def _session_row(
+        self,
+        offerset_uuid: str,
+        user: User,
+        request: ExecutionRequest,
+        now: datetime,
+        offer: Offer,
+        platform: str,
+    ) -> SessionRow:
+        pricing = self.config.pricing
+        return SessionRow(
+            uuid=str(uuids.uuid4()),
+            offerset_uuid=offerset_uuid,
+            owner=user.name,
+            phase=Phase.OFFERED,
+            created=now,
+            modified=now,
+            expires=offer.expires,
+            start=offer.start,
+            end=offer.end,
+            cores=offer.resources.cores,
+            memory_gib=offer.resources.memory_gib,
+            storage_gib=offer.resources.storage_gib,
+            cost=offer.cost,
+            cost_type=pricing.type if pricing and offer.cost is not None else None,
+            executable=request.executable.model_dump(mode="json", exclude_none=True),
+            platform=platform,
+            handle=None,
+            messages=[],
+            endpoints=[],
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_offerset(self, user: User, uuid: str) -> OfferSet:
+        with self.database.read() as db:
+            row = queries.get_offerset(db, uuid)
+            if row is None:
+                raise NotFound(f"no offer set {uuid}")
+            self._check_owner(user, row.owner, f"offer set {uuid}")
+            return OfferSet(row, queries.sessions_of_offerset(db, uuid))
+
+    def get_session(self, user: User, uuid: str) -> SessionRow:
+        with self.database.read() as db:
+            return self._owned_session(db, user, uuid)
+
+    def list_sessions(self, user: User, phases: Sequence[str] = ()) -> Sequence[SessionRow]:
+        """The caller's sessions, newest first; an admin sees everyone's."""
+        with self.database.read() as db:
+            owner = None if user.admin else user.name
+            return queries.list_sessions(db, owner=owner, phases=phases)
+
+    def logs(self, user: User, uuid: str) -> Logs:
+        row = self.get_session(user, uuid)
+        if row.handle is None:
+            return Logs("", "")
+        return self.platforms[row.platform].logs(row.handle)
+
+    def _owned_session(self, db: object, user: User, uuid: str) -> SessionRow:
+        row = queries.get_session(db, uuid)  # type: ignore[arg-type]
+        if row is None:
+            raise NotFound(f"no session {uuid}")
+        self._check_owner(user, row.owner, f"session {uuid}")
+        return row
+
+    @staticmethod
+    def _check_owner(user: User, owner: str, what: str) -> None:
+        if owner != user.name and not user.admin:
+            raise PermissionDenied(f"{what} belongs to another user")
+
+    # -- changing -------------------------------------------------------------------------
+
+    def update_phase(self, user: User, uuid: str, phase: str) -> SessionRow:
+        """Apply an UpdateRequest on ``phase``: ACCEPTED, REJECTED or CANCELLED.
+
+        Raises NotFound, PermissionDenied, or PhaseConflict when the session's phase does not
+        allow it (or an accepted offer would no longer fit).
+        """
+        actions = {
+            Phase.ACCEPTED: self._accept,
+            Phase.REJECTED: self._reject,
+            Phase.CANCELLED: self._cancel,
+        }
+        try:
+            action = actions[Phase(phase)]
+        except (ValueError, KeyError):
+            allowed = ", ".join(actions)
+            raise InvalidRequest(
+                f"update.value: {phase!r} cannot be set by a client; use one of {allowed}",
+                field="update.value",
+            ) from None
+        return action(user, uuid)
+
+    def _accept(self, user: User, uuid: str) -> SessionRow:
+        now = self.clock()
+        with self.database.booking() as db:
+            row = self._owned_session(db, user, uuid)
+            if row.phase != Phase.OFFERED:
+                raise PhaseConflict(
+                    f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
+                )
+            if row.expires <= now:
+                raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
+            held = queries.holds(db, row.start, row.end, now, besides=row.offerset_uuid)
+            offer = Offer(
+                row.start, row.end - row.start, self._resources(row), row.expires, row.cost
+            )
+            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            if reason is not None:
+                raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+            for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
+                if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
+                    sibling.phase, sibling.modified = Phase.REJECTED, now
+                    sibling.messages = [
+                        *sibling.messages,
+                        message(f"a sibling offer {uuid} was accepted", now=now),
+                    ]
+            row.phase, row.modified = Phase.ACCEPTED, now
+            row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
+        log.info("session %s accepted by %s", uuid, user.name)
+        return row
+
+    def _reject(self, user: User, uuid: str) -> SessionRow:
+        now = self.clock()
+        with self.database.write() as db:
+            row = self._owned_session(db, user, uuid)
+            if row.phase != Phase.OFFERED:
+                raise PhaseConflict(
+                    f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
+                )
+            row.phase, row.modified = Phase.REJECTED, now
+        return row
+
+    def _cancel(self, user: User, uuid: str) -> SessionRow:
+        now = self.clock()
+        with self.database.read() as db:
+            row = self._owned_session(db, user, uuid)
+        if row.phase not in CANCELLABLE:
+            hint = " (reject an offer instead)" if row.phase == Phase.OFFERED else ""
+            raise PhaseConflict(f"session {uuid} is {row.phase}: it cannot be cancelled{hint}")
+        platform = self.platforms.get(row.platform)
+        if row.handle is not None and platform is not None:
+            self._stop(platform, row.handle, uuid)
+        with self.database.write() as db:
+            note = message(f"cancelled by {user.name}", now=now)
+            if not queries.transition(db, uuid, CANCELLABLE, Phase.CANCELLED, now, finished=now):
+                raise PhaseConflict(f"session {uuid} finished before it could be cancelled")
+            queries.add_message(db, uuid, note)
+            row = queries.get_session(db, uuid)
+        # A task still being started is stopped by the monitor once its start returns.
+        return row  # type: ignore[return-value]
+
+    @staticmethod
+    def _stop(platform: Platform, handle: str, uuid: str) -> None:
+        try:
+            platform.stop(handle)
+            platform.release(handle)
+        except PlatformError as error:
+            log.warning("stopping session %s: %s", uuid, error)
+
+    @staticmethod
+    def _resources(row: SessionRow) -> Resources:
+        return Resources(row.cores, row.memory_gib, row.storage_gib)

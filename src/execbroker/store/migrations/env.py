@@ -1,0 +1,14 @@
+"""Alembic environment: the broker passes its own connection in ``config.attributes``."""
+
+from alembic import context
+
+from execbroker.store.tables import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

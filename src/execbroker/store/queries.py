@@ -1,0 +1,135 @@
+"""Every query the broker makes. Callers pass the SQLAlchemy session of their transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from execbroker.model.sessions import Phase
+from execbroker.planner import Booking, Resources
+from execbroker.store.tables import OfferSetRow, SessionRow
+
+# Phases in which a session holds capacity (an OFFERED one only until it expires).
+HOLDING = (
+    Phase.OFFERED,
+    Phase.ACCEPTED,
+    Phase.WAITING,
+    Phase.PREPARING,
+    Phase.AVAILABLE,
+    Phase.RUNNING,
+    Phase.RELEASING,
+)
+# Phases in which the task exists (or may) on the platform.
+STARTED = (Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING)
+FINAL = (Phase.REJECTED, Phase.EXPIRED, Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
+
+
+def _holding(now: datetime) -> Any:
+    return or_(
+        and_(SessionRow.phase == Phase.OFFERED, SessionRow.expires > now),
+        SessionRow.phase.in_([phase.value for phase in HOLDING if phase != Phase.OFFERED]),
+    )
+
+
+def holds(
+    db: Session, start: datetime, end: datetime, now: datetime, *, besides: str | None = None
+) -> list[Booking]:
+    """Capacity held over [start, end): offers (grouped by offer set) and booked sessions.
+
+    ``besides`` leaves out one offer set, whose offers are the alternatives being accepted.
+    """
+    query = select(
+        SessionRow.start,
+        SessionRow.end,
+        SessionRow.cores,
+        SessionRow.memory_gib,
+        SessionRow.storage_gib,
+        SessionRow.phase,
+        SessionRow.offerset_uuid,
+    ).where(_holding(now), SessionRow.end > start, SessionRow.start < end)
+    if besides is not None:
+        query = query.where(SessionRow.offerset_uuid != besides)
+    return [
+        Booking(
+            row.start,
+            row.end,
+            Resources(row.cores, row.memory_gib, row.storage_gib),
+            group=row.offerset_uuid if row.phase == Phase.OFFERED else None,
+        )
+        for row in db.execute(query)
+    ]
+
+
+def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
+    db.add(offerset)
+    db.flush()  # the offer set first: sessions refer to it
+    db.add_all(sessions)
+
+
+def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
+    return db.get(OfferSetRow, uuid)
+
+
+def get_session(db: Session, uuid: str) -> SessionRow | None:
+    return db.get(SessionRow, uuid)
+
+
+def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
+    query = select(SessionRow).where(SessionRow.offerset_uuid == offerset_uuid)
+    return db.scalars(query.order_by(SessionRow.start, SessionRow.cores.desc())).all()
+
+
+def list_sessions(
+    db: Session, *, owner: str | None, phases: Sequence[str] = (), limit: int = 1000
+) -> Sequence[SessionRow]:
+    query = select(SessionRow)
+    if owner is not None:
+        query = query.where(SessionRow.owner == owner)
+    if phases:
+        query = query.where(SessionRow.phase.in_(list(phases)))
+    return db.scalars(query.order_by(SessionRow.created.desc()).limit(limit)).all()
+
+
+def sessions_in(db: Session, phases: Sequence[str]) -> Sequence[SessionRow]:
+    return db.scalars(select(SessionRow).where(SessionRow.phase.in_(list(phases)))).all()
+
+
+def due_to_start(db: Session, now: datetime) -> Sequence[SessionRow]:
+    query = select(SessionRow).where(SessionRow.phase == Phase.WAITING, SessionRow.start <= now)
+    return db.scalars(query).all()
+
+
+def transition(
+    db: Session, uuid: str, from_phases: Sequence[str], to_phase: str, now: datetime, **fields: Any
+) -> bool:
+    """Move one session on, only if it is still in one of ``from_phases`` (no lost updates)."""
+    result = db.execute(
+        update(SessionRow)
+        .where(SessionRow.uuid == uuid, SessionRow.phase.in_(list(from_phases)))
+        .values(phase=to_phase, modified=now, **fields)
+    )
+    return result.rowcount == 1
+
+
+def transition_all(
+    db: Session, from_phase: str, to_phase: str, now: datetime, *, before: datetime | None = None
+) -> int:
+    """Move every session in ``from_phase`` on (offers: only those expired by ``before``)."""
+    query = update(SessionRow).where(SessionRow.phase == from_phase)
+    if before is not None:
+        query = query.where(SessionRow.expires <= before)
+    return db.execute(query.values(phase=to_phase, modified=now)).rowcount
+
+
+def add_message(db: Session, uuid: str, message: dict[str, Any]) -> None:
+    row = db.get(SessionRow, uuid)
+    if row is not None:
+        row.messages = [*row.messages, message]
+
+
+def count_sessions(db: Session) -> int:
+    return db.scalar(select(func.count()).select_from(SessionRow)) or 0

@@ -1,0 +1,89 @@
+"""ISO-8601 instants, durations and intervals, as the schema spells them.
+
+isodate does the parsing; this module only adds the interval forms the schema allows
+(``start/end``, ``start/duration``, ``duration/end``) and our rules: every instant is
+UTC-aware (a naive one is taken as UTC) and durations are exact (no years or months,
+whose length depends on the calendar).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import isodate
+
+
+class TimeFormatError(ValueError):
+    """A string that is not the ISO-8601 form it should be."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO-8601 date-time (or a date, meaning its midnight), as an aware UTC datetime."""
+    text = text.strip()
+    try:
+        if "T" in text or " " in text:
+            value = isodate.parse_datetime(text.replace(" ", "T"))
+        else:
+            day = isodate.parse_date(text)
+            value = datetime(day.year, day.month, day.day)
+    except (isodate.ISO8601Error, ValueError) as error:
+        raise TimeFormatError(f"{text!r} is not an ISO-8601 date-time") from error
+    if isinstance(value, date) and not isinstance(value, datetime):  # pragma: no cover
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_duration(text: str) -> timedelta:
+    """A positive ISO-8601 duration such as ``PT2H30M`` or ``P1DT12H``."""
+    text = text.strip()
+    try:
+        value = isodate.parse_duration(text)
+    except (isodate.ISO8601Error, ValueError) as error:
+        raise TimeFormatError(f"{text!r} is not an ISO-8601 duration") from error
+    if not isinstance(value, timedelta):
+        raise TimeFormatError(
+            f"{text!r}: years and months have no fixed length; give days, hours or minutes"
+        )
+    if value <= timedelta(0):
+        raise TimeFormatError(f"{text!r}: a duration must be positive")
+    return value
+
+
+def parse_interval(text: str) -> tuple[datetime, datetime]:
+    """An ISO-8601 interval as (start, end); a single instant is the interval [t, t]."""
+    parts = text.strip().split("/")
+    if len(parts) == 1:
+        instant = parse_instant(parts[0])
+        return instant, instant
+    if len(parts) != 2 or not all(parts):
+        raise TimeFormatError(f"{text!r} is not an ISO-8601 interval (start/end)")
+    first, second = parts
+    if first.upper().startswith("P"):
+        end = parse_instant(second)
+        return end - parse_duration(first), end
+    start = parse_instant(first)
+    if second.upper().startswith("P"):
+        return start, start + parse_duration(second)
+    end = parse_instant(second)
+    if end < start:
+        raise TimeFormatError(f"{text!r}: the interval ends before it starts")
+    return start, end
+
+
+def format_instant(value: datetime) -> str:
+    """UTC, second precision, with a ``Z``: the form people can read and every parser takes."""
+    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_duration(value: timedelta) -> str:
+    return isodate.duration_isoformat(value)
+
+
+def format_interval(start: datetime, end: datetime) -> str:
+    return f"{format_instant(start)}/{format_instant(end)}"
