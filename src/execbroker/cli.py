@@ -39,3 +39,7 @@ def serve(
 @app.callback()
 def main() -> None:
     """An IVOA ExecutionBroker: offers, sessions and real execution."""
+
+
+if __name__ == "__main__":
+    app()
