@@ -56,8 +56,18 @@ class BrokerProcess:
 
     def start(self, timeout: float = 30) -> BrokerProcess:
         log = self.log_path.open("ab")
-        command = [sys.executable, "-m", "execbroker.cli", "serve", "--config", str(self.config_path),
-                   "--port", str(self.port), "--log-level", "info"]
+        command = [
+            sys.executable,
+            "-m",
+            "execbroker.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+        ]
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env=os.environ.copy())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -69,7 +79,9 @@ class BrokerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"broker did not answer in {timeout}s: {self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"broker did not answer in {timeout}s: {self.log_path.read_text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         """SIGKILL: what a crash looks like (no shutdown hooks run)."""
@@ -102,7 +114,9 @@ def running_broker(directory: Path, **changes: Any) -> Iterator[BrokerProcess]:
         broker.stop()
 
 
-def wait_for_phase(client: httpx.Client, uuid: str, phases: set[str], timeout: float = 30) -> dict[str, Any]:
+def wait_for_phase(
+    client: httpx.Client, uuid: str, phases: set[str], timeout: float = 30
+) -> dict[str, Any]:
     """Poll a session until it reaches one of ``phases``; fail with its last state if not."""
     deadline = time.monotonic() + timeout
     session: dict[str, Any] = {}
@@ -114,8 +128,14 @@ def wait_for_phase(client: httpx.Client, uuid: str, phases: set[str], timeout: f
     raise AssertionError(f"session {uuid} stayed {session.get('phase')}: {session}")
 
 
-def batch_request(script: str, *, cores: tuple[int, int] = (1, 1), memory: tuple[int, int] = (1, 1),
-                  duration: str = "PT5M", **extra: Any) -> dict[str, Any]:
+def batch_request(
+    script: str,
+    *,
+    cores: tuple[int, int] = (1, 1),
+    memory: tuple[int, int] = (1, 1),
+    duration: str = "PT5M",
+    **extra: Any,
+) -> dict[str, Any]:
     """An ExecutionRequest for a batch script."""
     return {
         "executable": {"kind": "batch-script", "script": script},
@@ -131,7 +151,8 @@ def batch_request(script: str, *, cores: tuple[int, int] = (1, 1), memory: tuple
 
 def accept(client: httpx.Client, uuid: str) -> httpx.Response:
     return client.post(
-        f"/sessions/{uuid}", json={"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
+        f"/sessions/{uuid}",
+        json={"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"},
     )
 
 
