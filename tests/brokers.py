@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class BrokerProcess:
-    """One broker: ``start``, ``kill`` (SIGKILL, no clean-up) and ``start`` again on the same state."""
+    """One broker: ``start``, ``kill`` (SIGKILL, no clean-up), ``start`` again on its state."""
 
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
         self.directory = directory

@@ -13,6 +13,7 @@ started again, so no task is ever started twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -66,10 +67,8 @@ class Monitor:
                 await self.tick()
             except Exception:
                 log.exception("monitor tick failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except TimeoutError:
-                pass
 
     async def stop(self) -> None:
         self._stopping.set()

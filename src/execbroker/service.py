@@ -174,7 +174,7 @@ class BrokerService:
         *,
         kind_only: bool = False,
     ) -> OfferSet:
-        """An offer set without offers: a NO with its reasons, or the YES to a kind-only question."""
+        """An offer set without offers: a NO with reasons, or YES to a kind-only question."""
         if kind_only and not reasons:
             plan = Plan(offers=(), reasons=())
             result, messages = (

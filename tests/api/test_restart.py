@@ -1,4 +1,5 @@
-"""A broker killed with SIGKILL loses nothing: sessions survive, tasks are re-adopted, none twice."""
+"""A broker killed with SIGKILL loses nothing: sessions survive, tasks are re-adopted,
+none is started twice."""
 
 from __future__ import annotations
 

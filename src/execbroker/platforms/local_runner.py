@@ -1,4 +1,6 @@
-"""Runs one batch script under its grant, outside the broker: ``python -m execbroker.platforms.local_runner WORKDIR``.
+"""Runs one batch script under its grant, outside the broker.
+
+Usage: ``python -m execbroker.platforms.local_runner WORKDIR``.
 
 The broker starts this in a session (process group) of its own, so the task outlives a
 broker crash and can be re-adopted. It applies the grant (CPU affinity, CPU time and
