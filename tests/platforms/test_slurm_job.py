@@ -1,0 +1,185 @@
+"""Building a session's Slurm job (pure): directives, time limits, environment, options."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from execbroker.model.executables import BatchScript, DockerContainer
+from execbroker.planner import Resources
+from execbroker.platforms import slurm
+from execbroker.platforms.base import LaunchSpec, PlatformError
+from execbroker.platforms.slurm import (
+    SlurmOptions,
+    SlurmPlatform,
+    batch_script,
+    begin_time,
+    job_environment,
+    parse_job_id,
+    slurm_error,
+    time_limit_minutes,
+)
+
+NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+SESSION = "0b6f3c5e-2f57-4a56-9d43-2d8e8a1c9f00"
+OPTIONS = SlurmOptions(account="account-001", partition="debug")
+
+
+def _spec(
+    *,
+    script: str = "echo hi",
+    environment: dict[str, str] | None = None,
+    cores: int = 2,
+    memory: int = 3,
+    start: datetime = NOW,
+    duration: timedelta = timedelta(minutes=10),
+    workdir: Path = Path("/var/eb/sessions") / SESSION,
+) -> LaunchSpec:
+    return LaunchSpec(
+        session_id=SESSION,
+        broker="slurm-account-001",
+        owner="alice",
+        executable=BatchScript(script=script, environment=environment or {}),
+        resources=Resources(cores, memory, 0),
+        start=start,
+        deadline=start + duration,
+        workdir=workdir,
+    )
+
+
+def _platform() -> SlurmPlatform:
+    return SlurmPlatform(
+        options=OPTIONS, broker="b", sessions_dir=Path("/nonexistent"), binaries={}
+    )
+
+
+def _directives(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("#SBATCH --"):
+            name, _, value = line.removeprefix("#SBATCH --").partition("=")
+            found[name] = value
+    return found
+
+
+def test_batch_script_carries_the_grant() -> None:
+    spec = _spec()
+    text = batch_script(spec, OPTIONS, NOW, list(job_environment(spec)))
+    assert text.startswith("#!/bin/sh\n")
+    found = _directives(text)
+    assert found["cpus-per-task"] == "2"
+    assert found["mem"] == "3G"
+    assert found["time"] == "10"
+    assert found["account"] == "account-001"
+    assert found["partition"] == "debug"
+    assert found["job-name"] == f"eb.slurm-account-001.{SESSION}"
+    assert SESSION in found["comment"] and "slurm-account-001" in found["comment"]
+    assert found["chdir"] == f"/var/eb/sessions/{SESSION}/work"
+    assert found["output"] == f"/var/eb/sessions/{SESSION}/stdout.log"
+    assert found["error"] == f"/var/eb/sessions/{SESSION}/stderr.log"
+    assert "no-requeue" in found
+    assert "begin" not in found
+    assert text.rstrip().endswith(f"exec /bin/sh /var/eb/sessions/{SESSION}/script.sh")
+
+
+def test_the_user_script_never_enters_the_job_script() -> None:
+    spec = _spec(script="#SBATCH --exclusive\nrm -rf / # $(evil)")
+    text = batch_script(spec, OPTIONS, NOW, list(job_environment(spec)))
+    assert "evil" not in text and "exclusive" not in text
+
+
+def test_environment_names_only_values_stay_out_of_the_script() -> None:
+    spec = _spec(environment={"FOO": "a b,c=$(x)"})
+    environment = job_environment(spec)
+    assert environment["FOO"] == "a b,c=$(x)"
+    assert environment["EXECBROKER_SESSION"] == SESSION
+    assert environment["EXECBROKER_CORES"] == "2"
+    text = batch_script(spec, OPTIONS, NOW, list(environment))
+    assert "a b" not in text
+    exported = _directives(text)["export"].split(",")
+    assert "FOO" in exported and "EXECBROKER_SESSION" in exported and "PATH" in exported
+
+
+def test_our_variables_win_over_the_users() -> None:
+    environment = job_environment(_spec(environment={"EXECBROKER_CORES": "64"}))
+    assert environment["EXECBROKER_CORES"] == "2"
+
+
+def test_account_and_partition_are_optional() -> None:
+    spec = _spec()
+    found = _directives(batch_script(spec, SlurmOptions(), NOW, ["PATH"]))
+    assert "account" not in found and "partition" not in found
+
+
+@pytest.mark.parametrize(
+    ("duration", "minutes"),
+    [
+        (timedelta(seconds=1), 1),
+        (timedelta(minutes=1), 1),
+        (timedelta(minutes=1, seconds=1), 2),
+        (timedelta(hours=2), 120),
+    ],
+)
+def test_time_limit_rounds_up_to_minutes(duration: timedelta, minutes: int) -> None:
+    assert time_limit_minutes(NOW + duration, NOW, NOW) == minutes
+
+
+def test_time_limit_counts_what_is_left_when_launched_late() -> None:
+    late = NOW + timedelta(minutes=4)
+    assert time_limit_minutes(NOW + timedelta(minutes=10), NOW, late) == 6
+
+
+def test_begin_only_for_a_start_ahead() -> None:
+    assert begin_time(NOW, NOW) is None
+    ahead = NOW + timedelta(seconds=30, microseconds=1)
+    text = begin_time(ahead, NOW)
+    assert text is not None
+    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").astimezone()  # local time
+    assert parsed >= ahead and parsed - ahead < timedelta(seconds=1)
+    spec = _spec(start=NOW + timedelta(seconds=30))
+    found = _directives(batch_script(spec, OPTIONS, NOW, ["PATH"]))
+    assert found["begin"] == begin_time(NOW + timedelta(seconds=30), NOW)
+
+
+def test_unsafe_workdir_is_refused() -> None:
+    spec = _spec(workdir=Path("/var/my sessions/x"))
+    with pytest.raises(PlatformError, match="plain path"):
+        batch_script(spec, OPTIONS, NOW, ["PATH"])
+
+
+def test_zero_memory_or_cores_is_refused() -> None:
+    with pytest.raises(PlatformError, match="memory"):
+        batch_script(_spec(memory=0), OPTIONS, NOW, ["PATH"])
+    with pytest.raises(PlatformError, match="core"):
+        batch_script(_spec(cores=0), OPTIONS, NOW, ["PATH"])
+
+
+def test_check_refuses_other_kinds_and_slurm_variables() -> None:
+    platform = _platform()
+    assert platform.check(BatchScript(script="true")) is None
+    assert "batch-script" in (platform.check(DockerContainer()) or "")
+    reason = platform.check(BatchScript(script="true", environment={"SBATCH_EXCLUSIVE": "1"}))
+    assert reason is not None and "SBATCH_EXCLUSIVE" in reason
+
+
+def test_parse_job_id() -> None:
+    assert parse_job_id("123\n") == "123"
+    assert parse_job_id("123;cluster\n") == "123"
+    with pytest.raises(PlatformError):
+        parse_job_id("sbatch: error: nope")
+
+
+def test_slurm_error_keeps_the_message() -> None:
+    text = "sbatch: error: Batch job submission failed: Invalid account\n"
+    assert slurm_error(text) == "Batch job submission failed: Invalid account"
+
+
+def test_options_are_closed() -> None:
+    broker = SimpleNamespace(name="b", state_path=Path("/tmp/b"))
+    with pytest.raises(ValueError, match="sbatch_extra"):
+        slurm.create({"sbatch_extra": ["--exclusive"]}, broker=broker)
+    with pytest.raises(ValueError, match="account"):
+        slurm.create({"account": "bad name; rm"}, broker=broker)
