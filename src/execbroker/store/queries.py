@@ -53,14 +53,15 @@ def holds(
     ).where(_holding(now), SessionRow.end > start, SessionRow.start < end)
     if besides is not None:
         query = query.where(SessionRow.offerset_uuid != besides)
+    offered = Phase.OFFERED.value
     return [
         Booking(
-            row.start,
-            row.end,
-            Resources(row.cores, row.memory_gib, row.storage_gib),
-            group=row.offerset_uuid if row.phase == Phase.OFFERED else None,
+            start,
+            end,
+            Resources(cores, memory, storage),
+            group=offerset if phase == offered else None,
         )
-        for row in db.execute(query)
+        for start, end, cores, memory, storage, phase, offerset in db.execute(query)
     ]
 
 
