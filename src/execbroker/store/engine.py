@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite lets one writer in at a time and makes the others poll with growing sleeps;
+        # queueing our own threads on a lock instead keeps accepts fast under contention.
+        self._writer: AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
 
@@ -78,13 +84,15 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        # SQLite's write lock at BEGIN too: a transaction that reads first and takes the lock
+        # later fails at once ("database is locked", no busy wait) if another wrote meanwhile.
+        with self._booking() as session, session.begin():
             yield session
 
     @contextmanager
     def booking(self) -> Iterator[Session]:
         """A transaction that holds the broker's booking lock until it commits."""
-        with self._booking() as session, session.begin():
+        with self._writer, self._booking() as session, session.begin():
             if self.engine.dialect.name != "sqlite":
                 session.execute(select(BrokerLock).where(BrokerLock.id == 1).with_for_update())
             yield session
