@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite against real services: installs and starts PostgreSQL, Docker and
+# Slurm (idempotently), installs execbroker, checks style, then runs pytest.
+# Arguments go to pytest (e.g. scripts/test.sh tests/planner -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh up postgres docker slurm
+scripts/bootstrap.sh
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+exec .venv/bin/pytest "$@"
