@@ -1,0 +1,334 @@
+"""The ``docker`` backend: one docker-container executable, one container on a Docker Engine.
+
+The handle is the container's id. The container carries everything a restarted broker needs
+(labels for broker, session, owner, deadline and its planned ports), and has a name made from
+the broker and session, so the engine itself refuses to start a session twice.
+
+Limits are the grant's, as hard limits: CPU time (``nano_cpus``; a host has no more CPUs than
+it has, so a grant beyond them is held to the host's), memory with no extra swap, a pids
+limit, and the writable layer's size where the storage driver can hold it to one (a log line
+says so when it cannot). Each session gets a bridge network of its own, so one user's
+container cannot reach another's over docker's shared default bridge. Ports are published on
+the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
+only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+from docker.models.containers import Container
+from docker.types import LogConfig
+
+from execbroker import kinds
+from execbroker.model.executables import DockerContainer, Executable
+from execbroker.planner import Resources
+from execbroker.platforms import docker_engine as engine_
+from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
+from execbroker.platforms.container_policy import check_container, hardening
+from execbroker.platforms.docker_engine import (
+    GIB,
+    LABEL_BROKER,
+    LABEL_DEADLINE,
+    LABEL_PLATFORM,
+    LABEL_PORTS,
+    LABEL_SESSION,
+    Engine,
+    EngineOptions,
+    PortPlan,
+)
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
+SWEEP_AFTER = 60  # seconds past its deadline before the sweep ends a container
+_TRANSPORT = {"HTTP": "tcp", "HTTPS": "tcp", "TCP": "tcp", "UDP": "udp"}
+
+
+class DockerOptions(EngineOptions):
+    isolate: bool = True  # a bridge network per session (else: docker's shared default bridge)
+
+
+class DockerPlatform:
+    name = "docker"
+
+    def __init__(self, options: DockerOptions, *, broker: str, state_dir: Path) -> None:
+        self.options = options
+        self.broker = broker
+        self.engine = Engine(options)
+        self.logs_dir = state_dir / "docker-logs"
+        self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
+        self._last_sweep = 0.0
+        self._storage_checked = False
+        self._lock = threading.Lock()
+
+    # -- offers -------------------------------------------------------------------------
+
+    def check(self, executable: Executable) -> str | None:
+        if not isinstance(executable, DockerContainer):
+            return (
+                "the docker platform runs docker-container executables, "
+                f"not {kinds.alias(executable.kind)}"
+            )
+        refusal = check_container(executable, self.options.allow)
+        if refusal is not None or executable.image is None or not executable.image.locations:
+            return refusal
+        try:
+            return engine_.image_reason(self.engine, executable.image, pull=self.options.pull)
+        except PlatformError as error:
+            return str(error)
+
+    def free(self) -> Resources | None:
+        return None
+
+    # -- running ------------------------------------------------------------------------
+
+    def start(self, spec: LaunchSpec) -> str:
+        executable = spec.executable
+        if not isinstance(executable, DockerContainer) or executable.missing():
+            raise PlatformError("a docker-container with image.locations is needed")
+        refusal = check_container(executable, self.options.allow)
+        if refusal is not None:
+            raise PlatformError(refusal)
+        existing = self._container_of(spec.session_id)
+        if existing is not None:  # started before a crash: never a second one
+            return self._started(existing)
+        assert executable.image is not None
+        image = engine_.obtain_image(self.engine, executable.image, pull=self.options.pull)
+        labels = engine_.labels(
+            broker=self.broker,
+            session=spec.session_id,
+            owner=spec.owner,
+            platform=self.name,
+            deadline=spec.deadline,
+        )
+        plans = _port_plans(executable)
+        name = f"execbroker-{self.broker}-{spec.session_id}"
+        arguments: dict[str, Any] = {
+            "image": image.id,
+            "name": name,
+            "command": executable.command or None,
+            "entrypoint": [executable.entrypoint] if executable.entrypoint else None,
+            "environment": {
+                **executable.environment,
+                "EXECBROKER_SESSION": spec.session_id,
+                "EXECBROKER_CORES": str(spec.resources.cores),
+                "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+            },
+            "labels": {**labels, LABEL_PORTS: engine_.ports_label(plans)},
+            "ports": {p.key: (self.options.publish_host, None) for p in plans},
+            "detach": True,
+            "init": self.options.init,
+            "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
+            **self._limits(spec.resources),
+            **hardening(privileged=executable.privileged),
+        }
+        if not self.options.isolate:
+            return self._started(self._create(arguments))
+        arguments["network"] = self._network(name, labels)
+        try:
+            container = self._create(arguments)
+        except PlatformError:
+            self._remove_network(name)
+            raise
+        return self._started(container)
+
+    def _limits(self, grant: Resources) -> dict[str, Any]:
+        cpus = min(grant.cores, self.engine.host_cpus())
+        if cpus < grant.cores:
+            log.info("a grant of %d cores is held to this host's %d CPUs", grant.cores, cpus)
+        memory = grant.memory_gib * GIB
+        limits: dict[str, Any] = {
+            "nano_cpus": int(cpus * 1e9),
+            "mem_limit": memory,
+            "memswap_limit": memory,
+            "pids_limit": self.options.pids_limit,
+        }
+        if grant.storage_gib and self._storage_limits():
+            limits["storage_opt"] = {"size": f"{grant.storage_gib}G"}
+        return limits
+
+    def _storage_limits(self) -> bool:
+        supported = self.engine.storage_limits()
+        if not supported and not self._storage_checked:
+            log.warning("docker platform: %s", self.engine.storage_note())
+        self._storage_checked = True
+        return supported
+
+    def _network(self, name: str, labels: dict[str, str]) -> str:
+        client = self.engine.client
+        try:
+            client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: made before a crash; use it
+                reason = engine_.ok_or_reason(error)
+                raise PlatformError(f"could not make a network: {reason}") from None
+        return name
+
+    def _create(self, arguments: dict[str, Any]) -> Container:
+        try:
+            return self.engine.client.containers.create(**arguments)
+        except docker.errors.APIError as error:
+            if error.status_code == 409:  # a start racing a re-adoption: take the one there
+                return self.engine.client.containers.get(arguments["name"])
+            reason = engine_.ok_or_reason(error)
+            raise PlatformError(f"could not create the container: {reason}") from None
+
+    def _started(self, container: Container) -> str:
+        container.reload()
+        if container.status == "created":
+            try:
+                container.start()
+            except docker.errors.APIError as error:
+                reason = engine_.ok_or_reason(error)
+                self.release(container.id)
+                raise PlatformError(f"could not start the container: {reason}") from error
+        return container.id
+
+    def find(self, session_id: str) -> str | None:
+        container = self._container_of(session_id)
+        return None if container is None else self._started(container)
+
+    def status(self, handle: str) -> RunStatus:
+        self._sweep()
+        try:
+            container = self.engine.client.containers.get(handle)
+        except docker.errors.NotFound:
+            return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
+        except docker.errors.DockerException as error:
+            reason = engine_.ok_or_reason(error)
+            raise PlatformError(f"the Docker engine failed: {reason}") from None
+        state = engine_.container_state(container)
+        if state.state != RunState.RUNNING:
+            return state
+        found = engine_.endpoints(container, self.options.url_host())
+        if not found:
+            return state
+        if handle not in self._ready and not self._answering(container, found):
+            return RunStatus(RunState.PREPARING, "waiting for its ports to answer")
+        self._ready.add(handle)
+        return RunStatus(RunState.AVAILABLE, endpoints=tuple(found))
+
+    def _answering(self, container: Container, found: list[engine_.Endpoint]) -> bool:
+        if all(engine_.answers(endpoint) for endpoint in found):
+            return True
+        started = container.attrs["State"].get("StartedAt", "")
+        return engine_.age(started) > self.options.probe_grace
+
+    def logs(self, handle: str) -> Logs:
+        try:
+            container = self.engine.client.containers.get(handle)
+        except docker.errors.NotFound:
+            return Logs(
+                engine_.read_text(self.logs_dir / f"{handle}.stdout"),
+                engine_.read_text(self.logs_dir / f"{handle}.stderr"),
+            )
+        return Logs(*engine_.read_logs(container))
+
+    def stop(self, handle: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            container = self.engine.client.containers.get(handle)
+            try:
+                container.stop(timeout=self.options.stop_timeout)
+            except docker.errors.APIError as error:
+                if error.status_code != 404:
+                    reason = engine_.ok_or_reason(error)
+                    raise PlatformError(f"could not stop: {reason}") from None
+
+    def release(self, handle: str) -> None:
+        """Keep the logs (a finished task's output can still be fetched), then remove the
+        container and its network."""
+        self._ready.discard(handle)
+        try:
+            container = self.engine.client.containers.get(handle)
+        except docker.errors.NotFound:
+            return
+        self._keep_logs(container)
+        network = container.name if self.options.isolate else None
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.APIError as error:
+            if error.status_code != 404:
+                reason = engine_.ok_or_reason(error)
+                raise PlatformError(f"could not remove: {reason}") from None
+        if network:
+            self._remove_network(network)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _container_of(self, session_id: str) -> Container | None:
+        found = self.engine.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"{LABEL_BROKER}={self.broker}",
+                    f"{LABEL_SESSION}={session_id}",
+                    f"{LABEL_PLATFORM}={self.name}",
+                ]
+            },
+        )
+        return found[0] if found else None
+
+    def _keep_logs(self, container: Container) -> None:
+        try:
+            stdout, stderr = engine_.read_logs(container)
+        except docker.errors.DockerException:
+            return
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        (self.logs_dir / f"{container.id}.stdout").write_text(stdout)
+        (self.logs_dir / f"{container.id}.stderr").write_text(stderr)
+
+    def _remove_network(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            try:
+                self.engine.client.networks.get(name).remove()
+            except docker.errors.APIError as error:
+                log.warning("could not remove network %s: %s", name, engine_.ok_or_reason(error))
+
+    def _sweep(self) -> None:
+        """The deadline's safety net: end this broker's containers well past their deadline
+        (the monitor stops them at the deadline; this catches what a crash left behind)."""
+        now = time.time()
+        with self._lock:
+            if now - self._last_sweep < SWEEP_EVERY:
+                return
+            self._last_sweep = now
+        try:
+            containers = self.engine.client.containers.list(
+                all=True,
+                filters={
+                    "label": [f"{LABEL_BROKER}={self.broker}", f"{LABEL_PLATFORM}={self.name}"]
+                },
+            )
+        except docker.errors.DockerException:
+            return
+        for container in containers:
+            deadline = int(container.labels.get(LABEL_DEADLINE) or 0)
+            if deadline and now > deadline + SWEEP_AFTER:
+                log.warning("removing container %s: past its session's deadline", container.name)
+                with contextlib.suppress(PlatformError):
+                    self.release(container.id)
+
+
+def _port_plans(executable: DockerContainer) -> list[PortPlan]:
+    ports = executable.network.ports if executable.network else []
+    plans = {}
+    for port in ports:
+        if port.access:
+            plan = PortPlan(
+                port.internal.port, _TRANSPORT[port.protocol], port.protocol, port.path or "/"
+            )
+            plans.setdefault(plan.key, plan)
+    return list(plans.values())
+
+
+def create(options: dict[str, Any], *, broker: Any) -> DockerPlatform:
+    return DockerPlatform(
+        DockerOptions.model_validate(options), broker=broker.name, state_dir=broker.state_path
+    )

@@ -1,0 +1,347 @@
+"""What the ``docker`` and ``compose`` backends share about talking to one Docker Engine.
+
+Options common to both, the labels that tie a container to its broker and session, local
+image lookup and pulls, the endpoints a container's published ports make, whether those
+endpoints answer yet, and the one table that maps a container's state onto a RunState.
+Everything here reads from the engine (never from memory only), so a restarted broker
+sees exactly what a running one does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+from docker.models.images import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from execbroker.model.executables import DockerImageSpec
+from execbroker.platforms.base import Endpoint, PlatformError, RunState, RunStatus
+from execbroker.platforms.container_policy import Allow
+
+log = logging.getLogger(__name__)
+
+LABEL_BROKER = "execbroker.broker"
+LABEL_SESSION = "execbroker.session"
+LABEL_OWNER = "execbroker.owner"
+LABEL_PLATFORM = "execbroker.platform"
+LABEL_DEADLINE = "execbroker.deadline"  # epoch seconds: the sweep's safety net
+LABEL_PORTS = "execbroker.ports"  # JSON: which published port is which protocol
+GIB = 1024**3
+LOG_TAIL_CHARS = 1_000_000
+MESSAGE_TAIL_LINES = 8
+MESSAGE_TAIL_CHARS = 600
+# Storage drivers that can hold a container's writable layer to a size (overlay2 only on xfs).
+_SIZE_LIMITING_DRIVERS = {"btrfs", "zfs", "devicemapper", "windowsfilter"}
+
+
+class EngineOptions(BaseModel):
+    """Options of a Docker Engine backend in a broker config (``platforms: [{type: docker}]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    docker_host: str | None = Field(
+        default=None, description="engine URL; default: DOCKER_HOST or the local socket"
+    )
+    pull: Literal["never", "missing"] = "missing"
+    publish_host: str = Field(default="127.0.0.1", description="host address ports publish on")
+    endpoint_host: str | None = Field(
+        default=None, description="host name in connector URLs; default: publish_host"
+    )
+    pids_limit: int = Field(default=1024, ge=16)
+    stop_timeout: int = Field(default=2, ge=0, description="seconds between SIGTERM and SIGKILL")
+    init: bool = Field(default=True, description="run an init (tini) as PID 1 so SIGTERM works")
+    probe_grace: float = Field(
+        default=30, ge=0, description="seconds an HTTP port may stay silent before AVAILABLE"
+    )
+    allow: Allow = Allow()
+
+    def url_host(self) -> str:
+        host = self.endpoint_host or self.publish_host
+        if host in ("0.0.0.0", "::"):
+            host = socket.getfqdn()
+        return f"[{host}]" if ":" in host else host
+
+
+def ok_or_reason(error: Exception) -> str:
+    """A Docker error as a sentence for the session's owner."""
+    if isinstance(error, docker.errors.APIError):
+        return str(error.explanation or error)
+    return str(error) or type(error).__name__
+
+
+class Engine:
+    """One connection to a Docker Engine, opened on first use (a broker starts without it)."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._info: dict[str, Any] | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    if self.options.docker_host:
+                        self._client = docker.DockerClient(base_url=self.options.docker_host)
+                    else:
+                        self._client = docker.from_env()
+                except docker.errors.DockerException as error:
+                    raise PlatformError(f"the Docker engine is not reachable: {error}") from error
+            return self._client
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = self.client.info()
+        return self._info
+
+    def host_cpus(self) -> int:
+        return int(self.info().get("NCPU") or 1)
+
+    def storage_limits(self) -> bool:
+        """Can this engine's storage driver hold a container's writable layer to a size?"""
+        info = self.info()
+        driver = info.get("Driver", "")
+        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+        return driver in _SIZE_LIMITING_DRIVERS or (driver == "overlay2" and backing == "xfs")
+
+    def storage_note(self) -> str:
+        info = self.info()
+        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
+        return (
+            f"storage limits are not enforced: the storage driver {info.get('Driver')} on "
+            f"{backing} cannot limit a container's size (needs xfs with pquota, btrfs or zfs)"
+        )
+
+    # -- images -------------------------------------------------------------------------
+
+    def local_image(self, reference: str, digest: str | None = None) -> Image | None:
+        """The image on this host for ``reference`` (and ``digest``, if given), or None."""
+        try:
+            image = self.client.images.get(f"{reference}@{digest}" if digest else reference)
+        except docker.errors.ImageNotFound:
+            if digest is None:
+                return None
+            try:  # a locally built image has no repo digest: its id is its digest
+                image = self.client.images.get(reference)
+            except docker.errors.ImageNotFound:
+                return None
+            return image if image.id == digest else None
+        except docker.errors.APIError as error:
+            if error.status_code in (400, 404):
+                return None
+            raise PlatformError(f"the Docker engine failed: {ok_or_reason(error)}") from error
+        return image
+
+    def pull(self, reference: str, digest: str | None = None) -> Image:
+        target = f"{reference}@{digest}" if digest else reference
+        try:
+            return self.client.images.pull(target)
+        except docker.errors.DockerException as error:
+            raise PlatformError(f"could not pull {target}: {ok_or_reason(error)}") from error
+
+
+def image_references(spec: DockerImageSpec) -> list[str]:
+    """The image's locations as engine references (``docker://`` prefixes dropped)."""
+    return [location.removeprefix("docker://") for location in spec.locations if location]
+
+
+def find_image(engine: Engine, spec: DockerImageSpec) -> Image | None:
+    for reference in image_references(spec):
+        image = engine.local_image(reference, spec.digest)
+        if image is not None:
+            return image
+    return None
+
+
+def image_reason(engine: Engine, spec: DockerImageSpec, *, pull: str) -> str | None:
+    """Why this image cannot be had here (only asks what is local: quick enough for offers)."""
+    image = find_image(engine, spec)
+    if image is None:
+        if pull == "never":
+            names = ", ".join(image_references(spec))
+            return f"executable.image: {names} is not on this host and this platform does not pull"
+        return None
+    wanted = spec.platform
+    if wanted is not None:
+        have = (image.attrs.get("Os", "linux"), image.attrs.get("Architecture", "amd64"))
+        if (wanted.os, wanted.architecture) != have:
+            return (
+                f"executable.image.platform: the image here is {have[0]}/{have[1]}, "
+                f"not {wanted.os}/{wanted.architecture}"
+            )
+    return None
+
+
+def obtain_image(engine: Engine, spec: DockerImageSpec, *, pull: str) -> Image:
+    """The local image, pulled first if allowed and needed (only ever from ``start``)."""
+    image = find_image(engine, spec)
+    if image is not None:
+        return image
+    references = image_references(spec)
+    if pull == "never" or not references:
+        raise PlatformError(f"image {', '.join(references) or '?'} is not on this host")
+    errors = []
+    for reference in references:
+        try:
+            return engine.pull(reference, spec.digest)
+        except PlatformError as error:
+            errors.append(str(error))
+    raise PlatformError("; ".join(errors))
+
+
+# -- labels and ports -------------------------------------------------------------------
+
+
+def labels(*, broker: str, session: str, owner: str, platform: str, deadline: datetime) -> dict:
+    return {
+        LABEL_BROKER: broker,
+        LABEL_SESSION: session,
+        LABEL_OWNER: owner,
+        LABEL_PLATFORM: platform,
+        LABEL_DEADLINE: str(int(deadline.timestamp())),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class PortPlan:
+    """One port to publish: the container's ``port/transport`` and what speaks on it."""
+
+    port: int
+    transport: str  # tcp | udp
+    protocol: str  # HTTP | HTTPS | TCP | UDP
+    path: str = "/"
+
+    @property
+    def key(self) -> str:
+        return f"{self.port}/{self.transport}"
+
+
+def ports_label(ports: Iterable[PortPlan]) -> str:
+    return json.dumps(
+        [
+            {"port": p.port, "transport": p.transport, "protocol": p.protocol, "path": p.path}
+            for p in ports
+        ]
+    )
+
+
+def _ports_of(container: Container) -> list[PortPlan]:
+    try:
+        items = json.loads(container.labels.get(LABEL_PORTS) or "[]")
+        return [PortPlan(int(i["port"]), i["transport"], i["protocol"], i["path"]) for i in items]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+_SCHEMES = {"HTTP": "http", "HTTPS": "https", "TCP": "tcp", "UDP": "udp"}
+_WEB = {"HTTP", "HTTPS"}
+
+
+def endpoints(container: Container, host: str) -> list[Endpoint]:
+    """The connectors of a running container: one per published port the broker planned."""
+    published = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    found = []
+    for port in _ports_of(container):
+        bindings = published.get(port.key) or []
+        if not bindings or not bindings[0].get("HostPort"):
+            continue
+        address = f"{_SCHEMES[port.protocol]}://{host}:{bindings[0]['HostPort']}"
+        if port.protocol in _WEB:
+            address += port.path if port.path.startswith("/") else f"/{port.path}"
+        found.append(Endpoint(port.protocol, address))
+    return found
+
+
+def answers(endpoint: Endpoint) -> bool:
+    """Does an HTTP(S) endpoint answer at all (any status)? Other protocols are taken as up:
+    docker's port proxy accepts a TCP connection before the task listens, so a connect proves
+    nothing."""
+    if endpoint.protocol not in _WEB:
+        return True
+    try:
+        httpx.get(endpoint.location, timeout=0.5, verify=False)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+# -- state ----------------------------------------------------------------------------
+
+# Docker's container states → ours; "exited" depends on the exit code (see ``container_state``).
+_STATE_OF_STATUS = {
+    "created": RunState.PREPARING,
+    "running": RunState.RUNNING,
+    "restarting": RunState.RUNNING,
+    "paused": RunState.RUNNING,
+    "removing": RunState.FAILED,
+    "dead": RunState.FAILED,
+}
+_EXIT_STATES = {True: RunState.COMPLETED, False: RunState.FAILED}
+
+
+def container_state(container: Container) -> RunStatus:
+    """One container's state, without endpoints; a finished one says how, with its last lines."""
+    state = container.attrs.get("State", {})
+    status = state.get("Status", "dead")
+    if status != "exited":
+        found = _STATE_OF_STATUS.get(status, RunState.FAILED)
+        message = None if found != RunState.FAILED else f"the container is {status}"
+        return RunStatus(found, message)
+    code = int(state.get("ExitCode", -1))
+    if code == 0:
+        return RunStatus(RunState.COMPLETED, "completed", 0)
+    if state.get("OOMKilled"):
+        how = "killed: it ran out of the granted memory"
+    elif code == 137:
+        how = "killed (SIGKILL, exit code 137)"
+    else:
+        how = f"exited with code {code}"
+    tail = last_lines(container)
+    return RunStatus(_EXIT_STATES[False], f"{how}; last output: {tail}" if tail else how, code)
+
+
+def last_lines(container: Container) -> str:
+    try:
+        text = container.logs(stdout=True, stderr=True, tail=MESSAGE_TAIL_LINES)
+    except docker.errors.DockerException:
+        return ""
+    return text.decode(errors="replace").strip()[-MESSAGE_TAIL_CHARS:]
+
+
+def read_logs(container: Container) -> tuple[str, str]:
+    def one(**which: bool) -> str:
+        data = container.logs(**which, tail=20_000)
+        return data.decode(errors="replace")[-LOG_TAIL_CHARS:]
+
+    return one(stdout=True, stderr=False), one(stdout=False, stderr=True)
+
+
+def age(started: str) -> float:
+    """Seconds since docker's ``StartedAt`` (RFC 3339 with nanoseconds); 0 if unreadable."""
+    try:
+        instant = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - instant.timestamp())
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
