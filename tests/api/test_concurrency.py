@@ -13,6 +13,7 @@ from datetime import datetime
 
 import httpx
 import pytest
+
 from tests.brokers import batch_request, running_broker
 
 QUOTA = {"cores": 4, "memory": 8, "storage": 10, "max_sessions": 3, "max_duration": "PT1H"}

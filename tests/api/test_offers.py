@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
-from tests.brokers import accept, batch_request, running_broker, update, wait_for_phase
 
 from execbroker import kinds
+from tests.brokers import accept, batch_request, running_broker, update, wait_for_phase
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, batch_request, wait_for_phase
 
 SCRIPT = "echo started >> ../starts.txt; sleep 4; echo finished"
