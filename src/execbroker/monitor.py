@@ -184,11 +184,18 @@ class Monitor:
         status = platform.status(handle)
         now = self.clock()
         if not status.state.final and now >= row.end:
-            self._stop_quietly(platform, handle)
             granted = format_duration(row.end - row.start)
-            self._finish(
-                row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
-            )
+            if status.state == RunState.AVAILABLE:
+                # A service (a web server, a notebook server) ends when its time is up: normal.
+                with self.database.write() as db:
+                    queries.transition(db, row.uuid, [row.phase], Phase.RELEASING, now)
+                self._stop_quietly(platform, handle)
+                self._finish(row, Phase.COMPLETED, f"released at the end of its {granted}", handle)
+            else:
+                self._stop_quietly(platform, handle)
+                self._finish(
+                    row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
+                )
             return
         self._record(row, status, handle)
 
