@@ -46,31 +46,27 @@ def _body_doc(schema: str) -> dict[str, Any]:
     }
 
 
-async def _offers(request: Request, service: BrokerService, user: User) -> Response:
+async def post_request(request: Request, service: Service, user: CurrentUser) -> Response:
     body = await parse_body(request, ExecutionRequest)
     answer = await run_in_threadpool(service.request_offers, user, body)
     document = render.offerset(answer, _base(request))
     return respond(request, document, headers={"Location": document.meta.url or ""})
 
 
-@router.post(
-    "/requests",
-    summary="Ask for offers (ExecutionRequest → OfferSetResponse)",
-    response_model=OfferSetResponse,
-    openapi_extra=_body_doc("ExecutionRequest"),
-)
-async def post_request(request: Request, service: Service, user: CurrentUser) -> Response:
-    return await _offers(request, service, user)
-
-
-@router.post(
-    "/offersets",
-    summary="Ask for offers (the earlier draft's name for POST /requests)",
-    response_model=OfferSetResponse,
-    openapi_extra=_body_doc("ExecutionRequest"),
-)
-async def post_offerset(request: Request, service: Service, user: CurrentUser) -> Response:
-    return await _offers(request, service, user)
+# The current schema's path, and the earlier draft's for the clients written against it.
+for _path, _summary in (
+    ("/requests", "Ask for offers (ExecutionRequest → OfferSetResponse)"),
+    ("/offersets", "Ask for offers (the earlier draft's name for POST /requests)"),
+):
+    router.add_api_route(
+        _path,
+        post_request,
+        methods=["POST"],
+        summary=_summary,
+        response_model=OfferSetResponse,
+        operation_id=f"post{_path.replace('/', '_')}",
+        openapi_extra=_body_doc("ExecutionRequest"),
+    )
 
 
 @router.post(
