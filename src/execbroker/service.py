@@ -16,6 +16,7 @@ from datetime import datetime
 from execbroker import kinds
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
 from execbroker.negotiation import demand_for, max_cost, unsupported
@@ -68,11 +69,9 @@ class BrokerService:
 
     def supported_kinds(self) -> list[str]:
         """Kinds at least one of this broker's platforms runs (asked with an empty executable)."""
-        from execbroker.model.executables import _KNOWN
-
         return [
             kind
-            for kind, model in _KNOWN.items()
+            for kind, model in EXECUTABLE_MODELS.items()
             if any(platform.check(model()) is None for platform in self.platforms.values())
         ]
 

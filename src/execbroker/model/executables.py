@@ -153,7 +153,8 @@ class UnknownExecutable(Executable):
     model_config = ConfigDict(extra="allow")
 
 
-_KNOWN = {
+# Every executable kind we have a model for, by its current URI.
+EXECUTABLE_MODELS: dict[str, type[Executable]] = {
     kinds.DOCKER_CONTAINER: DockerContainer,
     kinds.DOCKER_COMPOSE: DockerCompose,
     kinds.JUPYTER_NOTEBOOK: JupyterNotebook,
@@ -164,7 +165,7 @@ _KNOWN = {
 
 def _executable_tag(value: Any) -> str:
     kind = kind_of(value)
-    return kind if kind in _KNOWN else "unknown"
+    return kind if kind in EXECUTABLE_MODELS else "unknown"
 
 
 AnyExecutable = Annotated[
