@@ -120,3 +120,19 @@ def test_the_first_offer_is_never_beaten_on_the_first_criterion(found) -> None:
     ):
         best = rank_offers(found, policy)[0]
         assert all(value(best) <= value(other) for other in found)
+
+
+def test_starts_are_compared_as_of_the_moment_of_ranking() -> None:
+    from datetime import timedelta
+
+    from tests.client.offers import NOW
+
+    answered_earlier = offer(cores=1, start=-1 / 60)  # its broker said "now" a second before
+    bigger = offer(cores=4)
+    assert rank_offers([answered_earlier, bigger], EARLIEST_START) == [answered_earlier, bigger]
+    assert rank_offers([answered_earlier, bigger], EARLIEST_START, now=NOW) == [
+        bigger,
+        answered_earlier,
+    ]
+    later = offer(cores=8, start=10)
+    assert rank_offers([later, bigger], EARLIEST_START, now=NOW + timedelta(minutes=5))[0] is bigger

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -33,8 +34,9 @@ from execbroker.client.broker import (
     BrokerNoAnswer,
     BrokerUnreachable,
 )
-from execbroker.client.policy import DEFAULT_POLICY, Policy, get_policy, rank
+from execbroker.client.policy import DEFAULT_POLICY, Policy, explain, get_policy, rank
 from execbroker.client.results import Offer, OfferSet, Session
+from execbroker.timeutil import utcnow
 
 T = TypeVar("T")
 
@@ -137,6 +139,7 @@ class Choice:
     policy: Policy
     answers: tuple[BrokerAnswer, ...]
     ranked: tuple[Candidate, ...]  # every offer, best first
+    ranked_at: datetime  # starts are compared as of this moment (see policy.as_of)
     chosen: Candidate | None = None  # the best offer (accepted, unless accepting was off)
     session: Session | None = None  # the chosen offer as its accept returned it
     # The best offer after the chosen one from another broker (if none: from the same one).
@@ -160,7 +163,7 @@ class Choice:
         if self.chosen is None:
             return ""
         runner_up = self.runner_up.offer if self.runner_up is not None else None
-        return self.policy.explain(self.chosen.offer, runner_up)
+        return explain(self.policy, self.chosen.offer, runner_up, now=self.ranked_at)
 
     def explain(self) -> list[str]:
         """The choice in a few lines for people: which offer, from where, why, and what else."""
@@ -239,10 +242,12 @@ async def ask_all(
     )
 
 
-def candidates(answers: Iterable[BrokerAnswer], policy: Policy) -> list[Candidate]:
+def candidates(
+    answers: Iterable[BrokerAnswer], policy: Policy, *, now: datetime | None = None
+) -> list[Candidate]:
     """Every offer of every answer, best first by ``policy`` (ties: brokers in order given)."""
     found = [Candidate(answer, offer) for answer in answers for offer in answer.offers]
-    return rank(found, policy, lambda candidate: candidate.offer)
+    return rank(found, policy, lambda candidate: candidate.offer, now=now)
 
 
 # -- step 2: choose ---------------------------------------------------------------------
@@ -314,8 +319,9 @@ async def choose(
     ``on_attempt`` is told of each offer just before its accept is sent.
     """
     chosen_policy = get_policy(policy)
-    ranked = candidates(answers, chosen_policy)
-    base = Choice(chosen_policy, tuple(answers), tuple(ranked))
+    now = utcnow()
+    ranked = candidates(answers, chosen_policy, now=now)
+    base = Choice(chosen_policy, tuple(answers), tuple(ranked), now)
     if not ranked:
         return base
     if not accept:

@@ -15,12 +15,17 @@ Shipped, selectable by name (``get_policy``):
 
 Ties are left in the order the offers were given (brokers in the order listed, each
 broker's offers in its own order), so ranking is deterministic.
+
+Starts are compared *as of* the moment of ranking (``as_of``): an offer to start "now" says
+so with its broker's clock at the moment it answered, to the second, so two brokers
+answering either side of a second boundary would otherwise differ on a start that means
+the same thing. (Brokers on other hosts are trusted to keep their clocks in sync.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -178,10 +183,34 @@ def get_policy(name: str | Policy) -> Policy:
         raise ValueError(f"no policy called {name!r}; choose one of {known}") from None
 
 
-def rank(items: Iterable[T], policy: Policy, offer: Callable[[T], Offer]) -> list[T]:
-    """``items`` best first by ``policy``; ties keep the order they were given in."""
-    return sorted(items, key=lambda item: policy.key(offer(item)))
+def as_of(offer: Offer, now: datetime | None) -> Offer:
+    """The offer as seen at ``now``: one that could have started earlier starts now."""
+    if now is None or offer.start is None or offer.start >= now:
+        return offer
+    return replace(offer, start=now.replace(microsecond=0))
 
 
-def rank_offers(offers: Sequence[Offer], policy: Policy) -> list[Offer]:
-    return rank(offers, policy, lambda item: item)
+def rank(
+    items: Iterable[T],
+    policy: Policy,
+    offer: Callable[[T], Offer],
+    *,
+    now: datetime | None = None,
+) -> list[T]:
+    """``items`` best first by ``policy`` as of ``now``; ties keep the order they were given in."""
+    return sorted(items, key=lambda item: policy.key(as_of(offer(item), now)))
+
+
+def rank_offers(
+    offers: Sequence[Offer], policy: Policy, *, now: datetime | None = None
+) -> list[Offer]:
+    return rank(offers, policy, lambda item: item, now=now)
+
+
+def explain(
+    policy: Policy, winner: Offer, runner_up: Offer | None, *, now: datetime | None = None
+) -> str:
+    """``policy.explain`` as of ``now`` (see ``as_of``)."""
+    return policy.explain(
+        as_of(winner, now), as_of(runner_up, now) if runner_up is not None else None
+    )
