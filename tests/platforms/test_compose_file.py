@@ -192,3 +192,11 @@ volumes: {data: {}}
     assert out["networks"]["default"]["labels"]["execbroker.broker"] == "b"
     assert out["volumes"]["data"]["labels"]["execbroker.session"] == "s1"
     assert document["services"]["web"]["cpus"] == 4  # the checked document is untouched
+
+
+def test_yaml_is_read_as_compose_reads_it() -> None:
+    document = parse("services: {web: {image: x, environment: {DEBUG: yes, MODE: on}}}")
+    assert document["services"]["web"]["environment"] == {"DEBUG": "yes", "MODE": "on"}
+    out = dump(document)
+    assert yaml.safe_load(out)["services"]["web"]["environment"]["DEBUG"] == "yes"
+    assert parse("services: {web: {image: x, privileged: true}}")["services"]["web"]["privileged"]

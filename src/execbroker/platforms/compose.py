@@ -34,7 +34,7 @@ from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.compose_file import ComposeError, RunSettings
 from execbroker.platforms.container_policy import check_compose
-from execbroker.platforms.docker_engine import LABEL_BROKER, Engine, EngineOptions
+from execbroker.platforms.docker_engine import LABEL_BROKER, Engine, EngineOptions, engine_errors
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ class ComposePlatform:
             return None  # the kind-only question
         try:
             document = self._checked(executable.compose)
-            return self._images_reason(document)
+            with engine_errors("the Docker engine failed"):
+                return self._images_reason(document)
         except (ComposeError, PlatformError) as error:
             return str(error)
 
@@ -202,18 +203,15 @@ class ComposePlatform:
             self._up(project)  # converges: starts only what a crash left unstarted
         except PlatformError as error:
             log.warning("re-adopting %s: %s", project, error)
-        return project if self._containers(project) else None
+        with engine_errors("looking for the session's containers"):
+            return project if self._containers(project) else None
 
     def status(self, handle: str) -> RunStatus:
-        try:
+        with engine_errors("asking the Docker engine"):
             containers = self._containers(handle)
-        except docker.errors.DockerException as error:
-            raise PlatformError(
-                f"the Docker engine failed: {engine_.ok_or_reason(error)}"
-            ) from None
+            states = {_service(c): engine_.container_state(c) for c in containers}
         if not containers:
             return RunStatus(RunState.LOST, f"project {handle} has no containers")
-        states = {_service(c): engine_.container_state(c) for c in containers}
         worst = min(states.values(), key=lambda s: _PRECEDENCE.index(s.state))
         if worst.state == RunState.FAILED:
             service = next(name for name, s in states.items() if s is worst)
@@ -242,6 +240,10 @@ class ComposePlatform:
         return time.time() - oldest > self.options.probe_grace
 
     def logs(self, handle: str) -> Logs:
+        with engine_errors("reading the logs"):
+            return self._logs(handle)
+
+    def _logs(self, handle: str) -> Logs:
         containers = self._containers(handle)
         if not containers:
             workdir = self._workdir(handle)
@@ -257,17 +259,19 @@ class ComposePlatform:
         return Logs("".join(outs), "".join(errs))
 
     def stop(self, handle: str) -> None:
-        for container in self._containers(handle):
-            if container.status in ("running", "restarting", "paused"):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.stop(timeout=self.options.stop_timeout)
+        with engine_errors("stopping the containers"):
+            for container in self._containers(handle):
+                if container.status in ("running", "restarting", "paused"):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.stop(timeout=self.options.stop_timeout)
 
     def release(self, handle: str) -> None:
         """Keep the logs, then ``down -v`` (containers, networks, volumes), then remove
         by label whatever compose left."""
         self._ready.discard(handle)
         workdir = self._workdir(handle)
-        containers = self._containers(handle)
+        with engine_errors("reading the logs"):
+            containers = self._containers(handle)
         if containers and workdir.exists():
             logs = self.logs(handle)
             (workdir / "logs.stdout").write_text(logs.stdout)
@@ -281,7 +285,8 @@ class ComposePlatform:
                 )
             except PlatformError as error:
                 log.warning("compose down %s: %s", handle, error)
-        self._remove_leftovers(handle)
+        with engine_errors("removing what compose left"):
+            self._remove_leftovers(handle)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -294,7 +299,8 @@ class ComposePlatform:
         return {"label": [f"{LABEL_PROJECT}={project}", f"{LABEL_BROKER}={self.broker}"]}
 
     def _containers(self, project: str) -> list[Container]:
-        return self.engine.client.containers.list(all=True, filters=self._filters(project))
+        client = self.engine.client
+        return client.containers.list(all=True, filters=self._filters(project), ignore_removed=True)
 
     def _remove_leftovers(self, project: str) -> None:
         client = self.engine.client

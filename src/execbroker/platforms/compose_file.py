@@ -46,6 +46,20 @@ _REPLACED = [
 _APP_PROTOCOLS = {"http": "HTTP", "https": "HTTPS"}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as compose reads it (1.2): only true/false are booleans, ``yes``/``on`` are text."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 class ComposeError(ValueError):
     """The compose text cannot be run; the message names the field and is fit for its owner."""
 
@@ -56,7 +70,7 @@ class ComposeError(ValueError):
 def parse(text: str) -> dict[str, Any]:
     """The compose document, interpolated; ComposeError if it is not a usable compose file."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""

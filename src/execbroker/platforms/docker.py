@@ -42,12 +42,14 @@ from execbroker.platforms.docker_engine import (
     Engine,
     EngineOptions,
     PortPlan,
+    engine_errors,
 )
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
 SWEEP_AFTER = 60  # seconds past its deadline before the sweep ends a container
+_GONE = docker.errors.NotFound
 _TRANSPORT = {"HTTP": "tcp", "HTTPS": "tcp", "TCP": "tcp", "UDP": "udp"}
 
 
@@ -80,7 +82,8 @@ class DockerPlatform:
         if refusal is not None or executable.image is None or not executable.image.locations:
             return refusal
         try:
-            return engine_.image_reason(self.engine, executable.image, pull=self.options.pull)
+            with engine_errors("the Docker engine failed"):
+                return engine_.image_reason(self.engine, executable.image, pull=self.options.pull)
         except PlatformError as error:
             return str(error)
 
@@ -96,6 +99,10 @@ class DockerPlatform:
         refusal = check_container(executable, self.options.allow)
         if refusal is not None:
             raise PlatformError(refusal)
+        with engine_errors("starting the container"):
+            return self._start(spec, executable)
+
+    def _start(self, spec: LaunchSpec, executable: DockerContainer) -> str:
         existing = self._container_of(spec.session_id)
         if existing is not None:  # started before a crash: never a second one
             return self._started(existing)
@@ -188,23 +195,22 @@ class DockerPlatform:
             except docker.errors.APIError as error:
                 reason = engine_.ok_or_reason(error)
                 self.release(container.id)
-                raise PlatformError(f"could not start the container: {reason}") from error
+                raise PlatformError(f"could not start the container: {reason}") from None
         return container.id
 
     def find(self, session_id: str) -> str | None:
-        container = self._container_of(session_id)
-        return None if container is None else self._started(container)
+        with engine_errors("looking for the session's container"):
+            container = self._container_of(session_id)
+            return None if container is None else self._started(container)
 
     def status(self, handle: str) -> RunStatus:
         self._sweep()
-        try:
-            container = self.engine.client.containers.get(handle)
-        except docker.errors.NotFound:
-            return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
-        except docker.errors.DockerException as error:
-            reason = engine_.ok_or_reason(error)
-            raise PlatformError(f"the Docker engine failed: {reason}") from None
-        state = engine_.container_state(container)
+        with engine_errors("asking the Docker engine"):
+            try:
+                container = self.engine.client.containers.get(handle)
+            except docker.errors.NotFound:
+                return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
+            state = engine_.container_state(container)
         if state.state != RunState.RUNNING:
             return state
         found = engine_.endpoints(container, self.options.url_host())
@@ -222,49 +228,44 @@ class DockerPlatform:
         return engine_.age(started) > self.options.probe_grace
 
     def logs(self, handle: str) -> Logs:
-        try:
-            container = self.engine.client.containers.get(handle)
-        except docker.errors.NotFound:
-            return Logs(
-                engine_.read_text(self.logs_dir / f"{handle}.stdout"),
-                engine_.read_text(self.logs_dir / f"{handle}.stderr"),
-            )
-        return Logs(*engine_.read_logs(container))
+        with engine_errors("reading the logs"):
+            try:
+                container = self.engine.client.containers.get(handle)
+            except docker.errors.NotFound:
+                return Logs(
+                    engine_.read_text(self.logs_dir / f"{handle}.stdout"),
+                    engine_.read_text(self.logs_dir / f"{handle}.stderr"),
+                )
+            return Logs(*engine_.read_logs(container))
 
     def stop(self, handle: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            container = self.engine.client.containers.get(handle)
-            try:
-                container.stop(timeout=self.options.stop_timeout)
-            except docker.errors.APIError as error:
-                if error.status_code != 404:
-                    reason = engine_.ok_or_reason(error)
-                    raise PlatformError(f"could not stop: {reason}") from None
+        with engine_errors("stopping the container"), contextlib.suppress(_GONE):
+            self.engine.client.containers.get(handle).stop(timeout=self.options.stop_timeout)
 
     def release(self, handle: str) -> None:
         """Keep the logs (a finished task's output can still be fetched), then remove the
         container and its network."""
         self._ready.discard(handle)
-        try:
-            container = self.engine.client.containers.get(handle)
-        except docker.errors.NotFound:
-            return
-        self._keep_logs(container)
-        network = container.name if self.options.isolate else None
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.APIError as error:
-            if error.status_code != 404:
-                reason = engine_.ok_or_reason(error)
-                raise PlatformError(f"could not remove: {reason}") from None
-        if network:
-            self._remove_network(network)
+        with engine_errors("removing the container"):
+            try:
+                container = self.engine.client.containers.get(handle)
+            except docker.errors.NotFound:
+                return
+            self._keep_logs(container)
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.APIError as error:
+                if error.status_code not in (404, 409):  # 409: a removal under way already
+                    raise
+            if self.options.isolate:
+                self._remove_network(container.name)
 
     # -- helpers ------------------------------------------------------------------------
 
     def _container_of(self, session_id: str) -> Container | None:
         found = self.engine.client.containers.list(
             all=True,
+            ignore_removed=True,
             filters={
                 "label": [
                     f"{LABEL_BROKER}={self.broker}",

@@ -9,12 +9,13 @@ sees exactly what a running one does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import docker
 import docker.errors
 import httpx
+import requests
 from docker.models.containers import Container
 from docker.models.images import Image
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +75,17 @@ class EngineOptions(BaseModel):
         if host in ("0.0.0.0", "::"):
             host = socket.getfqdn()
         return f"[{host}]" if ":" in host else host
+
+
+@contextlib.contextmanager
+def engine_errors(doing: str) -> Iterator[None]:
+    """Turn what the engine (or the connection to it) raises into a PlatformError."""
+    try:
+        yield
+    except docker.errors.DockerException as error:
+        raise PlatformError(f"{doing}: {ok_or_reason(error)}") from None
+    except requests.exceptions.RequestException as error:
+        raise PlatformError(f"{doing}: the Docker engine did not answer ({error})") from None
 
 
 def ok_or_reason(error: Exception) -> str:

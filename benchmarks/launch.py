@@ -1,0 +1,235 @@
+"""How long a broker takes from an accepted offer to a running task, next to the platform's
+own way of starting the same task, measured side by side in one run (these machines are
+noisy: compare the ratios, not the absolute times).
+
+Each platform is one function ``measure_<name>(repeats, directory) -> dict`` in PLATFORMS.
+
+docker: a real broker process (platform ``docker``) runs ``busybox:local``; the time from
+the accepting ``POST /sessions/{uuid}`` to the first ``GET`` that shows the session RUNNING
+(a ``sleep``: no ports) or AVAILABLE (``httpd`` with a published HTTP port, which the broker
+reports only once it answers). Next to it, the same containers started directly: ``docker run
+-d`` (the CLI) and ``containers.run(detach=True)`` (the Python SDK); for httpd also until its
+URL answers. The broker's monitor polls every ``monitor_interval_s``, which bounds how soon it
+can notice a phase change.
+
+    python benchmarks/launch.py [--repeats 5] [--platforms docker]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.brokers import BASE_CONFIG, BrokerProcess, accept
+
+IMAGE = "busybox:local"
+SLEEP = ["sleep", "60"]
+HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+POLL_S = 0.01
+MONITOR_INTERVAL = "PT0.2S"
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 1)
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("gave up waiting")
+        time.sleep(POLL_S)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+# -- through a broker -------------------------------------------------------------------
+
+
+def _request(command: list[str], ports: bool) -> dict[str, Any]:
+    executable: dict[str, Any] = {
+        "kind": "docker-container",
+        "image": {"locations": [IMAGE]},
+        "command": command,
+    }
+    if ports:
+        executable["network"] = {"ports": [{"internal": {"port": 8080}, "protocol": "HTTP"}]}
+    return {
+        "executable": executable,
+        "compute": {"cores": {"min": 1, "max": 1}, "memory": {"min": 1, "max": 1}},
+        "schedule": {"requested": {"duration": "PT10M"}},
+    }
+
+
+def _through_broker(client: httpx.Client, body: dict[str, Any], phase: str) -> float:
+    """Seconds from sending the accept to the first GET that shows ``phase``."""
+    answer = client.post("/requests", json=body).raise_for_status().json()
+    uuid = answer["offers"][0]["meta"]["uuid"]
+    started = time.perf_counter()
+    accept(client, uuid).raise_for_status()
+    session: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal session
+        session = client.get(f"/sessions/{uuid}").raise_for_status().json()
+        if session["phase"] in ("FAILED", "CANCELLED"):
+            raise RuntimeError(f"session {uuid} {session['phase']}: {session['meta']['messages']}")
+        return session["phase"] == phase
+
+    _wait_until(reached)
+    elapsed = time.perf_counter() - started
+    client.post(
+        f"/sessions/{uuid}",
+        json={"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"},
+    ).raise_for_status()
+    return elapsed
+
+
+# -- directly ---------------------------------------------------------------------------
+
+
+def _docker_cli(command: list[str], ports: bool) -> tuple[float, float | None]:
+    """(seconds until ``docker run -d`` returns, seconds until the URL answers or None)."""
+    publish = ["-p", "127.0.0.1::8080"] if ports else []
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["docker", "run", "-d", *publish, IMAGE, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    returned = time.perf_counter() - started
+    container = done.stdout.strip()
+    answered = None
+    try:
+        if ports:
+            port = (
+                subprocess.run(
+                    ["docker", "port", container, "8080/tcp"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.split()[0]
+                .rsplit(":", 1)[1]
+            )
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"))
+            answered = time.perf_counter() - started
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    return returned, answered
+
+
+def _docker_sdk(client: Any, command: list[str], ports: bool) -> float:
+    started = time.perf_counter()
+    container = client.containers.run(
+        IMAGE, command, detach=True, ports={"8080/tcp": ("127.0.0.1", None)} if ports else None
+    )
+    elapsed = time.perf_counter() - started
+    container.remove(force=True)
+    return elapsed
+
+
+def _docker_broker(directory: Path, name: str, **options: Any) -> BrokerProcess:
+    config = {
+        **BASE_CONFIG,
+        "name": name,
+        "platforms": [{"type": "docker", **options}],
+        "monitor": {"interval": MONITOR_INTERVAL},
+    }
+    return BrokerProcess(config, directory / name).start()
+
+
+def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
+    """busybox through a broker (a network per session, as configured by default; and on
+    docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK."""
+    import docker
+
+    sdk = docker.from_env()
+    sdk.images.get(IMAGE)
+    isolated = _docker_broker(directory, "bench-launch")
+    shared = _docker_broker(directory, "bench-launch-shared", isolate=False)
+    results: dict[str, Any] = {"monitor_interval_s": 0.2, "image": IMAGE}
+    try:
+        with isolated.client() as client, shared.client() as shared_client:
+            for name, command, ports, phase in (
+                ("sleep_to_running", SLEEP, False, "RUNNING"),
+                ("httpd_to_available", HTTPD, True, "AVAILABLE"),
+            ):
+                body = _request(command, ports)
+                _through_broker(client, body, phase)  # warm up
+                _through_broker(shared_client, body, phase)
+                _docker_cli(command, ports)
+                timings: dict[str, list[float]] = {
+                    "broker": [],
+                    "broker_shared_bridge": [],
+                    "docker_run": [],
+                    "sdk_run": [],
+                }
+                answered: list[float] = []
+                for _ in range(repeats):  # interleaved, so drift hits all alike
+                    timings["broker"].append(_through_broker(client, body, phase))
+                    timings["broker_shared_bridge"].append(
+                        _through_broker(shared_client, body, phase)
+                    )
+                    returned, until_answer = _docker_cli(command, ports)
+                    timings["docker_run"].append(returned)
+                    if until_answer is not None:
+                        answered.append(until_answer)
+                    timings["sdk_run"].append(_docker_sdk(sdk, command, ports))
+                medians = {f"{key}_median_ms": _median_ms(value) for key, value in timings.items()}
+                if answered:
+                    medians["docker_run_until_http_answers_median_ms"] = _median_ms(answered)
+                broker = statistics.median(timings["broker"])
+                medians["broker_over_docker_run"] = round(
+                    broker / statistics.median(timings["docker_run"]), 2
+                )
+                medians["broker_over_sdk_run"] = round(
+                    broker / statistics.median(timings["sdk_run"]), 2
+                )
+                results[name] = medians
+    finally:
+        isolated.stop()
+        shared.stop()
+    return results
+
+
+PLATFORMS: dict[str, Callable[[int, Path], dict[str, Any]]] = {"docker": measure_docker}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--platforms", default=",".join(PLATFORMS))
+    args = parser.parse_args()
+    names = [name for name in args.platforms.split(",") if name]
+    unknown = sorted(set(names) - set(PLATFORMS))
+    if unknown:
+        parser.error(f"unknown platforms {unknown}; known: {sorted(PLATFORMS)}")
+    with tempfile.TemporaryDirectory(prefix="execbroker-launch-") as temporary:
+        results = {name: PLATFORMS[name](args.repeats, Path(temporary) / name) for name in names}
+    print(json.dumps({"benchmark": "launch", "repeats": args.repeats, "platforms": results}))
+
+
+if __name__ == "__main__":
+    main()

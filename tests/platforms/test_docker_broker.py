@@ -1,0 +1,220 @@
+"""Docker containers and compose applications through real broker processes on the real
+Docker Engine: offers, connectors, limits, refusals, other users, cancel, and kill -9."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuids
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+import pytest
+
+from tests.brokers import BASE_CONFIG, BrokerProcess, accept, running_broker, update, wait_for_phase
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "busybox:local"
+HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+PLATFORMS = [{"type": "docker"}, {"type": "compose"}]
+UP = {"AVAILABLE", "RUNNING"}
+THREE_SERVICES = """
+services:
+  web:
+    image: busybox:local
+    command: ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{target: 8080, app_protocol: http}]
+  api:
+    image: busybox:local
+    command: ["busybox", "httpd", "-f", "-p", "9000", "-h", "/www"]
+    ports: [{target: 9000, app_protocol: http}]
+  worker:
+    image: busybox:local
+    command: ["sleep", "600"]
+"""
+
+
+@pytest.fixture(scope="module")
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.images.get(IMAGE)
+    except docker.errors.DockerException as error:
+        pytest.fail(f"needs dockerd and {IMAGE} (scripts/services.sh up docker): {error}")
+    return client
+
+
+@pytest.fixture
+def config(engine: docker.DockerClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A broker config with the docker and compose platforms, under a name of its own."""
+    name = f"t-{uuids.uuid4().hex[:10]}"
+    yield {**BASE_CONFIG, "name": name, "platforms": PLATFORMS}
+    label = {"label": f"execbroker.broker={name}"}
+    for container in engine.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for network in engine.networks.list(filters=label):
+        network.remove()
+
+
+def request(executable: dict[str, Any], *, cores: int = 1, memory: int = 1) -> dict[str, Any]:
+    return {
+        "executable": executable,
+        "compute": {
+            "kind": "simple-compute-resource",
+            "cores": {"min": cores, "max": cores},
+            "memory": {"min": memory, "max": memory},
+        },
+        "schedule": {"requested": {"duration": "PT10M"}},
+    }
+
+
+def web_container(**extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "docker-container",
+        "image": {"locations": [IMAGE]},
+        "command": HTTPD,
+        "network": {"ports": [{"internal": {"port": 8080}, "protocol": "HTTP"}]},
+        **extra,
+    }
+
+
+def containers(engine: docker.DockerClient, broker: str, session: str) -> list[Any]:
+    labels = [f"execbroker.broker={broker}", f"execbroker.session={session}"]
+    return engine.containers.list(all=True, filters={"label": labels})
+
+
+def start(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post("/requests", json=body).raise_for_status().json()
+    assert answer["result"] == "YES", answer["meta"]["messages"]
+    uuid = answer["offers"][0]["meta"]["uuid"]
+    assert accept(client, uuid).status_code == 200
+    return wait_for_phase(client, uuid, UP | {"FAILED"})
+
+
+def test_a_container_is_offered_started_reached_and_kept_from_other_users(config, engine, tmp_path):
+    with (
+        running_broker(tmp_path, **config) as broker,
+        broker.client() as alice,
+        broker.client("demo-bob") as bob,
+    ):
+        kinds = {k["alias"] for k in httpx.get(f"{broker.url}/info").json()["kinds"]}
+        assert {"docker-container", "docker-compose"} <= kinds
+        session = start(alice, request(web_container(), cores=2, memory=2))
+        uuid = session["meta"]["uuid"]
+        assert session["phase"] == "AVAILABLE", session["meta"]["messages"]
+        (connector,) = session["connectors"]
+        assert connector["protocol"] == "HTTP"
+        assert "It works" in httpx.get(connector["location"], timeout=5).text
+        (found,) = containers(engine, config["name"], uuid)
+        host = engine.api.inspect_container(found.id)["HostConfig"]
+        assert host["NanoCpus"] == 2_000_000_000 and host["Memory"] == 2 * 1024**3
+        assert found.labels["execbroker.owner"] == "alice"
+
+        # bob can neither see, read the logs of, nor cancel alice's container
+        assert bob.get(f"/sessions/{uuid}").status_code == 403
+        assert bob.get(f"/sessions/{uuid}/logs").status_code == 403
+        assert update(bob, uuid, "CANCELLED").status_code == 403
+        assert all(s["meta"]["uuid"] != uuid for s in bob.get("/sessions").json()["sessions"])
+        assert found.reload() is None and found.status == "running"
+
+        assert update(alice, uuid, "CANCELLED").json()["phase"] == "CANCELLED"
+        assert containers(engine, config["name"], uuid) == []
+
+
+def test_refusals_are_a_no_that_names_the_field(config, tmp_path):
+    with running_broker(tmp_path, **config) as broker, broker.client() as alice:
+        cases = {
+            "executable.privileged": web_container(privileged=True),
+            "services.web.privileged": {
+                "kind": "docker-compose",
+                "compose": "services: {web: {image: busybox:local, privileged: true}}",
+            },
+            "services.web.network_mode": {
+                "kind": "docker-compose",
+                "compose": "services: {web: {image: busybox:local, network_mode: host}}",
+            },
+            "services.web.volumes[0]": {
+                "kind": "docker-compose",
+                "compose": "services: {web: {image: busybox:local, volumes: ['/:/host']}}",
+            },
+            "not valid YAML": {"kind": "docker-compose", "compose": "services: [oops"},
+        }
+        for words, executable in cases.items():
+            answer = alice.post("/requests", json=request(executable)).json()
+            assert answer["result"] == "NO", answer
+            messages = " ".join(m["message"] for m in answer["meta"]["messages"])
+            assert words in messages, messages
+        # fields the container model does not have cannot even be asked for
+        for field in ({"cap_add": ["SYS_ADMIN"]}, {"volumes": ["/:/host"]}, {"devices": ["x"]}):
+            response = alice.post("/requests", json=request(web_container(**field)))
+            assert response.status_code == 422, response.text
+
+
+def test_a_compose_application_comes_up_and_goes_down_on_cancel(config, engine, tmp_path):
+    with running_broker(tmp_path, **config) as broker, broker.client() as alice:
+        executable = {"kind": "docker-compose", "compose": THREE_SERVICES}
+        session = start(alice, request(executable, cores=2, memory=3))
+        uuid = session["meta"]["uuid"]
+        assert session["phase"] == "AVAILABLE", session["meta"]["messages"]
+        assert len(session["connectors"]) == 2
+        for connector in session["connectors"]:
+            assert "It works" in httpx.get(connector["location"], timeout=5).text
+        assert len(containers(engine, config["name"], uuid)) == 3
+        assert update(alice, uuid, "CANCELLED").json()["phase"] == "CANCELLED"
+        assert containers(engine, config["name"], uuid) == []
+        project = {"label": f"com.docker.compose.project=eb-{uuid}"}
+        assert engine.networks.list(filters=project) == []
+
+
+def test_kill_9_restart_re_adopts_running_containers_and_records_finished_ones(
+    config, engine, tmp_path
+):
+    broker = BrokerProcess(config, tmp_path).start()
+    try:
+        with broker.client() as alice:
+            web = start(alice, request(web_container()))
+            batch = start(
+                alice,
+                request(
+                    {
+                        "kind": "docker-container",
+                        "image": {"locations": [IMAGE]},
+                        "command": ["sh", "-c", "sleep 2; echo done"],
+                    }
+                ),
+            )
+            app = start(
+                alice,
+                request({"kind": "docker-compose", "compose": THREE_SERVICES}, cores=2, memory=3),
+            )
+        sessions = {s["meta"]["uuid"]: s for s in (web, batch, app)}
+        before = {
+            uuid: {c.id for c in containers(engine, config["name"], uuid)} for uuid in sessions
+        }
+        broker.kill()
+        time.sleep(2.5)  # the batch container finishes while no broker watches
+        broker.start()
+        with broker.client() as alice:
+            done = wait_for_phase(alice, batch["meta"]["uuid"], {"COMPLETED", "FAILED"})
+            assert done["phase"] == "COMPLETED", done["meta"]["messages"]
+            assert alice.get(f"/sessions/{batch['meta']['uuid']}/logs").json()["stdout"] == "done\n"
+            for session in (web, app):
+                uuid = session["meta"]["uuid"]
+                again = wait_for_phase(alice, uuid, {"AVAILABLE"})
+                assert again["connectors"] == session["connectors"]
+                for connector in again["connectors"]:
+                    assert "It works" in httpx.get(connector["location"], timeout=5).text
+                now = {c.id for c in containers(engine, config["name"], uuid)}
+                assert now == before[uuid], "a container was started again"
+            time.sleep(1)  # a few monitor passes: still one of each, still up
+            for session in (web, app):
+                uuid = session["meta"]["uuid"]
+                assert {c.id for c in containers(engine, config["name"], uuid)} == before[uuid]
+                assert update(alice, uuid, "CANCELLED").status_code == 200
+                assert containers(engine, config["name"], uuid) == []
+    finally:
+        broker.stop()
