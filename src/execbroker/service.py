@@ -12,6 +12,8 @@ import uuid as uuids
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
 
 from execbroker import kinds
 from execbroker.config import BrokerConfig
@@ -20,6 +22,7 @@ from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
 from execbroker.negotiation import demand_for, max_cost, unsupported
+from execbroker.outputs import OutputFile, list_outputs, open_output
 from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
 from execbroker.platforms.base import Logs, Platform, PlatformError
 from execbroker.store import queries
@@ -272,6 +275,18 @@ class BrokerService:
             return Logs("", "")
         return self.platforms[row.platform].logs(row.handle)
 
+    def workdir(self, uuid: str) -> Path:
+        """A session's work directory: where its task runs and leaves its outputs."""
+        return self.config.state_path / "sessions" / uuid
+
+    def outputs(self, user: User, uuid: str) -> list[OutputFile]:
+        self.get_session(user, uuid)
+        return list_outputs(self.workdir(uuid))
+
+    def open_output(self, user: User, uuid: str, name: str) -> tuple[BinaryIO, int]:
+        self.get_session(user, uuid)
+        return open_output(self.workdir(uuid), name)
+
     def _owned_session(self, db: object, user: User, uuid: str) -> SessionRow:
         row = queries.get_session(db, uuid)  # type: ignore[arg-type]
         if row is None:
@@ -354,15 +369,17 @@ class BrokerService:
         if row.phase not in CANCELLABLE:
             hint = " (reject an offer instead)" if row.phase == Phase.OFFERED else ""
             raise PhaseConflict(f"session {uuid} is {row.phase}: it cannot be cancelled{hint}")
-        platform = self.platforms.get(row.platform)
-        if row.handle is not None and platform is not None:
-            self._stop(platform, row.handle, uuid)
+        # CANCELLED first, then stop: the monitor, seeing a task end because we stopped it,
+        # must not record it as FAILED (or finished) before the cancel does.
+        platform, handle = self.platforms.get(row.platform), row.handle
         with self.database.write() as db:
             note = message(f"cancelled by {user.name}", now=now)
             if not queries.transition(db, uuid, CANCELLABLE, Phase.CANCELLED, now, finished=now):
                 raise PhaseConflict(f"session {uuid} finished before it could be cancelled")
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
+        if handle is not None and platform is not None:
+            self._stop(platform, handle, uuid)
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
 
