@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +34,189 @@ def serve(
     )
     broker = load_config(config)
     uvicorn.run(create_app(broker), host=host, port=port, log_level=log_level)
+
+
+# -- the client side ---------------------------------------------------------------------
+
+TOKEN_HELP = "your token (for every broker without its own URL#token)"
+Token = Annotated[str | None, typer.Option(envvar="EXECBROKER_TOKEN", help=TOKEN_HELP)]
+OneBroker = Annotated[str, typer.Option("--broker", "-b", help="[name=]URL[#token] of the broker")]
+SessionId = Annotated[str, typer.Argument(help="the session's UUID")]
+
+
+def _target(spec: str, token: str | None) -> Any:
+    from execbroker.client import BrokerTarget
+
+    try:
+        return BrokerTarget.parse(spec, token)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--broker") from None
+
+
+def _run(call: Any, *, watching: str | None = None) -> None:
+    """Run a client command; broker errors and Ctrl-C become a message and an exit code."""
+    import asyncio
+
+    from execbroker.client import BrokerClientError
+    from execbroker.client.commands import EXIT_FAILED, report_error
+    from execbroker.client.display import make_console
+
+    console = make_console()
+    try:
+        code = asyncio.run(call(console))
+    except BrokerClientError as error:
+        code = report_error(console, error)
+    except KeyboardInterrupt:
+        if watching:
+            console.print(f"stopped watching; the session goes on (cancel it with: {watching})")
+        code = 130 if watching else EXIT_FAILED
+    raise typer.Exit(code)
+
+
+@app.command()
+def request(
+    broker: Annotated[
+        list[str],
+        typer.Option("--broker", "-b", help="[name=]URL[#token] of a broker; repeat for more"),
+    ],
+    task: Annotated[
+        Path | None,
+        typer.Option(
+            "--task", "-t", exists=True, dir_okay=False, help="an ExecutionRequest (YAML or JSON)"
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="instead of --task: only ask whether they run this kind (YES/NO)"),
+    ] = None,
+    token: Token = None,
+    policy: Annotated[
+        str, typer.Option(help="earliest-start, most-resources or cheapest")
+    ] = "earliest-start",
+    accept: Annotated[
+        bool, typer.Option("--accept/--no-accept", help="take the best offer (or only look)")
+    ] = True,
+    watch: Annotated[
+        bool, typer.Option(help="follow the session until it ends, then print its logs")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds each broker has to answer")] = 10.0,
+) -> None:
+    """Ask every broker, show all offers and NOs, take the best offer, and say why.
+
+    Exit code 0: done (with --watch: the task completed); 1: the task failed; 2: no broker
+    said YES, or no offer could be taken.
+    """
+    from execbroker.client import commands, get_policy
+
+    if (task is None) == (kind is None):
+        raise typer.BadParameter("give either --task FILE or --kind KIND", param_hint="--task")
+    try:
+        chosen_policy = get_policy(policy)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from None
+    try:
+        document = commands.load_task(task) if task is not None else commands.kind_only(kind or "")
+    except commands.TaskFileError as error:
+        raise typer.BadParameter(str(error), param_hint="--task") from None
+    targets = [_target(spec, token) for spec in broker]
+    _run(
+        lambda console: commands.request(
+            console,
+            targets,
+            document,
+            policy=chosen_policy,
+            accept=accept,
+            watch=watch,
+            timeout=timeout,
+        ),
+        watching="execbroker cancel --broker URL UUID" if watch else None,
+    )
+
+
+@app.command()
+def sessions(
+    broker: OneBroker,
+    token: Token = None,
+    phase: Annotated[
+        list[str] | None, typer.Option("--phase", "-p", help="only these phases; repeatable")
+    ] = None,
+) -> None:
+    """List your sessions on one broker (an admin token: everyone's), newest first."""
+    from execbroker.client import commands
+
+    target = _target(broker, token)
+    _run(lambda console: commands.sessions(console, target, phase or []))
+
+
+@app.command()
+def watch(
+    uuid: SessionId,
+    broker: OneBroker,
+    token: Token = None,
+    timeout: Annotated[float | None, typer.Option(help="give up after this many seconds")] = None,
+) -> None:
+    """Follow a session until it ends, then print its logs (exit 0 if it completed, else 1)."""
+    from execbroker.client import commands
+
+    target = _target(broker, token)
+    _run(
+        lambda console: commands.follow(console, target, uuid, timeout=timeout),
+        watching=f"execbroker cancel --broker {target.url} {uuid}",
+    )
+
+
+@app.command()
+def logs(uuid: SessionId, broker: OneBroker, token: Token = None) -> None:
+    """Print what a session's task has written so far."""
+    from execbroker.client import commands
+
+    target = _target(broker, token)
+    _run(lambda console: commands.logs(console, target, uuid))
+
+
+def _update(phase: str, doc: str) -> Any:
+    def command(uuid: SessionId, broker: OneBroker, token: Token = None) -> None:
+        from execbroker.client import commands
+
+        target = _target(broker, token)
+        _run(lambda console: commands.update(console, target, uuid, phase))
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("accept")(_update("ACCEPTED", "Accept an offer (the broker rejects its siblings)."))
+app.command("reject")(_update("REJECTED", "Reject an offer, freeing what it holds."))
+app.command("cancel")(_update("CANCELLED", "Cancel a session: its task is stopped."))
+
+
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", exists=True, dir_okay=False, help="the plan (examples/demo.yaml)"
+        ),
+    ] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="run only these tasks; repeatable")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="keep the brokers' state and logs")] = False,
+) -> None:
+    """Start the plan's brokers, run its tasks against all of them, and check the outcomes.
+
+    Exit code 0 when every task that ran ended as the plan expects.
+    """
+    from execbroker import demo as demo_module
+    from execbroker.client.display import make_console
+
+    console = make_console()
+    try:
+        code = demo_module.run(console, config, only=task or [], keep=keep)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        code = 1
+    raise typer.Exit(code)
 
 
 @app.callback()

@@ -86,6 +86,11 @@ class Connector:
         )
 
 
+def cores(amount: int | None) -> str:
+    """``1 core``, ``4 cores``."""
+    return f"{amount} core" if amount == 1 else f"{amount} cores"
+
+
 def _messages(meta: dict[str, Any]) -> tuple[Message, ...]:
     return tuple(Message.from_wire(item) for item in meta.get("messages") or [])
 
@@ -162,7 +167,7 @@ class Session:
 
     def summary(self) -> str:
         """One line for people: the grant, when, for how long, and the price if any."""
-        parts = [f"{self.cores} cores", f"{self.memory} GiB memory"]
+        parts = [cores(self.cores), f"{self.memory} GiB memory"]
         if self.storage:
             parts.append(f"{self.storage} GiB storage")
         if self.start is not None:
