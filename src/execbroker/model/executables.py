@@ -118,6 +118,13 @@ class JupyterNotebook(Executable):
     parameters: dict[str, Any] = Field(default_factory=dict)
     kernel: str | None = None
 
+    @field_validator("notebook")
+    @classmethod
+    def _nbformat(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from execbroker.notebooks.validate import check_notebook  # nbformat loads on first use
+
+        return None if value is None else check_notebook(value)
+
     @model_validator(mode="after")
     def _one_source(self) -> JupyterNotebook:
         if self.notebook is not None and self.location is not None:

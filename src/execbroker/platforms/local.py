@@ -1,8 +1,11 @@
-"""The ``local`` backend: batch scripts as processes on the broker's own host.
+"""The ``local`` backend: batch scripts and Jupyter notebooks as processes on the broker's host.
 
 Each task runs under ``local_runner`` in its session's work directory, which holds
-everything about it (script, launch parameters, pid, logs, final status), so the
-handle is just that directory and a restarted broker finds everything it needs there.
+everything about it (script or notebook task, launch parameters, pid, logs, final
+status), so the handle is just that directory and a restarted broker finds everything
+it needs there. A notebook runs as ``notebooks.prepare`` describes it (its self-contained
+runner under this interpreter); an interactive one's Jupyter server binds
+``publish_host`` on a free port and is reported as an HTTP endpoint once it answers.
 
 Limits (honest about what a plain process can be held to): cores by CPU affinity (no
 more CPUs than granted, up to those the host has) and a CPU-time limit of cores ×
@@ -16,50 +19,72 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from execbroker import kinds
-from execbroker.model.executables import BatchScript, Executable
+from pydantic import BaseModel, ConfigDict
+
+from execbroker import kinds, notebooks
+from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 
 LOG_TAIL_BYTES = 1_000_000
 
 
+class LocalOptions(BaseModel):
+    """The platform's options in a broker's config; anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    publish_host: str = "127.0.0.1"  # where interactive notebook servers listen
+
+
 class LocalPlatform:
     name = "local"
 
-    def __init__(self, *, sessions_dir: Path) -> None:
+    def __init__(self, *, sessions_dir: Path, options: LocalOptions | None = None) -> None:
         self.sessions_dir = sessions_dir
+        self.options = options or LocalOptions()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def check(self, executable: Executable) -> str | None:
         if executable.kind == kinds.BATCH_SCRIPT:
             return None
-        return (
-            f"the local platform runs batch-script executables, not {kinds.alias(executable.kind)}"
-        )
+        if isinstance(executable, JupyterNotebook):
+            support = notebooks.Support.of_this_python()
+            return notebooks.refusal(executable, support, platform=self.name)
+        kind = kinds.alias(executable.kind)
+        return f"the local platform runs batch-script and jupyter-notebook executables, not {kind}"
 
     def free(self) -> Resources | None:
         return None
 
     def start(self, spec: LaunchSpec) -> str:
-        if not isinstance(spec.executable, BatchScript) or not spec.executable.script:
-            raise PlatformError("a batch-script with a script is needed")
         workdir = spec.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "script.sh").write_text(spec.executable.script)
-        launch = {
+        launch: dict[str, Any] = {
             "session": spec.session_id,
             "cores": spec.resources.cores,
             "memory_gib": spec.resources.memory_gib,
             "deadline": spec.deadline.timestamp(),
-            "environment": spec.executable.environment,
+            "environment": {},
         }
+        if isinstance(spec.executable, JupyterNotebook):
+            task = notebooks.prepare(
+                spec, python=sys.executable, host=self.options.publish_host, port=self._port()
+            )
+            task.write(workdir)
+            launch |= {"argv": list(task.argv), "result": notebooks.task.RESULT_FILE}
+        elif isinstance(spec.executable, BatchScript) and spec.executable.script:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "script.sh").write_text(spec.executable.script)
+            launch["environment"] = spec.executable.environment
+        else:
+            raise PlatformError("a batch-script with a script or a jupyter-notebook is needed")
         (workdir / "launch.json").write_text(json.dumps(launch))
         child = subprocess.Popen(
             [sys.executable, "-m", "execbroker.platforms.local_runner", str(workdir)],
@@ -83,6 +108,8 @@ class LocalPlatform:
             return final
         pid = self._pid(workdir)
         if pid is not None and self._alive(pid, workdir):
+            if notebooks.is_notebook_task(workdir):
+                return notebooks.running(workdir, host=self._url_host())
             return RunStatus(RunState.RUNNING)
         final = self._final(workdir)  # it may have finished between the two looks
         return final or RunStatus(RunState.LOST, "the runner process is gone without a status")
@@ -112,6 +139,19 @@ class LocalPlatform:
             self._children.pop(pid).wait()
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _port(self) -> int:
+        """A free port for a notebook server (it refuses to start should it be taken since)."""
+        with socket.socket(
+            socket.AF_INET6 if ":" in self.options.publish_host else socket.AF_INET
+        ) as sock:
+            sock.bind((self.options.publish_host, 0))
+            return sock.getsockname()[1]
+
+    def _url_host(self) -> str:
+        """The host in a server's URL: the listening address, or this host's name for all."""
+        host = self.options.publish_host
+        return socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
 
     @staticmethod
     def _final(workdir: Path) -> RunStatus | None:
@@ -151,6 +191,6 @@ def _tail(path: Path) -> str:
 
 
 def create(options: dict[str, Any], *, broker: Any) -> LocalPlatform:
-    if options:
-        raise ValueError(f"the local platform takes no options, got {sorted(options)}")
-    return LocalPlatform(sessions_dir=broker.state_path / "sessions")
+    return LocalPlatform(
+        sessions_dir=broker.state_path / "sessions", options=LocalOptions.model_validate(options)
+    )

@@ -1,13 +1,14 @@
-"""Runs one batch script under its grant, outside the broker.
+"""Runs one task (a batch script, or a notebook's runner) under its grant, outside the broker.
 
 Usage: ``python -m execbroker.platforms.local_runner WORKDIR``.
 
 The broker starts this in a session (process group) of its own, so the task outlives a
 broker crash and can be re-adopted. It applies the grant (CPU affinity, CPU time and
-address-space limits), runs ``/bin/sh script.sh`` with the session's environment, kills
-the whole process group at the deadline or on SIGTERM, and writes ``status.json``
-(atomically) as its last act. The script text is only ever a file: no shell ever sees
-it spliced into a command line.
+address-space limits), runs ``/bin/sh script.sh`` (or ``launch.json``'s ``argv``) with the
+session's environment, kills the whole process group at the deadline or on SIGTERM, and
+writes ``status.json`` (atomically) as its last act; a task that leaves a result file
+(``launch.json``'s ``result``: JSON with a ``message``) has that message in its status. The
+script text is only ever a file: no shell ever sees it spliced into a command line.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def run(workdir: Path) -> int:
     }
     with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
         child = subprocess.Popen(
-            ["/bin/sh", str(workdir / "script.sh")],
+            launch.get("argv") or ["/bin/sh", str(workdir / "script.sh")],
             cwd=home,
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -88,15 +89,28 @@ def run(workdir: Path) -> int:
                 )
             return 1
     code = child.returncode
+    reported = _reported(workdir, launch.get("result"))
     if code == 0:
-        _write_status(workdir, state="COMPLETED", exit_code=0, message="completed")
+        _write_status(workdir, state="COMPLETED", exit_code=0, message=reported or "completed")
     elif code < 0:
         name = signal.Signals(-code).name
         hint = " (CPU time limit of the grant)" if -code == signal.SIGXCPU else ""
         _write_status(workdir, state="FAILED", exit_code=code, message=f"killed by {name}{hint}")
     else:
-        _write_status(workdir, state="FAILED", exit_code=code, message=f"exited with code {code}")
+        message = reported or f"exited with code {code}"
+        _write_status(workdir, state="FAILED", exit_code=code, message=message)
     return 0
+
+
+def _reported(workdir: Path, name: str | None) -> str | None:
+    """The message a task left in its result file, if it has one and left it."""
+    if not name:
+        return None
+    try:
+        message = json.loads((workdir / name).read_text()).get("message")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(message) if message else None
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
