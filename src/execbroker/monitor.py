@@ -139,7 +139,7 @@ class Monitor:
             resources=self.service._resources(row),
             start=row.start,
             deadline=row.end,
-            workdir=self.service.config.state_path / "sessions" / row.uuid,
+            workdir=self.service.workdir(row.uuid),
         )
         try:
             handle = platform.start(spec)

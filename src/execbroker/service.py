@@ -283,7 +283,7 @@ class BrokerService:
         self.get_session(user, uuid)
         return list_outputs(self.workdir(uuid))
 
-    def open_output(self, user: User, uuid: str, name: str) -> tuple[BinaryIO, int]:
+    def open_output(self, user: User, uuid: str, name: str) -> BinaryIO:
         self.get_session(user, uuid)
         return open_output(self.workdir(uuid), name)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import mimetypes
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from execbroker.api import render
 from execbroker.api.content import parse_body, respond
@@ -128,3 +130,28 @@ async def update_session(
 def get_logs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     logs = service.logs(user, str(uuid))
     return respond(request, {"stdout": logs.stdout, "stderr": logs.stderr})
+
+
+@router.get("/sessions/{uuid}/outputs", summary="The files the session's task left as outputs")
+def list_outputs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
+    base = f"{_base(request)}/sessions/{uuid}/outputs"
+    files = service.outputs(user, str(uuid))
+    return respond(
+        request,
+        {"outputs": [{"name": f.name, "size": f.size, "url": f"{base}/{f.name}"} for f in files]},
+    )
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        while chunk := stream.read(1 << 16):
+            yield chunk
+
+
+@router.get("/sessions/{uuid}/outputs/{name}", summary="One output file, as it is now")
+def get_output(uuid: UUID, name: str, service: Service, user: CurrentUser) -> Response:
+    stream = service.open_output(user, str(uuid), name)
+    media = "application/x-ipynb+json" if name.endswith(".ipynb") else None
+    media = media or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return StreamingResponse(_chunks(stream), media_type=media, headers=disposition)

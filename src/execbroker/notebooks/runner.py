@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -194,6 +195,7 @@ def _open_notebook(task: dict, source: Path, target: Path) -> None:
         notebook = _injected(notebook, task["parameters"])
     else:
         if task["parameters"]:
+            notebook.metadata.setdefault("papermill", {})  # papermill's execute would add it
             notebook = parameterize_notebook(
                 notebook, task["parameters"], kernel_name=task["kernel"], language=task["language"]
             )
@@ -337,6 +339,9 @@ def main(argv: list[str]) -> int:
             state, message, details = MODES[task["mode"]](task, task_path, outputs)
     except Stop as stop:
         state, message = stop.state, stop.message
+    except Exception as error:  # the runner's own failure: the trace to stderr, a result anyway
+        traceback.print_exc()
+        state, message = "FAILED", f"the notebook runner failed: {type(error).__name__}: {error}"
     finally:
         _end_children()
     _write_json(base / task["result"], {"state": state, "message": message, **details})

@@ -42,7 +42,7 @@ SERVER_FILE = "notebook-server.json"
 RUNTIME_DIR = "jupyter-runtime"
 DEFAULT_OUTPUT = "notebook.ipynb"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}\.ipynb$")
-MAX_MARGIN = 10.0  # seconds before the grant's end at which the runner stops itself
+MIN_MARGIN, MAX_MARGIN = 3.0, 10.0  # seconds before the grant's end the runner stops itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,8 @@ def prepare(
     if language is None and kernel.startswith("python"):
         language = "python"
     grant = (spec.deadline - spec.start).total_seconds()
-    margin = min(MAX_MARGIN, max(1.0, grant * 0.05))
+    # Time to stop the kernel, save the notebook and say so before the backend's hard stop.
+    margin = min(MAX_MARGIN, max(MIN_MARGIN, grant * 0.05), grant / 2)
     token = secrets.token_urlsafe(32) if executable.mode == "interactive" else None
     output = _output_name(executable.location)
     task: dict[str, Any] = {
