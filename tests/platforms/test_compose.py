@@ -82,7 +82,9 @@ def make_platform(broker_name, tmp_path) -> Callable[..., compose_platform.Compo
     return make
 
 
-def launch(executable: Any, tmp_path: Path, *, cores: int = 2, memory: int = 3) -> LaunchSpec:
+def launch(
+    executable: Any, tmp_path: Path, *, cores: int = 2, memory: int = 3, seconds: int = 300
+) -> LaunchSpec:
     session = str(uuids.uuid4())
     now = datetime.now(UTC)
     return LaunchSpec(
@@ -92,7 +94,7 @@ def launch(executable: Any, tmp_path: Path, *, cores: int = 2, memory: int = 3) 
         executable=executable,
         resources=Resources(cores, memory, 1),
         start=now,
-        deadline=now + timedelta(minutes=5),
+        deadline=now + timedelta(seconds=seconds),
         workdir=tmp_path / "state" / "sessions" / session,
     )
 
@@ -267,3 +269,13 @@ services:
         platform.start(spec)
     project = compose_platform.project_name(spec.session_id)
     assert labelled(engine, project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_the_sweep_takes_down_projects_long_past_their_deadline(make_platform, engine, tmp_path):
+    platform = make_platform()
+    quiet = "services: {quiet: {image: busybox:local, command: [sleep, '30']}}"
+    late = platform.start(launch(DockerCompose(compose=quiet), tmp_path, seconds=-120))
+    current = platform.start(launch(DockerCompose(compose=quiet), tmp_path))
+    assert platform.status(current).state == RunState.RUNNING  # the first status sweeps
+    assert labelled(engine, late) == {"containers": [], "networks": [], "volumes": []}
+    assert len(labelled(engine, current)["containers"]) == 1

@@ -56,6 +56,7 @@ SERVICE_REFUSALS: list[tuple[dict[str, Any], str, str | None]] = [
     ({"cgroup_parent": "/x"}, "services.web.cgroup_parent", None),
     ({"runtime": "runsc"}, "services.web.runtime", None),
     ({"oom_kill_disable": True}, "services.web.oom_kill_disable", "privileged"),
+    ({"oom_score_adj": -1000}, "services.web.oom_score_adj", "privileged"),
     ({"extends": {"file": "/etc/other.yaml", "service": "x"}}, "services.web.extends.file", None),
     (
         {"post_start": [{"command": "id", "privileged": True}]},

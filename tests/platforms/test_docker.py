@@ -235,3 +235,13 @@ def test_storage_limits_are_honest_about_the_driver(make_platform, engine, tmp_p
     else:
         assert not options
         assert "storage limits are not enforced" in caplog.text
+
+
+def test_the_sweep_ends_containers_long_past_their_deadline(make_platform, engine, tmp_path):
+    platform = make_platform()
+    late = platform.start(launch(container(command=["sleep", "30"]), tmp_path, seconds=-120))
+    current = platform.start(launch(container(command=["sleep", "30"]), tmp_path))
+    assert platform.status(current).state == RunState.RUNNING  # the first status sweeps
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(late)
+    assert engine.containers.get(current).status == "running"

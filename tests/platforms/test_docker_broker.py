@@ -13,13 +13,17 @@ import docker
 import docker.errors
 import httpx
 import pytest
+import yaml
 
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, running_broker, update, wait_for_phase
 
 pytestmark = pytest.mark.docker
 
+EXAMPLES = Path(__file__).parents[2] / "examples" / "brokers"
+
 IMAGE = "busybox:local"
 HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+SLEEP = ["sleep", "600"]
 PLATFORMS = [{"type": "docker"}, {"type": "compose"}]
 UP = {"AVAILABLE", "RUNNING"}
 THREE_SERVICES = """
@@ -60,7 +64,9 @@ def config(engine: docker.DockerClient, tmp_path: Path) -> Iterator[dict[str, An
         network.remove()
 
 
-def request(executable: dict[str, Any], *, cores: int = 1, memory: int = 1) -> dict[str, Any]:
+def request(
+    executable: dict[str, Any], *, cores: int = 1, memory: int = 1, duration: str = "PT10M"
+) -> dict[str, Any]:
     return {
         "executable": executable,
         "compute": {
@@ -68,7 +74,7 @@ def request(executable: dict[str, Any], *, cores: int = 1, memory: int = 1) -> d
             "cores": {"min": cores, "max": cores},
             "memory": {"min": memory, "max": memory},
         },
-        "schedule": {"requested": {"duration": "PT10M"}},
+        "schedule": {"requested": {"duration": duration}},
     }
 
 
@@ -103,6 +109,8 @@ def test_a_container_is_offered_started_reached_and_kept_from_other_users(config
     ):
         kinds = {k["alias"] for k in httpx.get(f"{broker.url}/info").json()["kinds"]}
         assert {"docker-container", "docker-compose"} <= kinds
+        sleeper = {"kind": "docker-container", "image": {"locations": [IMAGE]}, "command": SLEEP}
+        short = start(alice, request(sleeper, duration="PT4S"))["meta"]["uuid"]
         session = start(alice, request(web_container(), cores=2, memory=2))
         uuid = session["meta"]["uuid"]
         assert session["phase"] == "AVAILABLE", session["meta"]["messages"]
@@ -124,34 +132,60 @@ def test_a_container_is_offered_started_reached_and_kept_from_other_users(config
         assert update(alice, uuid, "CANCELLED").json()["phase"] == "CANCELLED"
         assert containers(engine, config["name"], uuid) == []
 
+        # the short session was stopped at the end of its grant
+        ended = wait_for_phase(alice, short, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=10)
+        assert ended["phase"] == "FAILED"
+        assert "exceeded the granted duration" in ended["meta"]["messages"][-1]["message"]
+        assert containers(engine, config["name"], short) == []
 
-def test_refusals_are_a_no_that_names_the_field(config, tmp_path):
-    with running_broker(tmp_path, **config) as broker, broker.client() as alice:
-        cases = {
-            "executable.privileged": web_container(privileged=True),
-            "services.web.privileged": {
-                "kind": "docker-compose",
-                "compose": "services: {web: {image: busybox:local, privileged: true}}",
-            },
-            "services.web.network_mode": {
-                "kind": "docker-compose",
-                "compose": "services: {web: {image: busybox:local, network_mode: host}}",
-            },
-            "services.web.volumes[0]": {
-                "kind": "docker-compose",
-                "compose": "services: {web: {image: busybox:local, volumes: ['/:/host']}}",
-            },
-            "not valid YAML": {"kind": "docker-compose", "compose": "services: [oops"},
-        }
-        for words, executable in cases.items():
-            answer = alice.post("/requests", json=request(executable)).json()
-            assert answer["result"] == "NO", answer
-            messages = " ".join(m["message"] for m in answer["meta"]["messages"])
-            assert words in messages, messages
-        # fields the container model does not have cannot even be asked for
-        for field in ({"cap_add": ["SYS_ADMIN"]}, {"volumes": ["/:/host"]}, {"devices": ["x"]}):
-            response = alice.post("/requests", json=request(web_container(**field)))
-            assert response.status_code == 422, response.text
+
+def test_desktop_2x_offers_twice_the_unit_and_refuses_with_the_field(tmp_path):
+    """The example broker as shipped: only 2x desktops (2 cores, 4 GiB), docker and compose."""
+    config = yaml.safe_load((EXAMPLES / "desktop-2x.yaml").read_text())
+    config["monitor"] = {"interval": "PT0.2S"}
+    broker = BrokerProcess(config, tmp_path).start()
+    try:
+        with broker.client() as alice:
+            body = request(web_container())
+            body["compute"]["cores"] = {"min": 1, "max": 4}
+            body["compute"]["memory"] = {"min": 1, "max": 8}
+            answer = alice.post("/requests", json=body).json()
+            assert answer["result"] == "YES", answer["meta"]["messages"]
+            for offer in answer["offers"]:
+                assert offer["compute"]["cores"] == {"min": 2, "max": 2}
+                assert offer["compute"]["memory"] == {"min": 4, "max": 4}
+            _assert_refusals(alice)
+    finally:
+        broker.stop()
+
+
+def _assert_refusals(alice: httpx.Client) -> None:
+    """Every refusal is a NO naming the field; fields the model lacks are a 422."""
+    cases = {
+        "executable.privileged": web_container(privileged=True),
+        "services.web.privileged": {
+            "kind": "docker-compose",
+            "compose": "services: {web: {image: busybox:local, privileged: true}}",
+        },
+        "services.web.network_mode": {
+            "kind": "docker-compose",
+            "compose": "services: {web: {image: busybox:local, network_mode: host}}",
+        },
+        "services.web.volumes[0]": {
+            "kind": "docker-compose",
+            "compose": "services: {web: {image: busybox:local, volumes: ['/:/host']}}",
+        },
+        "not valid YAML": {"kind": "docker-compose", "compose": "services: [oops"},
+    }
+    for words, executable in cases.items():
+        answer = alice.post("/requests", json=request(executable, cores=2, memory=4)).json()
+        assert answer["result"] == "NO", answer
+        messages = " ".join(m["message"] for m in answer["meta"]["messages"])
+        assert words in messages, messages
+    # fields the container model does not have cannot even be asked for
+    for field in ({"cap_add": ["SYS_ADMIN"]}, {"volumes": ["/:/host"]}, {"devices": ["x"]}):
+        response = alice.post("/requests", json=request(web_container(**field), cores=2, memory=4))
+        assert response.status_code == 422, response.text
 
 
 def test_a_compose_application_comes_up_and_goes_down_on_cancel(config, engine, tmp_path):

@@ -207,6 +207,7 @@ class ComposePlatform:
             return project if self._containers(project) else None
 
     def status(self, handle: str) -> RunStatus:
+        self._sweep()
         with engine_errors("asking the Docker engine"):
             containers = self._containers(handle)
             states = {_service(c): engine_.container_state(c) for c in containers}
@@ -287,6 +288,14 @@ class ComposePlatform:
                 log.warning("compose down %s: %s", handle, error)
         with engine_errors("removing what compose left"):
             self._remove_leftovers(handle)
+
+    def _sweep(self) -> None:
+        expired = self.engine.expired(broker=self.broker, platform=self.name)
+        for project in sorted({c.labels.get(LABEL_PROJECT, "") for c in expired}):
+            if _PROJECT.match(project):
+                log.warning("removing project %s: past its session's deadline", project)
+                with contextlib.suppress(PlatformError):
+                    self.release(project)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -196,6 +196,15 @@ def _deploy(path: str, value: Any, allow: Allow) -> Iterator[str]:
         yield f"{path}.resources.reservations.devices: devices are not allowed on this platform"
 
 
+def _oom_score(path: str, value: Any, allow: Allow) -> Iterator[str]:
+    try:
+        negative = int(value) < 0
+    except (TypeError, ValueError):
+        negative = True
+    if negative and not allow.privileged:
+        yield f"{path}: shielding a container from the OOM killer is not allowed on this platform"
+
+
 def _ok(path: str, value: Any, allow: Allow) -> Iterator[str]:
     return iter(())
 
@@ -255,7 +264,6 @@ _OK_KEYS = [
     "mem_swappiness",
     "pids_limit",
     "storage_opt",
-    "oom_score_adj",
     "blkio_config",
     "isolation",
 ]
@@ -285,6 +293,7 @@ SERVICE_RULES: dict[str, Rule] = {
     "pre_stop": _hooks,
     "deploy": _deploy,
     "oom_kill_disable": _flag("privileged", "disabling the OOM killer"),
+    "oom_score_adj": _oom_score,
     "build": _closed("building images (this platform runs existing images)"),
     "container_name": _closed("a fixed container name (it would collide between sessions)"),
     "external_links": _closed("linking containers outside the project"),

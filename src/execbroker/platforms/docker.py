@@ -10,15 +10,20 @@ limit, and the writable layer's size where the storage driver can hold it to one
 says so when it cannot). Each session gets a bridge network of its own, so one user's
 container cannot reach another's over docker's shared default bridge. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
-only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable.
+only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
+with ``access: false`` is not published; ``external`` ports and addresses a request names are
+not honoured (the broker chooses where its hosts' ports go). ``entrypoint`` is one program, as
+``docker run --entrypoint`` takes it; ``command`` its arguments.
+
+Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``EngineOptions``,
+e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
+``allow: {privileged: true}``, ``isolate: false``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,6 @@ from execbroker.platforms.container_policy import check_container, hardening
 from execbroker.platforms.docker_engine import (
     GIB,
     LABEL_BROKER,
-    LABEL_DEADLINE,
     LABEL_PLATFORM,
     LABEL_PORTS,
     LABEL_SESSION,
@@ -47,8 +51,6 @@ from execbroker.platforms.docker_engine import (
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
-SWEEP_AFTER = 60  # seconds past its deadline before the sweep ends a container
 _GONE = docker.errors.NotFound
 _TRANSPORT = {"HTTP": "tcp", "HTTPS": "tcp", "TCP": "tcp", "UDP": "udp"}
 
@@ -66,9 +68,7 @@ class DockerPlatform:
         self.engine = Engine(options)
         self.logs_dir = state_dir / "docker-logs"
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
-        self._last_sweep = 0.0
         self._storage_checked = False
-        self._lock = threading.Lock()
 
     # -- offers -------------------------------------------------------------------------
 
@@ -293,28 +293,10 @@ class DockerPlatform:
                 log.warning("could not remove network %s: %s", name, engine_.ok_or_reason(error))
 
     def _sweep(self) -> None:
-        """The deadline's safety net: end this broker's containers well past their deadline
-        (the monitor stops them at the deadline; this catches what a crash left behind)."""
-        now = time.time()
-        with self._lock:
-            if now - self._last_sweep < SWEEP_EVERY:
-                return
-            self._last_sweep = now
-        try:
-            containers = self.engine.client.containers.list(
-                all=True,
-                filters={
-                    "label": [f"{LABEL_BROKER}={self.broker}", f"{LABEL_PLATFORM}={self.name}"]
-                },
-            )
-        except docker.errors.DockerException:
-            return
-        for container in containers:
-            deadline = int(container.labels.get(LABEL_DEADLINE) or 0)
-            if deadline and now > deadline + SWEEP_AFTER:
-                log.warning("removing container %s: past its session's deadline", container.name)
-                with contextlib.suppress(PlatformError):
-                    self.release(container.id)
+        for container in self.engine.expired(broker=self.broker, platform=self.name):
+            log.warning("removing container %s: past its session's deadline", container.name)
+            with contextlib.suppress(PlatformError):
+                self.release(container.id)
 
 
 def _port_plans(executable: DockerContainer) -> list[PortPlan]:

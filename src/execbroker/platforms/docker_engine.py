@@ -41,6 +41,8 @@ LABEL_OWNER = "execbroker.owner"
 LABEL_PLATFORM = "execbroker.platform"
 LABEL_DEADLINE = "execbroker.deadline"  # epoch seconds: the sweep's safety net
 LABEL_PORTS = "execbroker.ports"  # JSON: which published port is which protocol
+SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
+SWEEP_AFTER = 60  # seconds past its deadline before a sweep ends a container
 GIB = 1024**3
 LOG_TAIL_CHARS = 1_000_000
 MESSAGE_TAIL_LINES = 8
@@ -103,6 +105,7 @@ class Engine:
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._info: dict[str, Any] | None = None
+        self._last_sweep = 0.0
 
     @property
     def client(self) -> docker.DockerClient:
@@ -121,6 +124,28 @@ class Engine:
         if self._info is None:
             self._info = self.client.info()
         return self._info
+
+    def expired(self, *, broker: str, platform: str) -> list[Container]:
+        """The deadline's safety net: ``platform``'s containers of ``broker`` well past their
+        session's deadline, at most once per SWEEP_EVERY (the monitor stops tasks at their
+        deadline; this catches what a crash between a cancel and its stop left running)."""
+        now = time.time()
+        with self._lock:
+            if now - self._last_sweep < SWEEP_EVERY:
+                return []
+            self._last_sweep = now
+        labels = [f"{LABEL_BROKER}={broker}", f"{LABEL_PLATFORM}={platform}"]
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": labels}, ignore_removed=True
+            )
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return []
+        return [
+            container
+            for container in found
+            if 0 < int(container.labels.get(LABEL_DEADLINE) or 0) < now - SWEEP_AFTER
+        ]
 
     def host_cpus(self) -> int:
         return int(self.info().get("NCPU") or 1)
