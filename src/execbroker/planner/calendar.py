@@ -1,0 +1,241 @@
+"""What is already held over time, and whether a new booking still fits under the quota.
+
+A calendar is built once per planning call and queried many times, so ``__init__`` does the
+sorting: every booking (or every group of alternative bookings, collapsed first) adds its load at
+its start and removes it at its end, running sums over the sorted boundaries give contiguous
+segments of constant load, and block maxima over the segments make any window's peak a couple of
+bisects plus a few C-speed ``max`` calls.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import accumulate, pairwise
+
+from .formatting import fmt_instant
+from .quota import Quota
+from .resources import Resources
+
+# Segments per block of precomputed maxima: a peak query reads at most 2 partial blocks plus one
+# maximum per whole block in between.
+_BLOCK = 64
+
+# (start, end, cores, memory_gib, storage_gib): one stretch of constant load from one source.
+_Piece = tuple[datetime, datetime, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Resources held over [start, end).
+
+    Bookings sharing a non-None ``group`` are alternatives (the offers of one offer set, of which
+    at most one will ever be accepted): together they hold, at each instant, the componentwise max
+    of the members active then, and count as one session while any member is active.
+    """
+
+    start: datetime
+    end: datetime
+    resources: Resources
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("booking start and end must be timezone-aware (UTC)")
+        if self.end < self.start:
+            raise ValueError(
+                f"booking ends at {fmt_instant(self.end)}, "
+                f"before it starts at {fmt_instant(self.start)}"
+            )
+        r = self.resources
+        if min(r.cores, r.memory_gib, r.storage_gib) < 0:
+            raise ValueError(f"booking holds negative resources: {r}")
+
+
+def _collapse(members: Sequence[Booking]) -> list[_Piece]:
+    """A group's alternatives as non-overlapping pieces carrying the members' componentwise max.
+
+    Quadratic in the group's size, which is an offer set's handful of offers.
+    """
+    bounds = sorted({t for b in members if b.start < b.end for t in (b.start, b.end)})
+    pieces: list[_Piece] = []
+    for lo, hi in pairwise(bounds):
+        active = [b.resources for b in members if b.start <= lo and b.end >= hi]
+        if not active:
+            continue
+        c = max(r.cores for r in active)
+        m = max(r.memory_gib for r in active)
+        s = max(r.storage_gib for r in active)
+        if pieces and pieces[-1][1] == lo and pieces[-1][2:] == (c, m, s):
+            pieces[-1] = (pieces[-1][0], hi, c, m, s)
+        else:
+            pieces.append((lo, hi, c, m, s))
+    return pieces
+
+
+def _pieces(bookings: Iterable[Booking]) -> list[_Piece]:
+    """Every booking as pieces that each count as one session while they last."""
+    pieces: list[_Piece] = []
+    groups: dict[str, list[Booking]] = {}
+    for b in bookings:
+        if b.group is not None:
+            groups.setdefault(b.group, []).append(b)
+        elif b.start < b.end:
+            r = b.resources
+            pieces.append((b.start, b.end, r.cores, r.memory_gib, r.storage_gib))
+    for members in groups.values():
+        if len(members) == 1:
+            b = members[0]
+            if b.start < b.end:
+                r = b.resources
+                pieces.append((b.start, b.end, r.cores, r.memory_gib, r.storage_gib))
+        else:
+            pieces.extend(_collapse(members))
+    return pieces
+
+
+def _sweep(pieces: Sequence[_Piece]) -> tuple[list[datetime], tuple[list[int], ...]]:
+    """Boundary times and, for each segment [times[k], times[k+1]), the load held throughout.
+
+    Returns ``times`` and four columns (cores, memory, storage, sessions) one shorter than it:
+    per-boundary deltas, then running sums (``accumulate`` runs at C speed).
+    """
+    times = sorted({p[0] for p in pieces}.union([p[1] for p in pieces]))
+    index = {t: k for k, t in enumerate(times)}
+    n = len(times)
+    dc, dm, ds, dn = [0] * n, [0] * n, [0] * n, [0] * n
+    for start, end, c, m, s in pieces:
+        i = index[start]
+        j = index[end]
+        dc[i] += c
+        dc[j] -= c
+        dm[i] += m
+        dm[j] -= m
+        ds[i] += s
+        ds[j] -= s
+        dn[i] += 1
+        dn[j] -= 1
+    return times, tuple(list(accumulate(d[:-1])) for d in (dc, dm, ds, dn))
+
+
+def _block_maxima(values: list[int]) -> list[int]:
+    return [max(values[k : k + _BLOCK]) for k in range(0, len(values), _BLOCK)]
+
+
+def _range_max(values: list[int], blocks: list[int], i: int, j: int) -> int:
+    """max(values[i:j]) for non-negative values, reading whole blocks from their maxima."""
+    if j - i <= 2 * _BLOCK:
+        return max(values[i:j], default=0)
+    first = -(-i // _BLOCK)
+    last = j // _BLOCK
+    return max(
+        max(values[i : first * _BLOCK], default=0),
+        max(blocks[first:last], default=0),
+        max(values[last * _BLOCK : j], default=0),
+    )
+
+
+class Calendar:
+    """An immutable set of bookings, indexed for peak-load queries over any window."""
+
+    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_times")
+
+    def __init__(self, bookings: Iterable[Booking]) -> None:
+        self._bookings: tuple[Booking, ...] = tuple(bookings)
+        self._times, self._columns = _sweep(_pieces(self._bookings))
+        self._blocks = tuple(_block_maxima(col) for col in self._columns)
+        self._ends = sorted({b.end for b in self._bookings})
+
+    def __len__(self) -> int:
+        return len(self._bookings)
+
+    @property
+    def bookings(self) -> tuple[Booking, ...]:
+        """The bookings this calendar was built from, in the order given."""
+        return self._bookings
+
+    def _span(self, start: datetime, end: datetime) -> tuple[int, int]:
+        """Indices [i, j) of the segments that overlap [start, end); empty when i >= j."""
+        times = self._times
+        if start >= end or not times:
+            return 0, 0
+        i = max(bisect_right(times, start) - 1, 0)
+        j = min(bisect_left(times, end), len(times) - 1)
+        return i, j
+
+    def peak(self, start: datetime, end: datetime) -> tuple[Resources, int]:
+        """The componentwise max held at any instant of [start, end), and the most sessions.
+
+        Taking each component's max separately (possibly at different instants) is exact for the
+        quota test, because the quota constrains each component at each instant on its own.
+        """
+        i, j = self._span(start, end)
+        if i >= j:
+            return Resources(), 0
+        cores, memory, storage, sessions = (
+            _range_max(col, blocks, i, j)
+            for col, blocks in zip(self._columns, self._blocks, strict=True)
+        )
+        return Resources(cores, memory, storage), sessions
+
+    def fits(self, start: datetime, end: datetime, resources: Resources, quota: Quota) -> bool:
+        """Whether one more session holding ``resources`` over [start, end) stays within quota."""
+        held, sessions = self.peak(start, end)
+        within = (held + resources).fits_within(quota.resources)
+        return within and sessions + 1 <= quota.max_sessions
+
+    def earliest_fit(
+        self,
+        candidates: Sequence[datetime],
+        duration: timedelta,
+        resources: Resources,
+        quota: Quota,
+    ) -> datetime | None:
+        """The first of the sorted ``candidates`` t with ``fits(t, t + duration, ...)``, or None.
+
+        Same answer as calling ``fits`` on each candidate in turn, but found in one forward pass
+        over the segments: on meeting an over-full segment, every candidate before its end is
+        skipped (each would overlap it too). Cost is linear in the segments and candidates
+        passed, however fragmented a fully booked window is, instead of one peak per candidate.
+        """
+        q = quota.resources
+        lc = q.cores - resources.cores
+        lm = q.memory_gib - resources.memory_gib
+        ls = q.storage_gib - resources.storage_gib
+        ln = quota.max_sessions - 1
+        if not candidates or min(lc, lm, ls, ln) < 0:
+            return None
+        start = candidates[0]
+        if duration <= timedelta(0):
+            return start
+        times = self._times
+        cores, memory, storage, sessions = self._columns
+        last = len(times) - 1  # number of segments
+        count = len(candidates)
+        c = 0
+        end = start + duration
+        k = max(bisect_right(times, start) - 1, 0)
+        while k < last and times[k] < end:
+            if times[k + 1] > start and (
+                cores[k] > lc or memory[k] > lm or storage[k] > ls or sessions[k] > ln
+            ):
+                free = times[k + 1]
+                while c < count and candidates[c] < free:
+                    c += 1
+                if c == count:
+                    return None
+                start = candidates[c]
+                end = start + duration
+            k += 1
+        return start
+
+    def release_times(self, after: datetime, until: datetime) -> list[datetime]:
+        """Sorted distinct booking ends e with after < e <= until: when capacity may free up."""
+        ends = self._ends
+        return ends[bisect_right(ends, after) : bisect_right(ends, until)]
+
+    def without_group(self, group: str) -> Calendar:
+        """This calendar minus one offer set (e.g. to re-check one of its offers on accept)."""
+        return Calendar(b for b in self._bookings if b.group != group)
