@@ -202,6 +202,9 @@ def demo(
         list[str] | None, typer.Option("--task", "-t", help="run only these tasks; repeatable")
     ] = None,
     keep: Annotated[bool, typer.Option(help="keep the brokers' state and logs")] = False,
+    local_only: Annotated[
+        bool, typer.Option(help="skip every broker and task that needs a service (docker, ...)")
+    ] = False,
 ) -> None:
     """Start the plan's brokers, run its tasks against all of them, and check the outcomes.
 
@@ -212,7 +215,7 @@ def demo(
 
     console = make_console()
     try:
-        code = demo_module.run(console, config, only=task or [], keep=keep)
+        code = demo_module.run(console, config, only=task or [], keep=keep, local_only=local_only)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
         code = 1

@@ -135,8 +135,9 @@ def load_plan(path: Path) -> tuple[DemoPlan, Path]:
 class Services:
     """Which of the services entries need are up; asked once each, with the reason if not."""
 
-    def __init__(self, script: Path | None) -> None:
+    def __init__(self, script: Path | None, *, use: bool = True) -> None:
         self.script = script
+        self.use = use
         self._known: dict[str, str | None] = {}
 
     def missing(self, names: Sequence[str]) -> str | None:
@@ -149,6 +150,8 @@ class Services:
         return None
 
     def _check(self, name: str) -> str | None:
+        if not self.use:
+            return f"{name} is not used (--local-only)"
         if self.script is None or not self.script.is_file():
             return f"{name} is not available (no services script to ask)"
         try:
@@ -357,13 +360,11 @@ class Demo:
             return outcomes
         target = choice.chosen.answer.target
         uuid = choice.chosen.offer.uuid
-        self.active[uuid] = target
-        try:
-            async with target.client(timeout=10) as client:
-                outcomes.session = await self._follow(client, task, uuid, outcomes)
-                logs = await client.logs(uuid)
-        finally:
-            self.active.pop(uuid, None)
+        self.active[uuid] = target  # until it has ended: an interrupted demo cancels it
+        async with target.client(timeout=10) as client:
+            outcomes.session = await self._follow(client, task, uuid, outcomes)
+            logs = await client.logs(uuid)
+        self.active.pop(uuid, None)
         outcomes.stdout = logs.stdout
         session = outcomes.session
         console.print(
@@ -470,6 +471,7 @@ def _describe(info: dict[str, Any]) -> str:
 
 
 async def _start_brokers(demo: Demo, entries: list[tuple[str, Path]], root: Path) -> None:
+    began = time.monotonic()
     for name, config in entries:
         broker = RunningBroker(name, config, root / name)
         demo.brokers[name] = broker
@@ -481,6 +483,7 @@ async def _start_brokers(demo: Demo, entries: list[tuple[str, Path]], root: Path
             demo.console.print(
                 f"started [bold]{broker.name}[/] at {broker.url}: {escape(_describe(info))}"
             )
+    demo.console.print(f"{len(demo.brokers)} broker(s) up in {time.monotonic() - began:.1f}s")
 
 
 async def _run_tasks(demo: Demo, tasks: list[TaskEntry], services: Services) -> list[TaskResult]:
@@ -523,7 +526,8 @@ def _summary(console: Console, results: list[TaskResult]) -> int:
             f"[red]demo: {len(failed)} of {len(ran)} tasks did not end as expected{note}[/]"
         )
         return 1
-    console.print(f"[green]demo: all {len(ran)} tasks ended as expected{note}[/]")
+    tasks = "task" if len(ran) == 1 else "tasks"
+    console.print(f"[green]demo: all {len(ran)} {tasks} ended as expected{note}[/]")
     return 0
 
 
@@ -547,6 +551,7 @@ def run(
     *,
     only: Sequence[str] = (),
     keep: bool = False,
+    local_only: bool = False,
 ) -> int:
     """Run the demo; the exit code: 0 when every task that ran ended as expected."""
     began = time.monotonic()
@@ -557,7 +562,7 @@ def run(
     if unknown:
         raise ValueError(f"{path}: no task called {', '.join(sorted(unknown))}")
     script = base / plan.services_script if plan.services_script else None
-    services = Services(script)
+    services = Services(script, use=not local_only)
     demo = Demo(console, plan, base)
     console.print(f"execbroker demo: {path}")
 
@@ -588,10 +593,12 @@ def run(
             asyncio.run(demo.cancel_active())
             code = 1
         finally:
+            stopping = time.monotonic()
             for broker in demo.brokers.values():
                 broker.stop()
             console.print(
-                f"stopped {len(demo.brokers)} broker(s) in {time.monotonic() - began:.1f}s"
+                f"stopped {len(demo.brokers)} broker(s) in {time.monotonic() - stopping:.1f}s; "
+                f"the demo took {time.monotonic() - began:.1f}s"
             )
             if keep or code != 0:
                 console.print(f"their state and logs: {root}")

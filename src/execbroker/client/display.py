@@ -40,9 +40,12 @@ _PHASE_STYLE = {
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    """A console that does not squeeze tables to 80 columns when writing to a file or pipe."""
+    """A console that does not squeeze tables to 80 columns when writing to a file or pipe,
+    and never breaks a line of text (commands and URLs in it must stay copyable)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 120, highlight=False)
+    return Console(
+        stderr=stderr, width=None if stream.isatty() else 120, highlight=False, soft_wrap=True
+    )
 
 
 def _start(session: Session, now: datetime | None) -> str:
@@ -158,7 +161,7 @@ def print_logs(console: Console, logs: Logs) -> None:
             console.print(f"[dim]--- {name}: empty[/]")
             continue
         console.print(f"[dim]--- {name}[/]")
-        console.print(escape(text.rstrip("\n")), soft_wrap=True)
+        console.print(escape(text.rstrip("\n")))
 
 
 class SessionPrinter:
