@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -339,7 +340,12 @@ class Demo:
         except TaskFileError as error:
             result.problems.append(str(error))
             return result
-        outcomes = await self._negotiate(task, request, names)
+        try:
+            outcomes = await self._negotiate(task, request, names)
+        except BrokerClientError as error:  # this task went wrong; the others may still run
+            result.problems.append(f"{type(error).__name__}: {error}")
+            await self.cancel_active()
+            return result
         result.problems = self._check(task.expect, outcomes)
         result.seconds = time.monotonic() - began
         return result
@@ -441,8 +447,9 @@ class Demo:
         return problems
 
     async def cancel_active(self) -> None:
-        """Cancel what the demo started and has not seen end (it was interrupted)."""
-        for uuid, target in list(self.active.items()):
+        """Cancel what the demo started and has not seen end (interrupted, or gone wrong)."""
+        while self.active:
+            uuid, target = self.active.popitem()
             with contextlib.suppress(BrokerClientError, TimeoutError):
                 async with target.client(timeout=5) as client:
                     await asyncio.wait_for(client.cancel(uuid), 10)
@@ -603,7 +610,5 @@ def run(
             if keep or code != 0:
                 console.print(f"their state and logs: {root}")
             else:
-                import shutil
-
                 shutil.rmtree(root, ignore_errors=True)
     return code
