@@ -130,8 +130,9 @@ def phase_text(phase: str) -> str:
 
 def sessions_table(sessions: Iterable[Session], *, title: str = "Sessions") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("session", "phase", "kind", "grant", "start", "duration", "last message"):
-        table.add_column(column, no_wrap=column != "last message")
+    for column in ("session", "phase", "kind", "grant", "start", "duration"):
+        table.add_column(column, no_wrap=column in ("session", "phase"), overflow="fold")
+    table.add_column("last message", min_width=24)
     for session in sessions:
         table.add_row(
             session.uuid,
@@ -213,7 +214,7 @@ async def follow(
                     f"session {uuid[:8]} is {printer.phase} "
                     f"({time.monotonic() - printer.began:.0f}s; Ctrl-C stops watching)"
                 )
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
 
         ticker = asyncio.create_task(tick())
         try:
