@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _state_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo keeps a failed run's state and logs: under the test's own directory."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "execbroker.cli", "demo", *args],
