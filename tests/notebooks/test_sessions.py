@@ -155,10 +155,13 @@ def test_an_interactive_session_serves_jupyter_behind_its_token_until_cancelled(
 
 
 def test_the_end_of_the_grant_ends_a_server_well_and_a_batch_run_badly(client):
-    serving = _start(client, notebook_request(notebook("1"), mode="interactive", duration="PT8S"))
+    # 12 s: room for the server to come up on a busy machine before the runner's stop margin.
+    serving = _start(client, notebook_request(notebook("1"), mode="interactive", duration="PT12S"))
     slow = notebook("import time\ntime.sleep(60)")
     running = _start(client, notebook_request(slow, duration="PT8S"))
-    base, token = _server(wait_for_phase(client, serving, {"AVAILABLE"}, timeout=30))
+    up = wait_for_phase(client, serving, {"AVAILABLE", *FINAL}, timeout=30)
+    assert up["phase"] == "AVAILABLE", up["meta"]["messages"]
+    base, token = _server(up)
     ended = wait_for_phase(client, serving, FINAL, timeout=30)
     # The runner stops the server a little before the end; the monitor releases it at the
     # end, whichever sees it first: either way its time was used as granted.
@@ -197,3 +200,16 @@ def test_the_broker_says_it_runs_notebooks_and_which_kernels(client):
     answer = client.post("/requests", json=body).json()
     assert answer["result"] == "NO"
     assert "no Jupyter kernel 'no-such-kernel'" in answer["meta"]["messages"][0]["message"]
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "tasks"
+
+
+def test_the_batch_example_runs_as_yaml_and_its_cells_print_to_the_logs(client):
+    body = (EXAMPLES / "notebook-batch.yaml").read_bytes()
+    answer = client.post("/direct", content=body, headers={"Content-Type": "application/yaml"})
+    assert answer.status_code == 200, answer.text
+    uuid = answer.json()["meta"]["uuid"]
+    assert wait_for_phase(client, uuid, FINAL, timeout=60)["phase"] == "COMPLETED"
+    stdout = client.get(f"/sessions/{uuid}/logs").json()["stdout"]
+    assert "sum of primes below 20000: 21171191 (2262 primes)" in stdout

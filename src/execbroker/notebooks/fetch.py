@@ -11,8 +11,6 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from execbroker.notebooks.validate import check_notebook
 from execbroker.platforms.base import PlatformError
 
@@ -41,6 +39,8 @@ def fetch_notebook(
     reason = url_reason(url)
     if reason is not None:
         raise NotebookError(reason)
+    import httpx  # here, not at import: the broker starts without it
+
     body = bytearray()
     try:
         with (

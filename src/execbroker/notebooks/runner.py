@@ -118,6 +118,8 @@ def _with_papermill(papermill, task: dict, source: Path, target: Path, timeout: 
             cwd=str(target.parent),
             execution_timeout=timeout,
             progress_bar=False,
+            stdout_file=sys.stdout,  # cells' streams in the task's own too: logs show them live
+            stderr_file=sys.stderr,
         )
     except papermill.PapermillExecutionError as error:
         raise CellFailed(
@@ -325,6 +327,8 @@ def main(argv: list[str]) -> int:
         return serve(Path(argv[1]), int(argv[2]))
     task_path = Path(argv[0]).resolve()
     base = task_path.parent
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     task = json.loads(task_path.read_text())
     # Kernel connection files and the server's secrets stay with the task, not in a home.
     os.environ["JUPYTER_RUNTIME_DIR"] = str(base / task["runtime"])
