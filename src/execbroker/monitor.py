@@ -208,10 +208,15 @@ class Monitor:
             self._finish(row, phase, text, handle, exit_code=status.exit_code)
             return
         endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
-        if phase == row.phase and endpoints == row.endpoints:
+        # A new word on progress (why a job is still queued) is kept, once.
+        last = row.messages[-1]["message"] if row.messages else None
+        note = status.message if status.message and status.message != last else None
+        if phase == row.phase and endpoints == row.endpoints and note is None:
             return
         with self.database.write() as db:
             queries.transition(db, row.uuid, [row.phase], phase, self.clock(), endpoints=endpoints)
+            if note is not None:
+                queries.add_message(db, row.uuid, message(note, "INFO", self.clock()))
 
     def _finish(
         self,

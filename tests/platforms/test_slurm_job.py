@@ -67,7 +67,7 @@ def _directives(text: str) -> dict[str, str]:
 
 def test_batch_script_carries_the_grant() -> None:
     spec = _spec()
-    text = batch_script(spec, OPTIONS, NOW, list(job_environment(spec)))
+    text = batch_script(spec, OPTIONS, NOW)
     assert text.startswith("#!/bin/sh\n")
     found = _directives(text)
     assert found["cpus-per-task"] == "2"
@@ -87,7 +87,7 @@ def test_batch_script_carries_the_grant() -> None:
 
 def test_the_user_script_never_enters_the_job_script() -> None:
     spec = _spec(script="#SBATCH --exclusive\nrm -rf / # $(evil)")
-    text = batch_script(spec, OPTIONS, NOW, list(job_environment(spec)))
+    text = batch_script(spec, OPTIONS, NOW)
     assert "evil" not in text and "exclusive" not in text
 
 
@@ -97,10 +97,13 @@ def test_environment_names_only_values_stay_out_of_the_script() -> None:
     assert environment["FOO"] == "a b,c=$(x)"
     assert environment["EXECBROKER_SESSION"] == SESSION
     assert environment["EXECBROKER_CORES"] == "2"
-    text = batch_script(spec, OPTIONS, NOW, list(environment))
-    assert "a b" not in text
-    exported = _directives(text)["export"].split(",")
-    assert "FOO" in exported and "EXECBROKER_SESSION" in exported and "PATH" in exported
+    text = batch_script(spec, OPTIONS, NOW)
+    assert "a b" not in text and "FOO" not in text
+    # sbatch runs in exactly this environment and exports all of it (and no login env)
+    assert _directives(text)["export"] == "ALL"
+    assert set(environment) == {"PATH", "HOME", "LANG", "FOO"} | {
+        f"EXECBROKER_{name}" for name in ("BROKER", "SESSION", "CORES", "MEMORY_GIB")
+    }
 
 
 def test_our_variables_win_over_the_users() -> None:
@@ -110,7 +113,7 @@ def test_our_variables_win_over_the_users() -> None:
 
 def test_account_and_partition_are_optional() -> None:
     spec = _spec()
-    found = _directives(batch_script(spec, SlurmOptions(), NOW, ["PATH"]))
+    found = _directives(batch_script(spec, SlurmOptions(), NOW))
     assert "account" not in found and "partition" not in found
 
 
@@ -140,21 +143,21 @@ def test_begin_only_for_a_start_ahead() -> None:
     parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").astimezone()  # local time
     assert parsed >= ahead and parsed - ahead < timedelta(seconds=1)
     spec = _spec(start=NOW + timedelta(seconds=30))
-    found = _directives(batch_script(spec, OPTIONS, NOW, ["PATH"]))
+    found = _directives(batch_script(spec, OPTIONS, NOW))
     assert found["begin"] == begin_time(NOW + timedelta(seconds=30), NOW)
 
 
 def test_unsafe_workdir_is_refused() -> None:
     spec = _spec(workdir=Path("/var/my sessions/x"))
     with pytest.raises(PlatformError, match="plain path"):
-        batch_script(spec, OPTIONS, NOW, ["PATH"])
+        batch_script(spec, OPTIONS, NOW)
 
 
 def test_zero_memory_or_cores_is_refused() -> None:
     with pytest.raises(PlatformError, match="memory"):
-        batch_script(_spec(memory=0), OPTIONS, NOW, ["PATH"])
+        batch_script(_spec(memory=0), OPTIONS, NOW)
     with pytest.raises(PlatformError, match="core"):
-        batch_script(_spec(cores=0), OPTIONS, NOW, ["PATH"])
+        batch_script(_spec(cores=0), OPTIONS, NOW)
 
 
 def test_check_refuses_other_kinds_and_slurm_variables() -> None:

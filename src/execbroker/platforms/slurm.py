@@ -18,10 +18,12 @@ the cluster shares with the broker): a ``#!/bin/sh`` line, ``#SBATCH`` lines bui
 from validated integers, names and paths we control, and ``exec /bin/sh script.sh``, where
 ``script.sh`` is the user's text, never parsed by sbatch nor spliced into any command.
 ``sbatch --parsable job.sh`` is an argument list. The job's environment is exactly the
-session's environment plus ``EXECBROKER_*``: ``--export`` lists the *names*, and sbatch
-takes their values from the clean environment we run it in, so no value is ever on a
-command line or in the script. Names Slurm itself reads (``SLURM_*``, ``SBATCH_*``, ...)
-are refused, since sbatch would obey them.
+session's environment plus ``EXECBROKER_*`` (and Slurm's own ``SLURM_*``): sbatch runs in
+a clean environment we build, with ``--export=ALL``, so no value is ever on a command line
+or in the script, nothing of the broker's own environment leaks, and slurmd does not load
+the user's login environment (which any other ``--export`` form makes it do, through a
+``su -`` that also delays every start by about two seconds). Names Slurm itself reads
+(``SLURM_*``, ``SBATCH_*``, ...) are refused, since sbatch would obey them.
 
 The handle is the job id. The job's name ``eb.<broker>.<session>`` and comment let
 ``find`` locate a job after a crash (``squeue -t all``, then ``sacct``), so a session
@@ -123,9 +125,7 @@ def reserved_names(environment: dict[str, str]) -> list[str]:
     return sorted(name for name in environment if name.startswith(RESERVED_PREFIXES))
 
 
-def directives(
-    spec: LaunchSpec, options: SlurmOptions, now: datetime, export: list[str]
-) -> list[tuple[str, str]]:
+def directives(spec: LaunchSpec, options: SlurmOptions, now: datetime) -> list[tuple[str, str]]:
     """The ``#SBATCH`` options of the session's job, in order."""
     if spec.resources.cores < 1:
         raise PlatformError("a Slurm job needs at least one core; this grant has none")
@@ -150,12 +150,12 @@ def directives(
         ("chdir", f"{workdir}/work"),
         ("output", f"{workdir}/stdout.log"),
         ("error", f"{workdir}/stderr.log"),
-        ("export", ",".join(export)),
+        ("export", "ALL"),  # all of the clean environment sbatch runs in: see job_environment
     ]
     return [(name, value) for name, value in items if value is not None]
 
 
-def batch_script(spec: LaunchSpec, options: SlurmOptions, now: datetime, export: list[str]) -> str:
+def batch_script(spec: LaunchSpec, options: SlurmOptions, now: datetime) -> str:
     """The job script sbatch reads: only validated values, then the user's script by path."""
     if not _SAFE_PATH.match(str(spec.workdir)):
         raise PlatformError(
@@ -166,7 +166,7 @@ def batch_script(spec: LaunchSpec, options: SlurmOptions, now: datetime, export:
         "#!/bin/sh",
         f"# execbroker: session {spec.session_id} of broker {spec.broker}",
     ]
-    for name, value in directives(spec, options, now, export):
+    for name, value in directives(spec, options, now):
         if value and not _SAFE_VALUE.match(value):
             raise PlatformError(f"refusing an unsafe value for --{name}: {value!r}")
         lines.append(f"#SBATCH --{name}={value}" if value else f"#SBATCH --{name}")
@@ -264,7 +264,7 @@ class SlurmPlatform:
         if reason is not None:
             raise PlatformError(reason)
         environment = job_environment(spec)
-        script = batch_script(spec, self.options, utcnow(), list(environment))
+        script = batch_script(spec, self.options, utcnow())
         workdir = spec.workdir
         (workdir / "work").mkdir(parents=True, exist_ok=True)
         (workdir / "script.sh").write_text(executable.script)
