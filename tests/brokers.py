@@ -6,11 +6,6 @@ HTTP, real uvicorn, and a process that can be killed with SIGKILL and started ag
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+
+from execbroker import launcher
+from execbroker.launcher import free_port as free_port  # re-exported for tests
 
 BASE_CONFIG: dict[str, Any] = {
     "name": "test",
@@ -34,68 +31,8 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class BrokerProcess:
-    """One broker: ``start``, ``kill`` (SIGKILL, no clean-up), ``start`` again on its state."""
-
-    def __init__(self, config: dict[str, Any], directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config = {**config, "state_dir": str(directory / "state")}
-        self.config_path = directory / "broker.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = directory / "broker.log"
-
-    def start(self, timeout: float = 30) -> BrokerProcess:
-        log = self.log_path.open("ab")
-        command = [
-            sys.executable,
-            "-m",
-            "execbroker.cli",
-            "serve",
-            "--config",
-            str(self.config_path),
-            "--port",
-            str(self.port),
-            "--log-level",
-            "info",
-        ]
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, env=os.environ.copy())
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"broker exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"broker did not answer in {timeout}s: {self.log_path.read_text()[-3000:]}"
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: what a crash looks like (no shutdown hooks run)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+class BrokerProcess(launcher.BrokerProcess):
+    """A broker process, plus an authenticated HTTP client for a test."""
 
     def client(self, token: str = "demo-alice", timeout: float = 30) -> httpx.Client:
         return httpx.Client(

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +42,7 @@ from execbroker.client.commands import TaskFileError, kind_only, load_task
 from execbroker.client.fanout import BrokerTarget, Choice, Outcome, ask_all, choose
 from execbroker.client.policy import DEFAULT_POLICY, get_policy
 from execbroker.client.results import FINAL_PHASES, Connector, Session, cores
+from execbroker.launcher import BrokerProcess
 
 LIVE_PHASES = frozenset({"AVAILABLE", "RUNNING"})
 DEFAULT_PLAN = Path("examples") / "demo.yaml"
@@ -174,88 +172,6 @@ class Services:
 # -- brokers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RunningBroker:
-    """One ``execbroker serve`` process with its state under ``directory``."""
-
-    name: str
-    source: Path
-    directory: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "broker.log"
-
-    def start(self) -> None:
-        config = yaml.safe_load(self.source.read_text()) or {}
-        config["state_dir"] = str(self.directory / "state")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        config_path = self.directory / "broker.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        command = [
-            sys.executable,
-            "-m",
-            "execbroker.cli",
-            "serve",
-            "--config",
-            str(config_path),
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-        with self.log_path.open("ab") as log:
-            # Relative paths in the config's platform options resolve from the config's folder.
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.source.parent,
-                env=os.environ.copy(),
-            )
-
-    async def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.process is None or self.process.poll() is not None:
-                    raise RuntimeError(f"broker {self.name} exited:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{self.url}/health")).status_code == 200:
-                        return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"broker {self.name} did not answer in {timeout:g}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-
 def broker_name(config: Path) -> str:
     data = yaml.safe_load(config.read_text()) or {}
     return str(data.get("name") or config.stem)
@@ -316,7 +232,7 @@ class Demo:
         self.console = console
         self.plan = plan
         self.base = base
-        self.brokers: dict[str, RunningBroker] = {}
+        self.brokers: dict[str, BrokerProcess] = {}
         self.active: dict[str, BrokerTarget] = {}  # sessions to cancel if the demo is stopped
 
     async def run_task(self, task: TaskEntry, services: Services) -> TaskResult:
@@ -480,10 +396,10 @@ def _describe(info: dict[str, Any]) -> str:
 async def _start_brokers(demo: Demo, entries: list[tuple[str, Path]], root: Path) -> None:
     began = time.monotonic()
     for name, config in entries:
-        broker = RunningBroker(name, config, root / name)
+        broker = BrokerProcess.from_file(config, root / name, log_level="warning")
         demo.brokers[name] = broker
-        broker.start()
-    await asyncio.gather(*(broker.wait_healthy() for broker in demo.brokers.values()))
+        broker.spawn()
+    await asyncio.gather(*(broker.wait_ready(HEALTH_TIMEOUT) for broker in demo.brokers.values()))
     async with httpx.AsyncClient(timeout=10) as http:
         for broker in demo.brokers.values():
             info = (await http.get(f"{broker.url}/info")).json()
@@ -602,7 +518,7 @@ def run(
         finally:
             stopping = time.monotonic()
             for broker in demo.brokers.values():
-                broker.stop()
+                broker.stop(STOP_TIMEOUT)
             console.print(
                 f"stopped {len(demo.brokers)} broker(s) in {time.monotonic() - stopping:.1f}s; "
                 f"the demo took {time.monotonic() - began:.1f}s"

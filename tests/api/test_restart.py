@@ -9,7 +9,8 @@ import pytest
 
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, batch_request, wait_for_phase
 
-SCRIPT = "echo started >> ../starts.txt; sleep 4; echo finished"
+# Runs until the test lets it finish, however slow the machine is.
+SCRIPT = "echo started >> ../starts.txt; while [ ! -e ../go ]; do sleep 0.1; done; echo finished"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,7 @@ def test_kill_9_and_restart(tmp_path, database, request):
             # the session and the offer are still there, as they were
             assert client.get(f"/sessions/{uuid}").json()["phase"] == "RUNNING"
             assert client.get(f"/sessions/{offered['meta']['uuid']}").json()["phase"] == "OFFERED"
+            (tmp_path / "state" / "sessions" / uuid / "go").touch()
             done = wait_for_phase(client, uuid, {"COMPLETED", "FAILED"})
             assert done["phase"] == "COMPLETED", done["meta"]["messages"]
             assert client.get(f"/sessions/{uuid}/logs").json()["stdout"] == "finished\n"

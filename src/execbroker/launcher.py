@@ -1,0 +1,145 @@
+"""Brokers as child processes: what the demo, the tests and the benchmarks start.
+
+Each broker is its own ``execbroker serve`` process on a free port, with its config and
+state in one directory, so a caller sees what users see (real HTTP, a real server) and
+can kill it with SIGKILL and start it again on the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BrokerError(RuntimeError):
+    """A broker process that exited or did not answer; the message ends with its log."""
+
+
+class BrokerProcess:
+    """One broker: ``spawn`` it, wait until it answers, ``stop`` (or ``kill``) it, start again.
+
+    ``config`` is a broker config (as in a broker YAML file); its ``state_dir`` is set to
+    ``directory/state``. ``cwd`` is where relative paths in the config resolve from.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        *,
+        cwd: Path | None = None,
+        log_level: str = "info",
+    ) -> None:
+        self.name = str(config.get("name", directory.name))
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path = directory / "broker.yaml"
+        config = {**config, "state_dir": str(directory / "state")}
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.cwd = cwd
+        self.log_level = log_level
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = directory / "broker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_file(cls, path: Path, directory: Path, **options: Any) -> BrokerProcess:
+        config = yaml.safe_load(path.read_text()) or {}
+        return cls(config, directory, cwd=path.parent, **options)
+
+    def spawn(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "execbroker.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--port",
+            str(self.port),
+            "--log-level",
+            self.log_level,
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env=os.environ.copy(),
+            )
+
+    def start(self, timeout: float = 60) -> BrokerProcess:
+        """Spawn and wait until ``/health`` answers."""
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            self._check(deadline, timeout)
+            time.sleep(0.1)
+        return self
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """Wait (without blocking the event loop) until a spawned broker answers."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/health")).status_code == 200:
+                        return
+                self._check(deadline, timeout)
+                await asyncio.sleep(0.1)
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _check(self, deadline: float, timeout: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise BrokerError(f"broker {self.name} exited:\n{self.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"broker {self.name} did not answer in {timeout:g}s:\n{self.log_tail()}"
+            )
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, and SIGKILL if it has not stopped in ``timeout`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like (no shutdown hooks run)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
