@@ -13,7 +13,7 @@
 # already built is not rebuilt.
 #
 # `up` returns only once each service really answers (docker info / pg_isready
-# and a password login / an sbatch job that ran), or fails naming the service
+# and a password login / a Slurm job that ran), or fails naming the service
 # and the log file to read.  Logs: /var/log/execbroker/.  It then writes
 # /var/lib/execbroker/services.env (KEY=value lines, one per variable, for the
 # services that are up) for tests:
@@ -68,7 +68,7 @@ wait_until() {
     local deadline=$(( $(date +%s) + timeout ))
     until "$@" >/dev/null 2>&1; do
         if [ "$(date +%s)" -ge "$deadline" ]; then
-            die "$service did not answer within ${timeout}s ($*); read $logfile"
+            die "$service is not answering after ${timeout}s; read $logfile"
         fi
         sleep 0.3
     done
@@ -745,11 +745,12 @@ up_slurm() {
     done
     if [ "$started" = 1 ]; then
         # The real test: a job runs, under an account with limits.
-        log "slurm: test job (sbatch --wait --account=${SLURM_ACCOUNTS[0]%%:*})"
-        timeout "$WAIT_TIMEOUT" sbatch --wait --quiet --account="${SLURM_ACCOUNTS[0]%%:*}" \
-            --partition="$SLURM_PARTITION" --time=1 --output=/dev/null --job-name=execbroker-services-check \
-            --wrap=true >>"$LOG_DIR/slurm-check.log" 2>&1 ||
-            die "slurm: a trivial sbatch job did not run; read $LOG_DIR/slurm-check.log, $LOG_DIR/slurmctld.log and $LOG_DIR/slurmd.log"
+        # (srun returns as soon as the job ends; sbatch --wait polls every few seconds.)
+        log "slurm: test job (srun --account=${SLURM_ACCOUNTS[0]%%:*} true)"
+        timeout "$WAIT_TIMEOUT" srun --quiet --account="${SLURM_ACCOUNTS[0]%%:*}" \
+            --partition="$SLURM_PARTITION" --time=1 --ntasks=1 --job-name=execbroker-services-check \
+            true </dev/null >>"$LOG_DIR/slurm-check.log" 2>&1 ||
+            die "slurm: a trivial srun job did not run; read $LOG_DIR/slurm-check.log, $LOG_DIR/slurmctld.log and $LOG_DIR/slurmd.log"
     fi
     set_env_fragment slurm \
         "EXECBROKER_SLURM_ACCOUNTS=$(slurm_account_names)" \

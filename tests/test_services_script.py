@@ -128,21 +128,9 @@ def test_docker_images_run() -> None:
 
 @pytest.mark.docker
 def test_busybox_httpd_with_published_port() -> None:
-    result = docker(
-        *[
-            "run",
-            "-d",
-            "--rm",
-            "--cpus",
-            "0.5",
-            "--memory",
-            "64m",
-            "-p",
-            "127.0.0.1::8080",
-            "busybox:local",
-        ],
-        *["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
-    )
+    publish = ["--cpus", "0.5", "--memory", "64m", "-p", "127.0.0.1::8080"]
+    httpd = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+    result = docker("run", "-d", "--rm", *publish, "busybox:local", *httpd)
     assert result.returncode == 0, result.stderr
     container = result.stdout.strip()
     try:
