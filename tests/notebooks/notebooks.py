@@ -9,7 +9,7 @@ def _cell(source: str, number: int, tags: list[str]) -> dict[str, Any]:
     return {
         "cell_type": "code",
         "id": f"cell-{number}",
-        "metadata": {"tags": tags},
+        "metadata": {"tags": tags} if tags else {},  # as editors write them: no empty tags
         "source": source,
         "outputs": [],
         "execution_count": None,

@@ -190,14 +190,14 @@ def _open_notebook(task: dict, source: Path, target: Path) -> None:
         return
     import nbformat
 
-    notebook = nbformat.read(str(source), as_version=4)
     try:
+        from papermill.iorw import load_notebook_node
         from papermill.parameterize import parameterize_notebook
     except ImportError:
-        notebook = _injected(notebook, task["parameters"])
+        notebook = _injected(nbformat.read(str(source), as_version=4), task["parameters"])
     else:
+        notebook = load_notebook_node(str(source))  # gives every cell the tags papermill reads
         if task["parameters"]:
-            notebook.metadata.setdefault("papermill", {})  # papermill's execute would add it
             notebook = parameterize_notebook(
                 notebook, task["parameters"], kernel_name=task["kernel"], language=task["language"]
             )
