@@ -3,6 +3,7 @@ is quick and changes nothing, and each service answers the way the test suite us
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -154,6 +155,39 @@ def test_docker_compose_v2_installed() -> None:
     assert docker("compose", "version").stdout.startswith("Docker Compose version v2")
     result = subprocess.run(["docker-compose", "version"], capture_output=True, text=True)
     assert result.stdout.startswith("Docker Compose version v2"), result.stderr
+
+
+@pytest.mark.docker
+def test_docker_compose_runs_a_project(tmp_path: Path) -> None:
+    """Two services on the project's network, one port published, then torn down."""
+    compose = {
+        "services": {
+            "web": {
+                "image": "busybox:local",
+                "command": ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+                "ports": ["127.0.0.1::8080"],
+            },
+            "client": {
+                "image": "busybox:local",
+                "command": ["sh", "-c", "wget -qO- http://web:8080/ && sleep 600"],
+                "depends_on": ["web"],
+                "restart": "on-failure",
+            },
+        }
+    }
+    (tmp_path / "compose.yaml").write_text(json.dumps(compose))
+    project = ["compose", "-f", str(tmp_path / "compose.yaml"), "-p", f"svc-test-{os.getpid()}"]
+    try:
+        result = docker(*project, "up", "-d", "--wait")
+        assert result.returncode == 0, result.stderr
+        port = docker(*project, "port", "web", "8080").stdout.strip().rsplit(":", 1)[-1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert "It works" in page.read().decode()
+        running = docker(*project, "ps", "--services", "--status", "running").stdout.split()
+        assert sorted(running) == ["client", "web"]
+    finally:
+        result = docker(*project, "down", "-t", "0")
+    assert result.returncode == 0, result.stderr
 
 
 # --- postgres ----------------------------------------------------------------------------
