@@ -339,6 +339,9 @@ status_docker() {
             return 1
         fi
         echo "docker: up (DOCKER_HOST=unix://$DOCKER_SOCK, $(docker_versions); images: $(docker_image_tags))"
+    elif ! command -v dockerd >/dev/null 2>&1; then
+        echo "docker: down (not installed)"
+        return 1
     else
         echo "docker: down"
         return 1
@@ -760,6 +763,10 @@ up_slurm() {
 }
 
 status_slurm() {
+    if ! command -v slurmctld >/dev/null 2>&1; then
+        echo "slurm: down (not installed)"
+        return 1
+    fi
     local problems=()
     munge_ok || problems+=("munged down")
     mariadb_ok || problems+=("MariaDB down")
