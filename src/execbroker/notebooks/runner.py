@@ -33,6 +33,8 @@ from typing import Any
 
 END_GRACE = 2.0  # seconds the server and kernels get to end before SIGKILL
 PROBE_EVERY = 0.1
+# Listening on all addresses: probed on loopback; the URL names this host instead.
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 SOURCE_HEAD = 120
 
 
@@ -210,12 +212,12 @@ def run_server(task: dict, task_path: Path, outputs: Path) -> tuple[str, str, di
     port = task["port"] or _free_port(task["host"])
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(task_path), str(port)]
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-    probe = "127.0.0.1" if task["host"] in ("0.0.0.0", "") else task["host"]
+    probe = LOOPBACK.get(task["host"], task["host"])
     url = f"http://{_url_host(probe)}:{port}/api/status"
     while server.poll() is None and not _answers(url, task["token"]):
         time.sleep(PROBE_EVERY)
     if server.poll() is None:
-        host = socket.getfqdn() if task["host"] in ("0.0.0.0", "") else task["host"]
+        host = socket.getfqdn() if task["host"] in LOOPBACK else task["host"]
         path = f"/lab/tree/{task['output']}" if _has("jupyterlab") else "/"
         _write_json(task_path.parent / task["server"], {"host": host, "port": port, "path": path})
         _say(f"the Jupyter server answers on port {port}")

@@ -5,7 +5,8 @@ everything about it (script or notebook task, launch parameters, pid, logs, fina
 status), so the handle is just that directory and a restarted broker finds everything
 it needs there. A notebook runs as ``notebooks.prepare`` describes it (its self-contained
 runner under this interpreter); an interactive one's Jupyter server binds
-``publish_host`` on a free port and is reported as an HTTP endpoint once it answers.
+``publish_host`` on a free port (the runner picks it) and is reported as an HTTP endpoint
+once it answers.
 
 Limits (honest about what a plain process can be held to): cores by CPU affinity (no
 more CPUs than granted, up to those the host has) and a CPU-time limit of cores ×
@@ -19,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -74,9 +74,7 @@ class LocalPlatform:
             "environment": {},
         }
         if isinstance(spec.executable, JupyterNotebook):
-            task = notebooks.prepare(
-                spec, python=sys.executable, host=self.options.publish_host, port=self._port()
-            )
+            task = notebooks.prepare(spec, python=sys.executable, host=self.options.publish_host)
             task.write(workdir)
             launch |= {"argv": list(task.argv), "result": notebooks.task.RESULT_FILE}
         elif isinstance(spec.executable, BatchScript) and spec.executable.script:
@@ -109,7 +107,7 @@ class LocalPlatform:
         pid = self._pid(workdir)
         if pid is not None and self._alive(pid, workdir):
             if notebooks.is_notebook_task(workdir):
-                return notebooks.running(workdir, host=self._url_host())
+                return notebooks.running(workdir)
             return RunStatus(RunState.RUNNING)
         final = self._final(workdir)  # it may have finished between the two looks
         return final or RunStatus(RunState.LOST, "the runner process is gone without a status")
@@ -139,19 +137,6 @@ class LocalPlatform:
             self._children.pop(pid).wait()
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _port(self) -> int:
-        """A free port for a notebook server (it refuses to start should it be taken since)."""
-        with socket.socket(
-            socket.AF_INET6 if ":" in self.options.publish_host else socket.AF_INET
-        ) as sock:
-            sock.bind((self.options.publish_host, 0))
-            return sock.getsockname()[1]
-
-    def _url_host(self) -> str:
-        """The host in a server's URL: the listening address, or this host's name for all."""
-        host = self.options.publish_host
-        return socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
 
     @staticmethod
     def _final(workdir: Path) -> RunStatus | None:
