@@ -33,7 +33,11 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     broker = load_config(config)
-    uvicorn.run(create_app(broker), host=host, port=port, log_level=log_level)
+    # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
+    # the server is closing at that moment and see a reset.
+    uvicorn.run(
+        create_app(broker), host=host, port=port, log_level=log_level, timeout_keep_alive=75
+    )
 
 
 # -- the client side ---------------------------------------------------------------------
