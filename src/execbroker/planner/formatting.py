@@ -1,24 +1,14 @@
-"""How the planner spells instants and durations in its reasons.
-
-Kept here (not borrowed from elsewhere) so the planner stays a leaf package: reasons use the
-same ISO-8601 forms the protocol does, so a client can quote them back.
-"""
+"""How the planner spells values in its reasons: the protocol's own ISO-8601 forms, so a
+client can quote them back (``execbroker.timeutil`` is pure, so the planner stays I/O-free)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-import isodate
+from execbroker.timeutil import format_duration as fmt_duration
+from execbroker.timeutil import format_instant as fmt_instant
 
-
-def fmt_instant(value: datetime) -> str:
-    """UTC, second precision, with a ``Z``."""
-    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def fmt_duration(value: timedelta) -> str:
-    """ISO-8601, e.g. ``PT2H`` or ``P1DT12H``."""
-    return isodate.duration_isoformat(value)
+__all__ = ["fmt_duration", "fmt_instant", "fmt_value"]
 
 
 def fmt_value(value: object) -> str:
