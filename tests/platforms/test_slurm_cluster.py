@@ -282,6 +282,8 @@ def test_offers_need_capacity_slurm_really_has(broker: BrokerProcess) -> None:
         request["schedule"]["requested"]["start"] = f"{now}/PT5S"
         with broker.client() as client:
             answer = _offers(client, request)
+            for offer in answer["offers"]:  # open offers would hold the quota for their ttl
+                update(client, offer["meta"]["uuid"], "REJECTED").raise_for_status()
         cores = [offer["compute"]["cores"]["min"] for offer in answer["offers"]]
         idle = int(_slurm("sinfo", "-h", "-p", partition, "-o", "%C").strip().split("/")[1])
         assert answer["result"] == "YES" and max(cores) <= idle
