@@ -8,6 +8,7 @@ so the tests check what Slurm itself says, not only what the broker reports.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import time
 import uuid as uuids
@@ -374,8 +375,9 @@ def test_virtual_platforms_keep_their_quotas_apart(tmp_path: Path) -> None:
 
 def test_kill_9_readopts_jobs_and_slurm_keeps_the_time_limit(tmp_path: Path) -> None:
     """Killed while two jobs run: one finishes meanwhile and gets its final phase, the
-    other is re-adopted as RUNNING; killed again, Slurm's own time limit ends that one at
-    its grant, and the restarted broker says so. No session is ever submitted twice."""
+    other is re-adopted as RUNNING (found by its name, its job id lost as in a crash right
+    after sbatch); killed again, Slurm's own time limit ends that one at its grant, and
+    the restarted broker says so. No session is ever submitted twice."""
     broker = BrokerProcess(_config(3), tmp_path).start()
     try:
         with broker.client() as client:
@@ -385,13 +387,21 @@ def test_kill_9_readopts_jobs_and_slurm_keeps_the_time_limit(tmp_path: Path) -> 
                 wait_for_phase(client, uuid, {"RUNNING"}, timeout=60)
         broker.kill()
         _wait_for_job(_job_name(broker, short), {"COMPLETED"}, timeout=30)
+        # As if the broker had died between sbatch and saving the job id: only the job's
+        # name can lead back to it.
+        with sqlite3.connect(tmp_path / "state" / "broker.db") as db:
+            db.execute(
+                "UPDATE sessions SET handle = NULL, phase = 'PREPARING' WHERE uuid = ?", (late,)
+            )
         broker.start()
         with broker.client() as client:
             done = wait_for_phase(client, short, FINISHED)
             assert done["phase"] == "COMPLETED", done["meta"]["messages"]
             assert client.get(f"/sessions/{short}/logs").json()["stdout"] == "finished\n"
+            assert wait_for_phase(client, late, {"RUNNING"})["phase"] == "RUNNING"
             time.sleep(1)  # a few monitor passes over the re-adopted job
             assert client.get(f"/sessions/{late}").json()["phase"] == "RUNNING"
+            assert len(_jobs(_job_name(broker, late))) == 1, "submitted again"
         broker.kill()  # down past the grant's end: only Slurm can stop the job now
         _wait_for_job(_job_name(broker, late), {"TIMEOUT"}, timeout=150)
         broker.start()
