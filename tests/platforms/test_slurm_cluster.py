@@ -195,6 +195,40 @@ def test_platform_submits_finds_and_reads_back(tmp_path: Path) -> None:
     platform.stop(handle)  # already finished: not an error
 
 
+def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
+    """Launched before its start (the monitor never does, a platform may be called so):
+    ``--begin`` keeps Slurm from starting it early."""
+    accounts, partition = _cluster()
+    broker = SimpleNamespace(name=f"p{uuids.uuid4().hex[:8]}", state_path=tmp_path)
+    _OURS.add(slurm_platform.job_name(broker.name, ""))
+    platform = slurm_platform.create(
+        {"account": accounts[2], "partition": partition}, broker=broker
+    )
+    session = str(uuids.uuid4())
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    spec = LaunchSpec(
+        session_id=session,
+        broker=broker.name,
+        owner="alice",
+        executable=BatchScript(script="date +%s.%N"),
+        resources=Resources(1, 1, 0),
+        start=start,
+        deadline=start + timedelta(minutes=2),
+        workdir=tmp_path / "sessions" / session,
+    )
+    handle = platform.start(spec)
+    status = platform.status(handle)
+    assert (status.state, status.message) == (
+        RunState.PREPARING,
+        "queued in Slurm until its start time",
+    )
+    deadline = time.monotonic() + 30
+    while not platform.status(handle).state.final and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert platform.status(handle).state == RunState.COMPLETED
+    assert float(platform.logs(handle).stdout) >= start.timestamp()
+
+
 def test_free_is_the_clusters_real_capacity(tmp_path: Path) -> None:
     _, partition = _cluster()
     broker = SimpleNamespace(name=f"p{uuids.uuid4().hex[:8]}", state_path=tmp_path)

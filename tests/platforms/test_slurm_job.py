@@ -137,14 +137,11 @@ def test_time_limit_counts_what_is_left_when_launched_late() -> None:
 
 def test_begin_only_for_a_start_ahead() -> None:
     assert begin_time(NOW, NOW) is None
-    ahead = NOW + timedelta(seconds=30, microseconds=1)
-    text = begin_time(ahead, NOW)
-    assert text is not None
-    parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").astimezone()  # local time
-    assert parsed >= ahead and parsed - ahead < timedelta(seconds=1)
+    assert begin_time(NOW + timedelta(seconds=1), NOW) is None
+    assert begin_time(NOW + timedelta(seconds=30, microseconds=1), NOW) == "now+31"
     spec = _spec(start=NOW + timedelta(seconds=30))
     found = _directives(batch_script(spec, OPTIONS, NOW))
-    assert found["begin"] == begin_time(NOW + timedelta(seconds=30), NOW)
+    assert found["begin"] == "now+30"
 
 
 def test_unsafe_workdir_is_refused() -> None:

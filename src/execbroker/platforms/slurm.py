@@ -25,6 +25,16 @@ the user's login environment (which any other ``--export`` form makes it do, thr
 ``su -`` that also delays every start by about two seconds). Names Slurm itself reads
 (``SLURM_*``, ``SBATCH_*``, ...) are refused, since sbatch would obey them.
 
+Time: the monitor submits a session at its start (slurmctld then starts a batch job on
+its next pass, within about a second); ``--begin`` is set only if a launch comes early,
+so Slurm never starts a job before its grant. ``--time`` is the grant's time left,
+rounded up to whole minutes (Slurm's granularity): the monitor stops the session at the
+deadline itself, and Slurm's limit (TIMEOUT) is the backstop while the broker is down.
+
+Options: ``account`` and ``partition``, nothing else (closed): no ``cluster`` (one
+cluster per broker; ``-M`` would change every command's output) and no ``sbatch_extra``
+(a config must not smuggle arbitrary sbatch flags past the grant).
+
 The handle is the job id. The job's name ``eb.<broker>.<session>`` and comment let
 ``find`` locate a job after a crash (``squeue -t all``, then ``sacct``), so a session
 is never submitted twice. ``--no-requeue`` keeps Slurm from running a job a second time
@@ -95,14 +105,12 @@ def time_limit_minutes(deadline: datetime, start: datetime, now: datetime) -> in
 
 
 def begin_time(start: datetime, now: datetime) -> str | None:
-    """``--begin`` for a start still ahead (rounded up to the second), in the local time
-    sbatch reads it in; None when the job may start at once."""
-    if start <= now + timedelta(seconds=1):
+    """``--begin`` for a start still ahead, as ``now+<seconds>`` rounded up (relative, so
+    no time zone can shift it); None when the job may start at once."""
+    seconds = (start - now).total_seconds()
+    if seconds <= 1:
         return None
-    local = start.astimezone()
-    if local.microsecond:
-        local = local.replace(microsecond=0) + timedelta(seconds=1)
-    return local.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"now+{math.ceil(seconds)}"
 
 
 def job_environment(spec: LaunchSpec) -> dict[str, str]:
@@ -383,7 +391,8 @@ class SlurmPlatform:
     ) -> subprocess.CompletedProcess[str]:
         """One Slurm command, as an argument list, in a clean environment."""
         env = {"PATH": JOB_PATH, "LANG": "C.UTF-8", **(environment or {})}
-        env.update({k: v for k, v in os.environ.items() if k in ("SLURM_CONF", "TZ")})
+        if "SLURM_CONF" in os.environ:  # a cluster configured away from /etc/slurm
+            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
         try:
             result = subprocess.run(
                 [self.binaries[command], *args],
