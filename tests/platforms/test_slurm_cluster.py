@@ -210,7 +210,7 @@ def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
         session_id=session,
         broker=broker.name,
         owner="alice",
-        executable=BatchScript(script="date +%s.%N"),
+        executable=BatchScript(script="true"),
         resources=Resources(1, 1, 0),
         start=start,
         deadline=start + timedelta(minutes=2),
@@ -222,11 +222,13 @@ def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
         RunState.PREPARING,
         "queued in Slurm until its start time",
     )
-    deadline = time.monotonic() + 30
-    while not platform.status(handle).state.final and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert platform.status(handle).state == RunState.COMPLETED
-    assert float(platform.logs(handle).stdout) >= start.timestamp()
+    shown = _slurm("scontrol", "show", "job", "-o", handle)
+    eligible = datetime.fromisoformat(shown.split("EligibleTime=")[1].split()[0]).astimezone()
+    assert start <= eligible < start + timedelta(seconds=2)
+    # (slurmctld looks at jobs held to a begin time only on its periodic pass, seconds
+    # late: one reason the monitor submits at the start instead of ahead with --begin)
+    platform.stop(handle)
+    assert platform.status(handle).state == RunState.CANCELLED
 
 
 def test_free_is_the_clusters_real_capacity(tmp_path: Path) -> None:

@@ -139,6 +139,8 @@ def test_begin_only_for_a_start_ahead() -> None:
     assert begin_time(NOW, NOW) is None
     assert begin_time(NOW + timedelta(seconds=1), NOW) is None
     assert begin_time(NOW + timedelta(seconds=30, microseconds=1), NOW) == "now+31"
+    # counted from the whole second sbatch sees, so never early
+    assert begin_time(NOW + timedelta(seconds=3), NOW + timedelta(seconds=0.9)) == "now+3"
     spec = _spec(start=NOW + timedelta(seconds=30))
     found = _directives(batch_script(spec, OPTIONS, NOW))
     assert found["begin"] == "now+30"

@@ -105,12 +105,13 @@ def time_limit_minutes(deadline: datetime, start: datetime, now: datetime) -> in
 
 
 def begin_time(start: datetime, now: datetime) -> str | None:
-    """``--begin`` for a start still ahead, as ``now+<seconds>`` rounded up (relative, so
-    no time zone can shift it); None when the job may start at once."""
-    seconds = (start - now).total_seconds()
-    if seconds <= 1:
+    """``--begin`` for a start still ahead, as ``now+<seconds>`` (relative, so no time zone
+    can shift it); None when the job may start at once. sbatch adds the seconds to its own
+    clock's *whole* second, so they are counted from ``now`` rounded down to ``start``
+    rounded up: never early, at most a second late."""
+    if (start - now).total_seconds() <= 1:
         return None
-    return f"now+{math.ceil(seconds)}"
+    return f"now+{math.ceil(start.timestamp()) - math.floor(now.timestamp())}"
 
 
 def job_environment(spec: LaunchSpec) -> dict[str, str]:
