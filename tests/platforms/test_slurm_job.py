@@ -185,3 +185,9 @@ def test_options_are_closed() -> None:
         slurm.create({"sbatch_extra": ["--exclusive"]}, broker=broker)
     with pytest.raises(ValueError, match="account"):
         slurm.create({"account": "bad name; rm"}, broker=broker)
+
+
+def test_a_state_dir_slurm_cannot_be_given_is_refused_at_start() -> None:
+    broker = SimpleNamespace(name="b", state_path=Path("/tmp/my brokers/b"))
+    with pytest.raises(ValueError, match="plain path"):
+        slurm.create({}, broker=broker)

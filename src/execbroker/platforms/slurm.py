@@ -432,6 +432,12 @@ def create(options: dict[str, Any], *, broker: Any) -> SlurmPlatform:
         parsed = SlurmOptions.model_validate(options)
     except ValidationError as error:
         raise ValueError(f"slurm platform options: {error}") from error
+    sessions_dir = broker.state_path / "sessions"
+    if not _SAFE_PATH.match(str(sessions_dir)):
+        raise ValueError(
+            f"the slurm platform needs a state_dir Slurm can be given as a plain path "
+            f"(letters, digits, '_', '.', '/', '+', '-'), not {broker.state_path}"
+        )
     binaries = {name: shutil.which(name) for name in COMMANDS}
     missing = sorted(name for name, path in binaries.items() if path is None)
     if missing:
@@ -441,6 +447,6 @@ def create(options: dict[str, Any], *, broker: Any) -> SlurmPlatform:
     return SlurmPlatform(
         options=parsed,
         broker=broker.name,
-        sessions_dir=broker.state_path / "sessions",
+        sessions_dir=sessions_dir,
         binaries={name: path for name, path in binaries.items() if path},
     )
