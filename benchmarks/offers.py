@@ -27,13 +27,19 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from execbroker.model.sessions import Phase  # noqa: E402
-from execbroker.store.engine import Database  # noqa: E402
-from execbroker.store.tables import OfferSetRow, SessionRow  # noqa: E402
-from tests.brokers import BASE_CONFIG, BrokerProcess  # noqa: E402
+from execbroker.model.sessions import Phase
+from execbroker.store.engine import Database
+from execbroker.store.tables import OfferSetRow, SessionRow
+from tests.brokers import BASE_CONFIG, BrokerProcess
 
-BIG_QUOTA = {"cores": 100_000, "memory": 200_000, "storage": 0, "max_sessions": 100_000,
-             "max_duration": "PT2H", "horizon": "P7D"}
+BIG_QUOTA = {
+    "cores": 100_000,
+    "memory": 200_000,
+    "storage": 0,
+    "max_sessions": 100_000,
+    "max_duration": "PT2H",
+    "horizon": "P7D",
+}
 REQUEST = {
     "executable": {"kind": "batch-script", "script": "true"},
     "compute": {"cores": {"min": 1, "max": 2}, "memory": {"min": 1, "max": 2}},
@@ -45,17 +51,35 @@ def preload(url: str, bookings: int) -> None:
     """``bookings`` accepted sessions spread over the next week (none starts during the run)."""
     database = Database.open(url)
     now = datetime.now(UTC)
-    offerset = OfferSetRow(uuid=str(uuid.uuid4()), owner="bob", created=now, result="YES",
-                           request={}, messages=[])
+    offerset = OfferSetRow(
+        uuid=str(uuid.uuid4()), owner="bob", created=now, result="YES", request={}, messages=[]
+    )
     rows = []
     for index in range(bookings):
         start = now + timedelta(hours=1) + timedelta(days=6) * index / max(1, bookings)
-        rows.append(SessionRow(
-            uuid=str(uuid.uuid4()), offerset_uuid=offerset.uuid, owner="bob", phase=Phase.WAITING,
-            created=now, modified=now, expires=now, start=start, end=start + timedelta(hours=1),
-            cores=1 + index % 4, memory_gib=1 + index % 8, storage_gib=0, cost=None, cost_type=None,
-            executable={"kind": "batch-script"}, platform="local", handle=None, messages=[],
-            endpoints=[]))
+        rows.append(
+            SessionRow(
+                uuid=str(uuid.uuid4()),
+                offerset_uuid=offerset.uuid,
+                owner="bob",
+                phase=Phase.WAITING,
+                created=now,
+                modified=now,
+                expires=now,
+                start=start,
+                end=start + timedelta(hours=1),
+                cores=1 + index % 4,
+                memory_gib=1 + index % 8,
+                storage_gib=0,
+                cost=None,
+                cost_type=None,
+                executable={"kind": "batch-script"},
+                platform="local",
+                handle=None,
+                messages=[],
+                endpoints=[],
+            )
+        )
     with database.write() as db:
         db.add(offerset)
         db.flush()
@@ -91,8 +115,12 @@ async def _accepts(url: str, count: int, concurrency: int) -> float:
 
 
 def measure(bookings: int, requests: int, directory: Path) -> dict[str, object]:
-    config = {**BASE_CONFIG, "name": f"bench-{bookings}", "quota": BIG_QUOTA,
-              "monitor": {"interval": "PT60S"}}
+    config = {
+        **BASE_CONFIG,
+        "name": f"bench-{bookings}",
+        "quota": BIG_QUOTA,
+        "monitor": {"interval": "PT60S"},
+    }
     broker = BrokerProcess(config, directory)
     preload(f"sqlite:///{directory / 'state' / 'broker.db'}", bookings)
     broker.start()
@@ -131,13 +159,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="execbroker-bench-") as temporary:
         results = [measure(level, args.requests, Path(temporary) / str(level)) for level in levels]
     first, last = results[0], results[-1]
-    print(json.dumps({
-        "benchmark": "offers",
-        "requests_per_level": args.requests,
-        "levels": results,
-        "median_slowdown_at_most_bookings": round(
-            last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "offers",
+                "requests_per_level": args.requests,
+                "levels": results,
+                "median_slowdown_at_most_bookings": round(
+                    last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"], 2
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
