@@ -47,6 +47,12 @@ class ComponentMetadata(WireModel):
     options: list[EnumValueOption] = Field(default_factory=list)
 
 
+def check_ordered(low: float | None, high: float | None) -> None:
+    """A min/max pair whose ends are both given must not be upside down."""
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min ({low}) is greater than max ({high})")
+
+
 class MinMaxInt(WireModel):
     """An inclusive range of a whole, non-negative amount; either end may be left out."""
 
@@ -55,8 +61,7 @@ class MinMaxInt(WireModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> MinMaxInt:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        check_ordered(self.min, self.max)
         return self
 
 

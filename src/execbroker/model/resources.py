@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from execbroker import kinds
-from execbroker.model.common import KindedModel, MinMaxInt
+from execbroker.model.common import KindedModel, MinMaxInt, check_ordered
 
 
 class SimpleComputeResource(KindedModel):
@@ -42,8 +42,7 @@ class MinMaxFloatItem(KindedModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> MinMaxFloatItem:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        check_ordered(self.min, self.max)
         return self
 
 
