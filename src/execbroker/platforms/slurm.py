@@ -1,4 +1,4 @@
-"""The ``slurm`` backend: each accepted batch-script session is one Slurm job.
+"""The ``slurm`` backend: each accepted batch-script or batch-notebook session is one Slurm job.
 
 Virtual platforms on one cluster are brokers with different Slurm *accounts*: each
 broker submits with its own ``--account``, so Slurm's per-account limits back the
@@ -35,6 +35,18 @@ Options: ``account`` and ``partition``, nothing else (closed): no ``cluster`` (o
 cluster per broker; ``-M`` would change every command's output) and no ``sbatch_extra``
 (a config must not smuggle arbitrary sbatch flags past the grant).
 
+Notebooks: a batch ``jupyter-notebook`` is the same job, its ``script.sh`` one line,
+``exec <notebook_python> <workdir>/notebook_runner.py <workdir>/notebook-task.json``
+(``notebooks.prepare``'s command; every part of it is the broker's own). The runner writes
+the executed notebook to ``outputs/`` and its result (state, the failing cell's error)
+next to it, both read from the shared work directory. ``notebook_python`` is the python
+that runs it *on the node*, and it needs papermill (or nbclient) and ipykernel there. The
+default, the broker's own interpreter, is right only where the nodes share the broker
+host's file system, as on a single-node cluster; on a real cluster set it to such a
+python on the nodes. Interactive notebooks are refused: a Jupyter server on a compute
+node listens on a port open to anyone who can reach that node (its token the only guard),
+and the broker can neither publish nor fence it there.
+
 The handle is the job id. The job's name ``eb.<broker>.<session>`` and comment let
 ``find`` locate a job after a crash (``squeue -t all``, then ``sacct``), so a session
 is never submitted twice. ``--no-requeue`` keeps Slurm from running a job a second time
@@ -47,16 +59,18 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from execbroker import kinds
-from execbroker.model.executables import BatchScript, Executable
+from execbroker import kinds, notebooks
+from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
 from execbroker.platforms import slurm_states as states
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
@@ -87,6 +101,17 @@ class SlurmOptions(BaseModel):
 
     account: str | None = Field(default=None, pattern=_SLURM_NAME)
     partition: str | None = Field(default=None, pattern=_SLURM_NAME)
+    # The python that runs batch notebooks on the nodes (see the module's docstring).
+    notebook_python: str = Field(default_factory=lambda: sys.executable, min_length=1)
+
+
+# What a node's ``notebook_python`` is taken to have; kernels are not known in advance.
+NOTEBOOK_SUPPORT = notebooks.Support(batch="papermill", interactive=None, kernels=None)
+INTERACTIVE_REFUSAL = (
+    "the Slurm platform does not serve interactive notebooks: a Jupyter server on a compute "
+    "node would listen on a port open to anyone who can reach that node (its token the only "
+    "guard), and the broker can neither publish nor fence it there; ask for mode batch"
+)
 
 
 # -- building the job (pure) ------------------------------------------------------------
@@ -216,9 +241,13 @@ class SlurmPlatform:
     # -- offers ---------------------------------------------------------------------------
 
     def check(self, executable: Executable) -> str | None:
+        if isinstance(executable, JupyterNotebook):
+            if executable.mode == "interactive":
+                return INTERACTIVE_REFUSAL
+            return notebooks.refusal(executable, NOTEBOOK_SUPPORT, platform=self.name)
         if executable.kind != kinds.BATCH_SCRIPT:
             return (
-                "the Slurm platform runs batch-script executables, "
+                "the Slurm platform runs batch-script and batch jupyter-notebook executables, "
                 f"not {kinds.alias(executable.kind)}"
             )
         environment = executable.environment if isinstance(executable, BatchScript) else {}
@@ -266,17 +295,14 @@ class SlurmPlatform:
     # -- running --------------------------------------------------------------------------
 
     def start(self, spec: LaunchSpec) -> str:
-        executable = spec.executable
-        if not isinstance(executable, BatchScript) or not executable.script:
-            raise PlatformError("a batch-script with a script is needed")
-        reason = self.check(executable)
+        reason = self.check(spec.executable)
         if reason is not None:
             raise PlatformError(reason)
         environment = job_environment(spec)
         script = batch_script(spec, self.options, utcnow())
         workdir = spec.workdir
         (workdir / "work").mkdir(parents=True, exist_ok=True)
-        (workdir / "script.sh").write_text(executable.script)
+        (workdir / "script.sh").write_text(self._task_script(spec))
         (workdir / "job.sh").write_text(script)
         result = self._run(
             "sbatch", "--parsable", str(workdir / "job.sh"), environment=environment, check=False
@@ -287,6 +313,19 @@ class SlurmPlatform:
         (workdir / "slurm-job-id").write_text(job_id + "\n")
         self._workdirs[job_id] = workdir
         return job_id
+
+    def _task_script(self, spec: LaunchSpec) -> str:
+        """What ``job.sh`` runs: the user's script, or the notebook runner's command."""
+        executable = spec.executable
+        if isinstance(executable, JupyterNotebook):  # prepare fetches a location, if any
+            task = notebooks.prepare(
+                spec, python=self.options.notebook_python, host="0.0.0.0", port=0
+            )
+            task.write(spec.workdir)
+            return "exec " + shlex.join(task.argv) + "\n"
+        if isinstance(executable, BatchScript) and executable.script:
+            return executable.script
+        raise PlatformError("a batch-script with a script or a batch jupyter-notebook is needed")
 
     def find(self, session_id: str) -> str | None:
         name = job_name(self.broker, session_id)
@@ -310,6 +349,13 @@ class SlurmPlatform:
     def status(self, handle: str) -> RunStatus:
         if not _JOB_ID.match(handle):
             return RunStatus(RunState.LOST, f"{handle!r} is not a Slurm job id")
+        status = self._job_status(handle)
+        if status.state.final:
+            return self._notebook_result(handle, status) or status
+        return status
+
+    def _job_status(self, handle: str) -> RunStatus:
+        """What Slurm says of the job."""
         record = self._squeue(handle)
         if record is None:  # slurmctld has forgotten it (MinJobAge): ask the accounting
             record = self._sacct(handle)
@@ -322,6 +368,18 @@ class SlurmPlatform:
             if detail is not None:
                 return states.run_status(detail)
         return status
+
+    def _notebook_result(self, handle: str, job: RunStatus) -> RunStatus | None:
+        """How a finished notebook job's runner said it ended (a failing cell's error is
+        the session's message), with Slurm's exit code; None for a script, or a runner that
+        was killed before it could say."""
+        workdir = self._workdir(handle)
+        if workdir is None or not notebooks.is_notebook_task(workdir):
+            return None
+        said = notebooks.result(workdir)
+        if said is None:
+            return None
+        return RunStatus(said.state, said.message, job.exit_code)
 
     def logs(self, handle: str) -> Logs:
         workdir = self._workdir(handle)
