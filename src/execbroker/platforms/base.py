@@ -77,6 +77,25 @@ class Logs:
     stdout: str
     stderr: str
 
+    @classmethod
+    def read(cls, stdout: Path, stderr: Path) -> Logs:
+        """What a task has written so far to its two log files (their tails)."""
+        return cls(read_tail(stdout), read_tail(stderr))
+
+
+LOG_TAIL_BYTES = 1_000_000
+
+
+def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a task's log file as text ("" before it exists): a task
+    may write without end, and what ``logs`` returns must stay small enough to serve."""
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(0, path.stat().st_size - limit))
+            return stream.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
 
 class PlatformError(Exception):
     """A backend could not do what was asked; the message is fit to show the session's owner."""

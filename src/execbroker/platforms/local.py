@@ -33,8 +33,6 @@ from execbroker.model.executables import BatchScript, Executable, JupyterNoteboo
 from execbroker.planner import Resources
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 
-LOG_TAIL_BYTES = 1_000_000
-
 
 class LocalOptions(BaseModel):
     """The platform's options in a broker's config; anything else is refused."""
@@ -114,7 +112,7 @@ class LocalPlatform:
 
     def logs(self, handle: str) -> Logs:
         workdir = Path(handle)
-        return Logs(_tail(workdir / "stdout.log"), _tail(workdir / "stderr.log"))
+        return Logs.read(workdir / "stdout.log", workdir / "stderr.log")
 
     def stop(self, handle: str) -> None:
         workdir = Path(handle)
@@ -164,15 +162,6 @@ class LocalPlatform:
         except (FileNotFoundError, ProcessLookupError):
             return False
         return stat.rsplit(")", 1)[-1].split()[0] != "Z" and str(workdir).encode() in cmdline
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as stream:
-            stream.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            return stream.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def create(options: dict[str, Any], *, broker: Any) -> LocalPlatform:

@@ -78,7 +78,6 @@ from execbroker.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_BYTES = 1_000_000
 COMMAND_TIMEOUT = 30.0
 JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Environment names sbatch or Slurm's daemons would act on: a user may not set them.
@@ -385,7 +384,7 @@ class SlurmPlatform:
         workdir = self._workdir(handle)
         if workdir is None:
             return Logs("", "")
-        return Logs(_tail(workdir / "stdout.log"), _tail(workdir / "stderr.log"))
+        return Logs.read(workdir / "stdout.log", workdir / "stderr.log")
 
     def stop(self, handle: str) -> None:
         if not _JOB_ID.match(handle):
@@ -471,15 +470,6 @@ class SlurmPlatform:
         if check and result.returncode != 0:
             raise PlatformError(f"{command} failed: {slurm_error(result.stderr)}")
         return result
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as stream:
-            stream.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            return stream.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 COMMANDS = ("sbatch", "squeue", "scontrol", "sacct", "scancel")
