@@ -66,7 +66,10 @@ def test_the_demo_runs_on_the_local_platform_alone() -> None:
     # the kind-only questions
     assert "not docker-container" in out and "no offers: a kind-only question" in out
     assert "skipped: docker is not used (--local-only)" in out
-    assert "demo: all 6 tasks ended as expected (1 skipped)" in out
+    # every task the plan runs without a service ran and ended as expected; the rest skipped
+    tasks = yaml.safe_load((EXAMPLES / "demo.yaml").read_text())["tasks"]
+    skipped = sum(1 for task in tasks if task.get("needs"))
+    assert f"demo: all {len(tasks) - skipped} tasks ended as expected ({skipped} skipped)" in out
     assert_all_stopped(broker_urls(out))
 
 
