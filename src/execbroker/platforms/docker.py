@@ -15,24 +15,48 @@ with ``access: false`` is not published; ``external`` ports and addresses a requ
 not honoured (the broker chooses where its hosts' ports go). ``entrypoint`` is one program, as
 ``docker run --entrypoint`` takes it; ``command`` its arguments.
 
+Jupyter notebooks run in the ``notebook_image`` (default ``execbroker/python:local``: python3,
+ipykernel, papermill and jupyter_server) under the same grant and hardening, as
+``notebooks.prepare`` describes them: its self-contained runner, at ``/session`` in the
+container. A batch notebook runs to completion with papermill; an interactive one is a
+Jupyter server on port 8888 behind its random token, published like any port and reported
+(with the token) once the runner says it answers. The task's files are *copied* in with the
+engine's archive API before the container starts, and the outputs (the executed or saved
+notebook) and the runner's result are copied back into the session's work directory when it
+ends (status at exit, or release), under ``notebook_outputs_limit`` bytes. Copies, not a
+bind mount of the work directory, because: the container then writes only its own
+writable layer (held to the storage grant where the driver can), never the broker's disk;
+nothing the task writes lands on the broker's host as root, so nothing it leaves there can
+be a link or a device the broker trips over; and it works the same with an engine on
+another host (``docker_host``). The price: outputs appear when the session ends, not while
+it runs, and the root file system cannot be read-only (``/session`` is in it), so ``HOME``
+is ``/session/work`` to keep Jupyter's own files with the task.
+
 Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``EngineOptions``,
 e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
-``allow: {privileged: true}``, ``isolate: false``.
+``allow: {privileged: true}``, ``isolate: false``, ``notebook_image: null`` (no notebooks).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
 from docker.models.containers import Container
 from docker.types import LogConfig
+from pydantic import Field
 
-from execbroker import kinds
-from execbroker.model.executables import DockerContainer, Executable
+from execbroker import kinds, notebooks
+from execbroker.model.executables import (
+    DockerContainer,
+    DockerImageSpec,
+    Executable,
+    JupyterNotebook,
+)
+from execbroker.notebooks import task as notebook_files
 from execbroker.planner import Resources
 from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
@@ -40,6 +64,7 @@ from execbroker.platforms.container_policy import check_container, hardening
 from execbroker.platforms.docker_engine import (
     GIB,
     LABEL_BROKER,
+    LABEL_NOTEBOOK,
     LABEL_PLATFORM,
     LABEL_PORTS,
     LABEL_SESSION,
@@ -54,9 +79,31 @@ log = logging.getLogger(__name__)
 _GONE = docker.errors.NotFound
 _TRANSPORT = {"HTTP": "tcp", "HTTPS": "tcp", "TCP": "tcp", "UDP": "udp"}
 
+# What the notebook image has (``scripts/images/python``): papermill, jupyter_server, and
+# ipykernel's python3 kernel only.
+NOTEBOOK_SUPPORT = notebooks.Support(
+    batch="papermill", interactive="jupyter_server", kernels=frozenset({"python3"})
+)
+SESSION_DIR = PurePosixPath("/session")  # the session's files, as the container sees them
+NOTEBOOK_PORT = 8888  # the Jupyter server's port inside the container
+NOTEBOOK_STOP_TIMEOUT = 10  # seconds the runner gets to end its kernels and say how it ended
+# The task's files: what ``notebooks.prepare`` writes, and the directories the task needs.
+_NOTEBOOK_FILES = {
+    notebook_files.RUNNER_FILE: 0o644,
+    notebook_files.TASK_FILE: 0o600,
+    notebook_files.INPUT_FILE: 0o644,
+}
+_NOTEBOOK_DIRS = {notebooks.OUTPUTS_DIR: 0o755, "work": 0o700}
+
 
 class DockerOptions(EngineOptions):
     isolate: bool = True  # a bridge network per session (else: docker's shared default bridge)
+    notebook_image: str | None = Field(
+        default="execbroker/python:local", description="runs notebooks; null: no notebooks"
+    )
+    notebook_outputs_limit: int = Field(
+        default=256 * 1024**2, ge=0, description="bytes of a notebook's outputs copied back"
+    )
 
 
 class DockerPlatform:
@@ -67,15 +114,19 @@ class DockerPlatform:
         self.broker = broker
         self.engine = Engine(options)
         self.logs_dir = state_dir / "docker-logs"
+        self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
+        self._collected: set[str] = set()  # notebook handles whose files are copied back
         self._storage_checked = False
 
     # -- offers -------------------------------------------------------------------------
 
     def check(self, executable: Executable) -> str | None:
+        if isinstance(executable, JupyterNotebook):
+            return self._notebook_reason(executable)
         if not isinstance(executable, DockerContainer):
             return (
-                "the docker platform runs docker-container executables, "
+                "the docker platform runs docker-container and jupyter-notebook executables, "
                 f"not {kinds.alias(executable.kind)}"
             )
         refusal = check_container(executable, self.options.allow)
@@ -87,6 +138,25 @@ class DockerPlatform:
         except PlatformError as error:
             return str(error)
 
+    def _notebook_reason(self, executable: JupyterNotebook) -> str | None:
+        image = self.options.notebook_image
+        if not image:
+            return "the docker platform here runs no notebooks (it has no notebook_image)"
+        refusal = notebooks.refusal(executable, NOTEBOOK_SUPPORT, platform=self.name)
+        if refusal is not None or self.options.pull != "never":
+            return refusal
+        try:
+            with engine_errors("the Docker engine failed"):
+                found = engine_.find_image(self.engine, DockerImageSpec(locations=[image]))
+        except PlatformError as error:
+            return str(error)
+        if found is None:
+            return (
+                f"the docker platform's notebook image {image} is not on this host "
+                "and this platform does not pull"
+            )
+        return None
+
     def free(self) -> Resources | None:
         return None
 
@@ -94,6 +164,12 @@ class DockerPlatform:
 
     def start(self, spec: LaunchSpec) -> str:
         executable = spec.executable
+        if isinstance(executable, JupyterNotebook):
+            refusal = self._notebook_reason(executable)
+            if refusal is not None:
+                raise PlatformError(refusal)
+            with engine_errors("starting the notebook's container"):
+                return self._start_notebook(spec)
         if not isinstance(executable, DockerContainer) or executable.missing():
             raise PlatformError("a docker-container with image.locations is needed")
         refusal = check_container(executable, self.options.allow)
@@ -108,6 +184,46 @@ class DockerPlatform:
             return self._started(existing)
         assert executable.image is not None
         image = engine_.obtain_image(self.engine, executable.image, pull=self.options.pull)
+        arguments: dict[str, Any] = {
+            "image": image.id,
+            "command": executable.command or None,
+            "entrypoint": [executable.entrypoint] if executable.entrypoint else None,
+            "environment": {**executable.environment, **_session_environment(spec)},
+        }
+        return self._run(spec, arguments, _port_plans(executable), executable.privileged)
+
+    def _start_notebook(self, spec: LaunchSpec) -> str:
+        """The notebook's files in the work directory (the copy the container gets), then
+        the container: the runner as its command, 8888 published when it is a server."""
+        existing = self._container_of(spec.session_id)
+        if existing is not None:  # started before a crash: same files, never a second one
+            return self._started(existing)
+        task = notebooks.prepare(
+            spec, python="python3", task_dir=SESSION_DIR, host="0.0.0.0", port=NOTEBOOK_PORT
+        )
+        task.write(spec.workdir)
+        assert self.options.notebook_image
+        wanted = DockerImageSpec(locations=[self.options.notebook_image])
+        image = engine_.obtain_image(self.engine, wanted, pull=self.options.pull)
+        plans = [PortPlan(NOTEBOOK_PORT, "tcp", "HTTP")] if task.mode == "interactive" else []
+        arguments: dict[str, Any] = {
+            "image": image.id,
+            "command": list(task.argv),
+            "working_dir": str(SESSION_DIR),
+            "environment": {"HOME": str(SESSION_DIR / "work"), **_session_environment(spec)},
+            "labels": {LABEL_NOTEBOOK: task.mode},
+        }
+        return self._run(spec, arguments, plans)
+
+    def _run(
+        self,
+        spec: LaunchSpec,
+        arguments: dict[str, Any],
+        plans: list[PortPlan],
+        privileged: bool = False,
+    ) -> str:
+        """Create (on a network of its own) and start the session's container, under the
+        grant's limits and the hardening every container gets."""
         labels = engine_.labels(
             broker=self.broker,
             session=spec.session_id,
@@ -115,26 +231,21 @@ class DockerPlatform:
             platform=self.name,
             deadline=spec.deadline,
         )
-        plans = _port_plans(executable)
         name = f"execbroker-{self.broker}-{spec.session_id}"
-        arguments: dict[str, Any] = {
-            "image": image.id,
+        arguments = {
+            **arguments,
             "name": name,
-            "command": executable.command or None,
-            "entrypoint": [executable.entrypoint] if executable.entrypoint else None,
-            "environment": {
-                **executable.environment,
-                "EXECBROKER_SESSION": spec.session_id,
-                "EXECBROKER_CORES": str(spec.resources.cores),
-                "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+            "labels": {
+                **arguments.get("labels", {}),
+                **labels,
+                LABEL_PORTS: engine_.ports_label(plans),
             },
-            "labels": {**labels, LABEL_PORTS: engine_.ports_label(plans)},
             "ports": {p.key: (self.options.publish_host, None) for p in plans},
             "detach": True,
             "init": self.options.init,
             "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
             **self._limits(spec.resources),
-            **hardening(privileged=executable.privileged),
+            **hardening(privileged=privileged),
         }
         if not self.options.isolate:
             return self._started(self._create(arguments))
@@ -191,6 +302,8 @@ class DockerPlatform:
         container.reload()
         if container.status == "created":
             try:
+                if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
+                    self._place_notebook(container)
                 container.start()
             except docker.errors.APIError as error:
                 reason = engine_.ok_or_reason(error)
@@ -211,6 +324,8 @@ class DockerPlatform:
             except docker.errors.NotFound:
                 return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
             state = engine_.container_state(container)
+            if LABEL_NOTEBOOK in container.labels:
+                return self._notebook_status(container, state)
         if state.state != RunState.RUNNING:
             return state
         found = engine_.endpoints(container, self.options.url_host())
@@ -220,6 +335,23 @@ class DockerPlatform:
             return RunStatus(RunState.PREPARING, "waiting for its ports to answer")
         self._ready.add(handle)
         return RunStatus(RunState.AVAILABLE, endpoints=tuple(found))
+
+    def _notebook_status(self, container: Container, state: RunStatus) -> RunStatus:
+        """A notebook task as its runner tells it: a server is AVAILABLE (with its URL and
+        token) once the runner has found it answering; an ended task is what the runner
+        said (a failing cell's error), else the container's own state (killed, out of memory)."""
+        workdir = self._workdir(container)
+        if state.state == RunState.RUNNING:
+            if container.labels[LABEL_NOTEBOOK] == "interactive":
+                self._copy_back(container, workdir, notebook_files.SERVER_FILE)
+            port = engine_.published_port(container, f"{NOTEBOOK_PORT}/tcp")
+            host = self.options.url_host().strip("[]")
+            return notebooks.running(workdir, host=host, port=port)
+        if not state.state.final:
+            return state
+        self._collect(container, workdir)
+        said = notebooks.result(workdir)
+        return state if said is None else RunStatus(said.state, said.message, state.exit_code)
 
     def _answering(self, container: Container, found: list[engine_.Endpoint]) -> bool:
         if all(engine_.answers(endpoint) for endpoint in found):
@@ -240,11 +372,15 @@ class DockerPlatform:
 
     def stop(self, handle: str) -> None:
         with engine_errors("stopping the container"), contextlib.suppress(_GONE):
-            self.engine.client.containers.get(handle).stop(timeout=self.options.stop_timeout)
+            container = self.engine.client.containers.get(handle)
+            timeout = self.options.stop_timeout
+            if LABEL_NOTEBOOK in container.labels:
+                timeout = max(timeout, NOTEBOOK_STOP_TIMEOUT)
+            container.stop(timeout=timeout)
 
     def release(self, handle: str) -> None:
-        """Keep the logs (a finished task's output can still be fetched), then remove the
-        container and its network."""
+        """Keep the logs (a finished task's output can still be fetched) and a notebook's
+        outputs, then remove the container and its network."""
         self._ready.discard(handle)
         with engine_errors("removing the container"):
             try:
@@ -252,6 +388,9 @@ class DockerPlatform:
             except docker.errors.NotFound:
                 return
             self._keep_logs(container)
+            if LABEL_NOTEBOOK in container.labels:
+                self._collect(container, self._workdir(container))
+            self._collected.discard(container.id)
             try:
                 container.remove(force=True, v=True)
             except docker.errors.APIError as error:
@@ -275,6 +414,48 @@ class DockerPlatform:
             },
         )
         return found[0] if found else None
+
+    def _workdir(self, container: Container) -> Path:
+        session = container.labels.get(LABEL_SESSION, "")
+        if not session or "/" in session or session.startswith("."):
+            raise PlatformError(f"container {container.name} has no session label")
+        return self.sessions_dir / session
+
+    def _place_notebook(self, container: Container) -> None:
+        """Copy the task's files (written by ``notebooks.prepare``) into the container."""
+        workdir = self._workdir(container)
+        try:
+            files = {
+                name: ((workdir / name).read_bytes(), mode)
+                for name, mode in _NOTEBOOK_FILES.items()
+            }
+        except FileNotFoundError as error:
+            raise PlatformError(f"the notebook task's files are gone: {error}") from None
+        engine_.put_files(container, str(SESSION_DIR), files, _NOTEBOOK_DIRS)
+
+    def _copy_back(self, container: Container, workdir: Path, name: str) -> None:
+        """A file the runner writes (once) at the top of ``/session``, into the work
+        directory unless it is there already."""
+        if (workdir / name).exists():
+            return
+        content = engine_.read_file(container, str(SESSION_DIR / name))
+        if content is not None:
+            temporary = workdir / f".{name}.part"
+            temporary.write_bytes(content)
+            temporary.replace(workdir / name)
+
+    def _collect(self, container: Container, workdir: Path) -> None:
+        """Copy an ended notebook task's outputs and result into its work directory, once."""
+        if container.id in self._collected:
+            return
+        engine_.copy_out(
+            container,
+            str(SESSION_DIR / notebooks.OUTPUTS_DIR),
+            workdir / notebooks.OUTPUTS_DIR,
+            limit=self.options.notebook_outputs_limit,
+        )
+        self._copy_back(container, workdir, notebook_files.RESULT_FILE)
+        self._collected.add(container.id)
 
     def _keep_logs(self, container: Container) -> None:
         try:
@@ -309,6 +490,14 @@ def _port_plans(executable: DockerContainer) -> list[PortPlan]:
             )
             plans.setdefault(plan.key, plan)
     return list(plans.values())
+
+
+def _session_environment(spec: LaunchSpec) -> dict[str, str]:
+    return {
+        "EXECBROKER_SESSION": spec.session_id,
+        "EXECBROKER_CORES": str(spec.resources.cores),
+        "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+    }
 
 
 def create(options: dict[str, Any], *, broker: Any) -> DockerPlatform:

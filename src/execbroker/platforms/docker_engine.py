@@ -4,15 +4,22 @@ Options common to both, the labels that tie a container to its broker and sessio
 image lookup and pulls, the endpoints a container's published ports make, whether those
 endpoints answer yet, and the one table that maps a container's state onto a RunState.
 Everything here reads from the engine (never from memory only), so a restarted broker
-sees exactly what a running one does.
+sees exactly what a running one does. Files go into a container and come back out through
+the engine's archive API (``put_files``, ``read_file``, ``copy_out``), never a host mount:
+what comes out is the task's, so it is read under a byte limit and only plain files with
+plain names are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import os
+import re
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +48,7 @@ LABEL_OWNER = "execbroker.owner"
 LABEL_PLATFORM = "execbroker.platform"
 LABEL_DEADLINE = "execbroker.deadline"  # epoch seconds: the sweep's safety net
 LABEL_PORTS = "execbroker.ports"  # JSON: which published port is which protocol
+LABEL_NOTEBOOK = "execbroker.notebook"  # batch | interactive: a notebook task's container
 SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
 SWEEP_AFTER = 60  # seconds past its deadline before a sweep ends a container
 GIB = 1024**3
@@ -305,6 +313,13 @@ def endpoints(container: Container, host: str) -> list[Endpoint]:
     return found
 
 
+def published_port(container: Container, key: str) -> int | None:
+    """The host port that ``key`` (``8888/tcp``) of a running container is published on."""
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(key) or []
+    port = bindings[0].get("HostPort") if bindings else None
+    return int(port) if port else None
+
+
 def answers(endpoint: Endpoint) -> bool:
     """Does an HTTP(S) endpoint answer at all (any status)? Other protocols are taken as up:
     docker's port proxy accepts a TCP connection before the task listens, so a connect proves
@@ -383,3 +398,126 @@ def read_text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+# -- files in and out of a container ----------------------------------------------------
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")  # as ``outputs`` serves them
+COPY_CHUNK = 64 * 1024
+
+
+def put_files(
+    container: Container,
+    root: str,
+    files: dict[str, tuple[bytes, int]],
+    directories: dict[str, int],
+) -> None:
+    """Place ``files`` (path → content and mode) and ``directories`` (path → mode) under the
+    absolute directory ``root`` of a container, owned by root, created or running alike."""
+    buffer = io.BytesIO()
+    now = time.time()
+    top = root.strip("/")
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, mode in {"": 0o755, **directories}.items():
+            info = tarfile.TarInfo(f"{top}/{path}".rstrip("/"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
+            archive.addfile(info)
+        for path, (content, mode) in files.items():
+            info = tarfile.TarInfo(f"{top}/{path}")
+            info.size, info.mode, info.mtime = len(content), mode, now
+            archive.addfile(info, io.BytesIO(content))
+    if not container.put_archive("/", buffer.getvalue()):
+        raise PlatformError(f"could not copy the task's files into {container.name}")
+
+
+class TooLarge(Exception):
+    """More came out of a container than the broker takes."""
+
+
+class _Limited(io.RawIOBase):
+    """The engine's archive stream as a file, ending in ``TooLarge`` past ``limit`` bytes."""
+
+    def __init__(self, chunks: Iterator[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._left = b""
+        self._remaining = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = chunk
+        size = min(len(target), len(self._left))
+        self._remaining -= size
+        if self._remaining < 0:
+            raise TooLarge
+        target[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
+
+
+def _archive(container: Container, path: str, limit: int) -> tarfile.TarFile | None:
+    try:
+        chunks, _ = container.get_archive(path, chunk_size=COPY_CHUNK)
+    except docker.errors.NotFound:
+        return None
+    stream = io.BufferedReader(_Limited(iter(chunks), limit), COPY_CHUNK)
+    return tarfile.open(fileobj=stream, mode="r|")
+
+
+def read_file(container: Container, path: str, *, limit: int = 64 * 1024) -> bytes | None:
+    """A regular file of a container (running or exited), None if it has none (or a larger
+    one, or something else at ``path``)."""
+    try:
+        archive = _archive(container, path, limit + 2 * tarfile.RECORDSIZE)
+        if archive is None:
+            return None
+        with archive:
+            member = archive.next()
+            if member is None or not member.isfile() or member.size > limit:
+                return None
+            stream = archive.extractfile(member)
+            return stream.read() if stream is not None else None
+    except (TooLarge, tarfile.TarError):
+        return None
+
+
+def copy_out(container: Container, path: str, target: Path, *, limit: int) -> list[str]:
+    """Copy the regular files directly in the container's directory ``path`` into ``target``
+    (links, devices, subdirectories and odd names are left behind), at most ``limit`` bytes
+    read; returns the names copied. A file cut short by the limit is not kept."""
+    target.mkdir(parents=True, exist_ok=True)
+    copied: list[str] = []
+    archive = _archive(container, path, limit)
+    if archive is None:
+        return copied
+    partial: Path | None = None
+    try:
+        with archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if not member.isfile() or len(parts) != 2 or not FILE_NAME.match(parts[1]):
+                    continue
+                stream = archive.extractfile(member)
+                if stream is None:
+                    continue
+                partial = target / f".{parts[1]}.part"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                with os.fdopen(os.open(partial, flags, 0o644), "wb") as out:
+                    while chunk := stream.read(COPY_CHUNK):
+                        out.write(chunk)
+                partial.replace(target / parts[1])
+                partial = None
+                copied.append(parts[1])
+    except TooLarge:
+        log.warning("%s: only %d bytes of %s are kept", container.name, limit, path)
+    except tarfile.TarError as error:
+        log.warning("%s: copying %s out failed: %s", container.name, path, error)
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+    return copied
