@@ -21,6 +21,7 @@ import docker.errors
 import httpx
 import pytest
 
+from execbroker.errors import InvalidRequest
 from execbroker.model.executables import DockerCompose
 from execbroker.planner import Resources
 from execbroker.platforms import compose as compose_platform
@@ -202,8 +203,12 @@ def test_check_refuses_with_the_field_and_never_runs_it(make_platform):
         DockerCompose(compose="services: {web: {image: busybox:local, privileged: true}}")
     )
     assert refused.startswith("services.web.privileged")
-    assert "not valid YAML" in platform.check(DockerCompose(compose="services: [oops"))
-    assert "at least one service" in platform.check(DockerCompose(compose="volumes: {}"))
+    # Text that is no compose file at all is the client's mistake (a 422), not a NO.
+    for text, words in (("services: [oops", "not valid YAML"), ("volumes: {}", "at least one")):
+        with pytest.raises(InvalidRequest, match=words) as raised:
+            platform.check(DockerCompose(compose=text))
+        assert raised.value.field == "executable.compose"
+    assert "services.w.image" in platform.check(DockerCompose(compose="services: {w: {}}"))
     missing = platform.check(DockerCompose(compose="services: {w: {image: nowhere.invalid/x}}"))
     assert missing.startswith("services.w.image") and "does not pull" in missing
     assert "file" in platform.check(DockerCompose(location="file:///etc/passwd"))

@@ -175,13 +175,20 @@ def _assert_refusals(alice: httpx.Client) -> None:
             "kind": "docker-compose",
             "compose": "services: {web: {image: busybox:local, volumes: ['/:/host']}}",
         },
-        "not valid YAML": {"kind": "docker-compose", "compose": "services: [oops"},
     }
     for words, executable in cases.items():
         answer = alice.post("/requests", json=request(executable, cores=2, memory=4)).json()
         assert answer["result"] == "NO", answer
         messages = " ".join(m["message"] for m in answer["meta"]["messages"])
         assert words in messages, messages
+    # compose text that is no compose file at all is a 422 naming the field, never an offer
+    for text in ("services: [oops", "volumes: {}", "just words"):
+        body = request({"kind": "docker-compose", "compose": text}, cores=2, memory=4)
+        for path in ("/requests", "/direct"):
+            response = alice.post(path, json=body)
+            assert response.status_code == 422, response.text
+            assert response.json()["field"] == "executable.compose", response.json()
+            assert response.json()["detail"].startswith("executable.compose:")
     # fields the container model does not have cannot even be asked for
     for field in ({"cap_add": ["SYS_ADMIN"]}, {"volumes": ["/:/host"]}, {"devices": ["x"]}):
         response = alice.post("/requests", json=request(web_container(**field), cores=2, memory=4))

@@ -111,6 +111,8 @@ class Platform(Protocol):
         """Why this backend cannot run ``executable`` (a sentence), or None if it can.
 
         Called while making offers, so it must be quick and must not pull or download.
+        A backend may raise ``execbroker.errors.InvalidRequest`` (naming the field) for input
+        that is malformed rather than unsupported, such as compose text that is not YAML.
         """
 
     def free(self) -> Resources | None:

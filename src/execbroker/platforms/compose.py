@@ -7,6 +7,11 @@ after a crash is running ``up -d`` on it again, which compose makes idempotent. 
 compose`` runs with argument lists, in the work directory, with an environment of its own
 (nothing of the broker's). State and ports are read from the engine by label, like
 ``docker compose ps`` does, without a process per poll.
+
+Compose text that is not a compose file at all (not YAML, not a mapping, no services) is
+the client's mistake, not something this platform lacks: ``check`` raises InvalidRequest
+naming ``executable.compose`` (a 422). What is wrong with one service (no image, say) or
+what the policy refuses is a NO with its reason, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import httpx
 from docker.models.containers import Container
 
 from execbroker import kinds
+from execbroker.errors import InvalidRequest
 from execbroker.model.executables import DockerCompose, DockerImageSpec, Executable
 from execbroker.planner import Resources
 from execbroker.platforms import compose_file
@@ -46,6 +52,8 @@ _PROJECT = re.compile(r"^eb-[a-z0-9][a-z0-9_-]*$")
 # The state of a whole project is its worst container's: first match in this order wins.
 _PRECEDENCE = (RunState.FAILED, RunState.PREPARING, RunState.RUNNING, RunState.COMPLETED)
 MAX_REASONS = 4
+# How compose_file names the document as a whole in its errors (not YAML, no services ...).
+_WHOLE_DOCUMENT = "executable.compose:"
 
 
 class ComposeOptions(EngineOptions):
@@ -85,8 +93,17 @@ class ComposePlatform:
             return None
         if not executable.compose:
             return None  # the kind-only question
+        too_large = self._too_large(executable.compose)
+        if too_large is not None:  # a limit of this platform's: a NO
+            return too_large
         try:
-            document = self._checked(executable.compose)
+            document = compose_file.parse(executable.compose)
+        except ComposeError as error:
+            if str(error).startswith(_WHOLE_DOCUMENT):  # malformed, not unsupported
+                raise InvalidRequest(str(error), field="executable.compose") from None
+            return str(error)
+        try:
+            self._allowed(document)
             with engine_errors("the Docker engine failed"):
                 return self._images_reason(document)
         except (ComposeError, PlatformError) as error:
@@ -94,9 +111,20 @@ class ComposePlatform:
 
     def _checked(self, text: str) -> dict[str, Any]:
         """The parsed, interpolated document; ComposeError naming what this platform refuses."""
-        if len(text.encode()) > self.options.max_bytes:
-            raise ComposeError(f"executable.compose: larger than {self.options.max_bytes} bytes")
+        too_large = self._too_large(text)
+        if too_large is not None:
+            raise ComposeError(too_large)
         document = compose_file.parse(text)
+        self._allowed(document)
+        return document
+
+    def _too_large(self, text: str) -> str | None:
+        if len(text.encode()) > self.options.max_bytes:
+            return f"executable.compose: larger than {self.options.max_bytes} bytes"
+        return None
+
+    def _allowed(self, document: dict[str, Any]) -> None:
+        """ComposeError naming what this platform refuses in a parsed document."""
         reasons = check_compose(document, self.options.allow)
         if reasons:
             more = len(reasons) - MAX_REASONS
@@ -104,7 +132,6 @@ class ComposePlatform:
             raise ComposeError("; ".join(reasons[:MAX_REASONS]) + tail)
         for name, service in document["services"].items():
             compose_file.port_plans(name, service)
-        return document
 
     def _images_reason(self, document: dict[str, Any]) -> str | None:
         if self.options.pull != "never":
