@@ -210,7 +210,12 @@ class DockerPlatform:
             "image": image.id,
             "command": list(task.argv),
             "working_dir": str(SESSION_DIR),
-            "environment": {"HOME": str(SESSION_DIR / "work"), **_session_environment(spec)},
+            "environment": {
+                "HOME": str(SESSION_DIR / "work"),
+                # ipykernel's debugpy warns on every kernel start about frozen modules
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                **_session_environment(spec),
+            },
             "labels": {LABEL_NOTEBOOK: task.mode},
         }
         return self._run(spec, arguments, plans)
