@@ -1,4 +1,4 @@
-"""The ``docker`` backend: one docker-container executable, one container on a Docker Engine.
+"""The ``docker`` backend: one docker-container or jupyter-notebook, one container on an Engine.
 
 The handle is the container's id. The container carries everything a restarted broker needs
 (labels for broker, session, owner, deadline and its planned ports), and has a name made from
@@ -350,6 +350,8 @@ class DockerPlatform:
             if container.labels[LABEL_NOTEBOOK] == "interactive":
                 self._copy_back(container, workdir, notebook_files.SERVER_FILE)
             port = engine_.published_port(container, f"{NOTEBOOK_PORT}/tcp")
+            if port is None and container.labels[LABEL_NOTEBOOK] == "interactive":
+                return RunStatus(RunState.PREPARING, "waiting for the server's port")
             host = self.options.url_host().strip("[]")
             return notebooks.running(workdir, host=host, port=port)
         if not state.state.final:
