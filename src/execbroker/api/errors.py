@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from execbroker import kinds
 from execbroker.errors import BrokerError, NoOffer, Unauthenticated
+from execbroker.platforms.base import PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,12 @@ def install(app: FastAPI) -> None:
             body["messages"] = [{"level": "WARN", "message": reason} for reason in error.reasons]
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthenticated) else None
         return JSONResponse(body, error.status_code, headers)
+
+    @app.exception_handler(PlatformError)
+    async def _platform_error(request: Request, error: PlatformError) -> Response:
+        # Not the client's fault and not a bug of ours: the platform could not answer now.
+        log.warning("%s %s: platform error: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": f"the platform could not answer: {error}"}, 503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:

@@ -369,13 +369,13 @@ class DockerPlatform:
     def logs(self, handle: str) -> Logs:
         with engine_errors("reading the logs"):
             try:
-                container = self.engine.client.containers.get(handle)
+                return Logs(*engine_.read_logs(self.engine.client.containers.get(handle)))
             except docker.errors.NotFound:
+                # Released (maybe while we read): ``release`` saved its logs before removing it.
                 return Logs(
                     engine_.read_text(self.logs_dir / f"{handle}.stdout"),
                     engine_.read_text(self.logs_dir / f"{handle}.stderr"),
                 )
-            return Logs(*engine_.read_logs(container))
 
     def stop(self, handle: str) -> None:
         with engine_errors("stopping the container"), contextlib.suppress(_GONE):
