@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 import uuid as uuids
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,10 +21,11 @@ import pytest
 
 from execbroker.errors import InvalidRequest
 from execbroker.model.executables import DockerCompose
-from execbroker.planner import Resources
 from execbroker.platforms import compose as compose_platform
-from execbroker.platforms.base import LaunchSpec, PlatformError, RunState, RunStatus
+from execbroker.platforms.base import LaunchSpec, PlatformError, RunState
 from execbroker.platforms.docker_engine import GIB
+from tests.platforms import support
+from tests.platforms.support import wait_state
 
 pytestmark = pytest.mark.docker
 
@@ -51,29 +50,6 @@ volumes:
 """
 
 
-@pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as error:
-        pytest.fail(f"needs dockerd and {IMAGE} (scripts/services.sh up docker): {error}")
-    return client
-
-
-@pytest.fixture
-def broker_name(engine: docker.DockerClient) -> Iterator[str]:
-    name = f"t-{uuids.uuid4().hex[:10]}"
-    yield name
-    label = {"label": f"execbroker.broker={name}"}
-    for container in engine.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for network in engine.networks.list(filters=label):
-        network.remove()
-    for volume in engine.volumes.list(filters=label):
-        volume.remove()
-
-
 @pytest.fixture
 def make_platform(broker_name, tmp_path) -> Callable[..., compose_platform.ComposePlatform]:
     def make(**options: Any) -> compose_platform.ComposePlatform:
@@ -83,31 +59,11 @@ def make_platform(broker_name, tmp_path) -> Callable[..., compose_platform.Compo
     return make
 
 
-def launch(
-    executable: Any, tmp_path: Path, *, cores: int = 2, memory: int = 3, seconds: int = 300
-) -> LaunchSpec:
-    session = str(uuids.uuid4())
-    now = datetime.now(UTC)
-    return LaunchSpec(
-        session_id=session,
-        broker="unused",
-        owner="alice",
-        executable=executable,
-        resources=Resources(cores, memory, 1),
-        start=now,
-        deadline=now + timedelta(seconds=seconds),
-        workdir=tmp_path / "state" / "sessions" / session,
+def launch(executable: Any, tmp_path: Path, **grant: Any) -> LaunchSpec:
+    """A compose session's default grant: 2 cores, 3 GiB, 5 minutes."""
+    return support.launch(
+        executable, tmp_path, **{"cores": 2, "memory": 3, "seconds": 300, **grant}
     )
-
-
-def wait_state(platform: Any, handle: str, states: set[RunState], timeout: float = 30) -> RunStatus:
-    deadline = time.monotonic() + timeout
-    status = platform.status(handle)
-    while status.state not in states and time.monotonic() < deadline:
-        time.sleep(0.1)
-        status = platform.status(handle)
-    assert status.state in states, status
-    return status
 
 
 def labelled(engine: docker.DockerClient, project: str) -> dict[str, list[Any]]:

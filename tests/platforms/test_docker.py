@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuids
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,37 +19,15 @@ import httpx
 import pytest
 
 from execbroker.model.executables import DockerCompose, DockerContainer
-from execbroker.planner import Resources
 from execbroker.platforms import docker as docker_platform
-from execbroker.platforms.base import LaunchSpec, PlatformError, RunState, RunStatus
+from execbroker.platforms.base import PlatformError, RunState
 from execbroker.platforms.docker_engine import GIB
+from tests.platforms.support import launch, wait_state
 
 pytestmark = pytest.mark.docker
 
 IMAGE = "busybox:local"
 HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
-
-
-@pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as error:
-        pytest.fail(f"needs dockerd and {IMAGE} (scripts/services.sh up docker): {error}")
-    return client
-
-
-@pytest.fixture
-def broker_name(engine: docker.DockerClient) -> Iterator[str]:
-    """A broker name for this test; whatever it left behind is removed afterwards."""
-    name = f"t-{uuids.uuid4().hex[:10]}"
-    yield name
-    label = {"label": f"execbroker.broker={name}"}
-    for container in engine.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for network in engine.networks.list(filters=label):
-        network.remove()
 
 
 @pytest.fixture
@@ -66,39 +43,6 @@ def make_platform(
 
 def container(image: str = IMAGE, **fields: Any) -> DockerContainer:
     return DockerContainer.model_validate({"image": {"locations": [image]}, **fields})
-
-
-def launch(
-    executable: Any,
-    tmp_path: Path,
-    *,
-    session: str | None = None,
-    cores: int = 1,
-    memory: int = 1,
-    seconds: int = 120,
-) -> LaunchSpec:
-    session = session or str(uuids.uuid4())
-    now = datetime.now(UTC)
-    return LaunchSpec(
-        session_id=session,
-        broker="unused",
-        owner="alice",
-        executable=executable,
-        resources=Resources(cores, memory, 1),
-        start=now,
-        deadline=now + timedelta(seconds=seconds),
-        workdir=tmp_path / "state" / "sessions" / session,
-    )
-
-
-def wait_state(platform: Any, handle: str, states: set[RunState], timeout: float = 20) -> RunStatus:
-    deadline = time.monotonic() + timeout
-    status = platform.status(handle)
-    while status.state not in states and time.monotonic() < deadline:
-        time.sleep(0.1)
-        status = platform.status(handle)
-    assert status.state in states, status
-    return status
 
 
 def test_httpd_is_reached_through_its_connector_under_the_granted_limits(

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, running_broker, update, wait_for_phase
+from tests.platforms.support import remove_labelled
 
 pytestmark = pytest.mark.docker
 
@@ -42,26 +43,12 @@ services:
 """
 
 
-@pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as error:
-        pytest.fail(f"needs dockerd and {IMAGE} (scripts/services.sh up docker): {error}")
-    return client
-
-
 @pytest.fixture
 def config(engine: docker.DockerClient, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A broker config with the docker and compose platforms, under a name of its own."""
     name = f"t-{uuids.uuid4().hex[:10]}"
     yield {**BASE_CONFIG, "name": name, "platforms": PLATFORMS}
-    label = {"label": f"execbroker.broker={name}"}
-    for container in engine.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for network in engine.networks.list(filters=label):
-        network.remove()
+    remove_labelled(engine, name)
 
 
 def request(

@@ -8,7 +8,6 @@ import json
 import time
 import uuid as uuids
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,12 +18,12 @@ import httpx
 import pytest
 
 from execbroker.model.executables import JupyterNotebook
-from execbroker.planner import Resources
 from execbroker.platforms import docker as docker_platform
 from execbroker.platforms import docker_engine
 from execbroker.platforms.base import LaunchSpec, RunState, RunStatus
 from tests.brokers import accept, running_broker, update, wait_for_phase
 from tests.notebooks.notebooks import notebook, notebook_request
+from tests.platforms.support import launch, remove_labelled
 
 pytestmark = pytest.mark.docker
 
@@ -35,24 +34,6 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as error:
-        pytest.fail(f"needs dockerd and {IMAGE} (scripts/services.sh up docker): {error}")
-    return client
-
-
-def _remove_labelled(engine: docker.DockerClient, broker: str) -> None:
-    label = {"label": f"execbroker.broker={broker}"}
-    for container in engine.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for network in engine.networks.list(filters=label):
-        network.remove()
-
-
-@pytest.fixture(scope="module")
 def docker_broker(engine, tmp_path_factory):
     name = f"t-{uuids.uuid4().hex[:10]}"
     config = {"name": name, "platforms": [{"type": "docker", "pull": "never"}]}
@@ -60,7 +41,7 @@ def docker_broker(engine, tmp_path_factory):
         with running_broker(tmp_path_factory.mktemp("docker-notebooks"), **config) as broker:
             yield broker
     finally:
-        _remove_labelled(engine, name)
+        remove_labelled(engine, name)
 
 
 def _containers(engine: docker.DockerClient, broker: Any, session: str) -> list[Any]:
@@ -193,22 +174,11 @@ def make_platform(engine, tmp_path) -> Iterator[Callable[..., docker_platform.Do
         return docker_platform.create(options, broker=broker)
 
     yield make
-    _remove_labelled(engine, name)
+    remove_labelled(engine, name)
 
 
 def _launch(executable: JupyterNotebook, tmp_path: Path) -> LaunchSpec:
-    session = str(uuids.uuid4())
-    now = datetime.now(UTC)
-    return LaunchSpec(
-        session_id=session,
-        broker="unused",
-        owner="alice",
-        executable=executable,
-        resources=Resources(1, 1, 1),
-        start=now,
-        deadline=now + timedelta(minutes=2),
-        workdir=tmp_path / "state" / "sessions" / session,
-    )
+    return launch(executable, tmp_path, seconds=120)
 
 
 def _wait_final(platform: Any, handle: str, timeout: float = 60) -> RunStatus:

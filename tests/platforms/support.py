@@ -1,0 +1,60 @@
+"""Helpers the platform tests share for driving a backend directly."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuids
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from execbroker.planner import Resources
+from execbroker.platforms.base import LaunchSpec, RunState, RunStatus
+
+BUSYBOX = "busybox:local"
+PYTHON = "execbroker/python:local"
+
+
+def remove_labelled(engine: Any, broker: str) -> None:
+    """Everything the broker ``broker`` left in the engine."""
+    label = {"label": f"execbroker.broker={broker}"}
+    for container in engine.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for network in engine.networks.list(filters=label):
+        network.remove()
+    for volume in engine.volumes.list(filters=label):
+        volume.remove()
+
+
+def launch(
+    executable: Any,
+    tmp_path: Path,
+    *,
+    session: str | None = None,
+    cores: int = 1,
+    memory: int = 1,
+    seconds: int = 120,
+) -> LaunchSpec:
+    """A LaunchSpec for one session starting now."""
+    session = session or str(uuids.uuid4())
+    now = datetime.now(UTC)
+    return LaunchSpec(
+        session_id=session,
+        broker="unused",
+        owner="alice",
+        executable=executable,
+        resources=Resources(cores, memory, 1),
+        start=now,
+        deadline=now + timedelta(seconds=seconds),
+        workdir=tmp_path / "state" / "sessions" / session,
+    )
+
+
+def wait_state(platform: Any, handle: str, states: set[RunState], timeout: float = 30) -> RunStatus:
+    deadline = time.monotonic() + timeout
+    status = platform.status(handle)
+    while status.state not in states and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = platform.status(handle)
+    assert status.state in states, status
+    return status
