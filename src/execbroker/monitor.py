@@ -20,7 +20,14 @@ from datetime import datetime
 
 from execbroker.model.executables import AnyExecutable
 from execbroker.model.sessions import Phase
-from execbroker.platforms.base import LaunchSpec, Platform, PlatformError, RunState, RunStatus
+from execbroker.platforms.base import (
+    LaunchSpec,
+    Platform,
+    PlatformError,
+    RunState,
+    RunStatus,
+    stop_and_release,
+)
 from execbroker.service import BrokerService, message
 from execbroker.store import queries
 from execbroker.store.tables import SessionRow
@@ -161,7 +168,7 @@ class Monitor:
                 if current is not None:
                     current.handle = handle
         if not kept:
-            self._stop_quietly(platform, handle)
+            stop_and_release(platform, handle)
         log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
 
     def _follow(self, row: SessionRow) -> None:
@@ -189,10 +196,10 @@ class Monitor:
                 # A service (a web server, a notebook server) ends when its time is up: normal.
                 with self.database.write() as db:
                     queries.transition(db, row.uuid, [row.phase], Phase.RELEASING, now)
-                self._stop_quietly(platform, handle)
+                stop_and_release(platform, handle)
                 self._finish(row, Phase.COMPLETED, f"released at the end of its {granted}", handle)
             else:
-                self._stop_quietly(platform, handle)
+                stop_and_release(platform, handle)
                 self._finish(
                     row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
                 )
@@ -249,11 +256,3 @@ class Monitor:
                 log.warning("releasing session %s: %s", row.uuid, error)
         if done:
             log.info("session %s %s: %s", row.uuid, phase, text)
-
-    @staticmethod
-    def _stop_quietly(platform: Platform, handle: str) -> None:
-        try:
-            platform.stop(handle)
-            platform.release(handle)
-        except PlatformError as error:
-            log.warning("stopping %s: %s", handle, error)

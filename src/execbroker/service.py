@@ -24,7 +24,7 @@ from execbroker.model.sessions import Phase
 from execbroker.negotiation import demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
 from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
-from execbroker.platforms.base import Logs, Platform, PlatformError
+from execbroker.platforms.base import Logs, Platform, stop_and_release
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -379,17 +379,9 @@ class BrokerService:
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
         if handle is not None and platform is not None:
-            self._stop(platform, handle, uuid)
+            stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
-
-    @staticmethod
-    def _stop(platform: Platform, handle: str, uuid: str) -> None:
-        try:
-            platform.stop(handle)
-            platform.release(handle)
-        except PlatformError as error:
-            log.warning("stopping session %s: %s", uuid, error)
 
     @staticmethod
     def _resources(row: SessionRow) -> Resources:

@@ -13,6 +13,7 @@ running tasks are re-adopted instead of started twice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -137,3 +138,13 @@ class Platform(Protocol):
 
     def release(self, handle: str) -> None:
         """Free what the finished task still holds (containers, projects); idempotent."""
+
+
+def stop_and_release(platform: Platform, handle: str) -> None:
+    """Stop a task and free what it holds, logging (not raising) what the platform refuses:
+    the caller has already decided the session's fate and only needs the task gone."""
+    try:
+        platform.stop(handle)
+        platform.release(handle)
+    except PlatformError as error:
+        logging.getLogger(__name__).warning("stopping %s on %s: %s", handle, platform.name, error)
