@@ -48,6 +48,7 @@ LIVE_PHASES = frozenset({"AVAILABLE", "RUNNING"})
 DEFAULT_PLAN = Path("examples") / "demo.yaml"
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+DEMO_LOG_LINES = 12  # of each stream: a server's chatter must not bury the demo's story
 
 # -- the plan -----------------------------------------------------------------------------
 
@@ -293,7 +294,7 @@ class Demo:
             f"result: {display.phase_text(session.phase)}"
             + (f" ({escape(session.last_message() or '')})" if session.messages else "")
         )
-        display.print_logs(console, logs)
+        display.print_logs(console, logs, last=DEMO_LOG_LINES)
         return outcomes
 
     async def _follow(

@@ -156,13 +156,17 @@ def print_session(console: Console, session: Session) -> None:
         console.print(f"  connector {connector.protocol} {escape(connector.location)}")
 
 
-def print_logs(console: Console, logs: Logs) -> None:
+def print_logs(console: Console, logs: Logs, *, last: int | None = None) -> None:
+    """Both streams, or only each one's ``last`` lines (saying how many were left out)."""
     for name, text in (("stdout", logs.stdout), ("stderr", logs.stderr)):
         if not text:
             console.print(f"[dim]--- {name}: empty[/]")
             continue
-        console.print(f"[dim]--- {name}[/]")
-        console.print(escape(text.rstrip("\n")))
+        lines = text.rstrip("\n").splitlines()
+        hidden = len(lines) - last if last is not None and len(lines) > last else 0
+        more = f" (last {last} of {len(lines)} lines)" if hidden else ""
+        console.print(f"[dim]--- {name}{more}[/]")
+        console.print(escape("\n".join(lines[hidden:])))
 
 
 class SessionPrinter:
