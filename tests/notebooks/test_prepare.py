@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -16,9 +15,9 @@ from execbroker.model.executables import AnyExecutable, JupyterNotebook
 from execbroker.notebooks import NotebookError, Support, check_notebook, prepare, refusal
 from execbroker.notebooks import task as tasks
 from execbroker.notebooks.fetch import fetch_notebook
-from execbroker.planner import Resources
 from execbroker.platforms.base import LaunchSpec
 from tests.notebooks.notebooks import notebook
+from tests.platforms.support import launch
 
 GOOD = notebook("print(x)", parameters="x = 1")
 EVERYTHING = Support(
@@ -86,17 +85,7 @@ def test_refusals_name_what_is_missing(executable, support, reason):
 
 
 def _spec(executable: JupyterNotebook, workdir: Path, minutes: int = 10) -> LaunchSpec:
-    start = datetime.now(UTC)
-    return LaunchSpec(
-        session_id="s-1",
-        broker="test",
-        owner="alice",
-        executable=executable,
-        resources=Resources(1, 1, 0),
-        start=start,
-        deadline=start + timedelta(minutes=minutes),
-        workdir=workdir,
-    )
+    return launch(executable, workdir, workdir=workdir, seconds=minutes * 60)
 
 
 def test_a_batch_task_is_files_and_a_command(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -14,25 +13,15 @@ import pytest
 from execbroker.model.executables import JupyterNotebook
 from execbroker.notebooks import prepare
 from execbroker.notebooks import task as tasks
-from execbroker.planner import Resources
 from execbroker.platforms.base import LaunchSpec
 from tests.notebooks.notebooks import notebook
+from tests.platforms.support import launch
 
 IMAGE = "execbroker/python:local"
 
 
 def _spec(executable: JupyterNotebook, workdir: Path) -> LaunchSpec:
-    start = datetime.now(UTC)
-    return LaunchSpec(
-        session_id="s-1",
-        broker="test",
-        owner="alice",
-        executable=executable,
-        resources=Resources(1, 1, 0),
-        start=start,
-        deadline=start + timedelta(minutes=2),
-        workdir=workdir,
-    )
+    return launch(executable, workdir, workdir=workdir, seconds=120)
 
 
 def _result(workdir: Path) -> dict:

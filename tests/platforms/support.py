@@ -34,8 +34,9 @@ def launch(
     cores: int = 1,
     memory: int = 1,
     seconds: int = 120,
+    workdir: Path | None = None,
 ) -> LaunchSpec:
-    """A LaunchSpec for one session starting now."""
+    """A LaunchSpec for one session starting now (its work dir under ``tmp_path/state``)."""
     session = session or str(uuids.uuid4())
     now = datetime.now(UTC)
     return LaunchSpec(
@@ -46,7 +47,7 @@ def launch(
         resources=Resources(cores, memory, 1),
         start=now,
         deadline=now + timedelta(seconds=seconds),
-        workdir=tmp_path / "state" / "sessions" / session,
+        workdir=workdir or tmp_path / "state" / "sessions" / session,
     )
 
 
