@@ -40,6 +40,22 @@ def serve(
     )
 
 
+@app.command("hash-token")
+def hash_token(
+    token: Annotated[
+        str | None, typer.Argument(help="the token to hash (default: make a new random one)")
+    ] = None,
+) -> None:
+    """Print a token and the SHA-256 a broker's config keeps of it (``token_sha256``)."""
+    import secrets
+
+    from execbroker.config import token_digest
+
+    token = token or secrets.token_urlsafe(32)
+    typer.echo(f"token: {token}")
+    typer.echo(f"token_sha256: {token_digest(token).hex()}")
+
+
 # -- the client side ---------------------------------------------------------------------
 
 TOKEN_HELP = "your token (for every broker without its own URL#token)"

@@ -8,6 +8,7 @@ so one file can be tried against PostgreSQL without editing it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -92,9 +93,30 @@ class DefaultsConfig(_Config):
 
 
 class UserConfig(_Config):
+    """A user and their bearer token: its SHA-256 (``token_sha256``, as ``execbroker
+    hash-token`` prints it), or the token itself (``token``, accepted with a warning)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
-    token: str = Field(min_length=8)
+    token: str | None = Field(default=None, min_length=8)
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     admin: bool = False
+
+    @model_validator(mode="after")
+    def _one_token(self) -> UserConfig:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"users.{self.name}: give exactly one of token_sha256 and token")
+        return self
+
+    @property
+    def token_digest(self) -> bytes:
+        """What a presented token's SHA-256 is compared with."""
+        if self.token_sha256 is not None:
+            return bytes.fromhex(self.token_sha256)
+        return token_digest(self.token or "")
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 class PlatformConfig(_Config):
@@ -126,7 +148,7 @@ class BrokerConfig(_Config):
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:
-        tokens = [user.token for user in self.users]
+        tokens = [user.token_digest for user in self.users]
         if len(tokens) != len(set(tokens)):
             raise ValueError("users: two users share a token")
         return self

@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
+    plain = [user.name for user in config.users if user.token is not None]
+    if plain:
+        log.warning(
+            "broker %s: users %s have plain tokens in the config; store token_sha256 instead "
+            "(execbroker hash-token prints it)",
+            config.name,
+            ", ".join(plain),
+        )
     database = Database.open(config.database_url)
     service = BrokerService(config=config, database=database, platforms=create_platforms(config))
     monitor = Monitor(service=service)

@@ -1,4 +1,9 @@
-"""Bearer tokens from the broker's config; each names one user (some of them admins)."""
+"""Bearer tokens from the broker's config; each names one user (some of them admins).
+
+The config holds each token's SHA-256 (or the token, which is hashed when it is read), so a
+presented token is hashed and compared with every user's digest in constant time; no token
+is kept, compared or logged in the clear.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,19 @@ import hmac
 
 from fastapi import Request
 
-from execbroker.config import BrokerConfig
+from execbroker.config import BrokerConfig, token_digest
 from execbroker.errors import Unauthenticated
 from execbroker.service import User
 
 
 class TokenAuthenticator:
     def __init__(self, config: BrokerConfig) -> None:
-        self._users = [(user.token.encode(), User(user.name, user.admin)) for user in config.users]
+        self._users = [(user.token_digest, User(user.name, user.admin)) for user in config.users]
 
     def user_for(self, token: str) -> User | None:
-        given = token.encode()
+        given = token_digest(token)
         found = None
-        for known, user in self._users:  # compare with every token: no timing hint
+        for known, user in self._users:  # compare with every digest: no timing hint
             if hmac.compare_digest(known, given):
                 found = user
         return found
