@@ -21,6 +21,21 @@ from typing import Any
 import httpx
 import yaml
 
+# A broker on this host's processes with the demo's users: what tests and benchmarks start
+# from, changing what they measure.
+LOCAL_CONFIG: dict[str, Any] = {
+    "name": "test",
+    "quota": {"cores": 4, "memory": 8, "storage": 20, "max_sessions": 8, "max_duration": "PT1H"},
+    "offers": {"max": 4, "ttl": "PT5M"},
+    "platforms": [{"type": "local"}],
+    "users": [
+        {"name": "alice", "token": "demo-alice"},
+        {"name": "bob", "token": "demo-bob"},
+        {"name": "admin", "token": "demo-admin", "admin": True},
+    ],
+    "monitor": {"interval": "PT0.2S"},
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -59,6 +74,12 @@ class BrokerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "broker.log"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def client(self, token: str = "demo-alice", timeout: float = 30) -> httpx.Client:
+        """An HTTP client for this broker that sends ``token``."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
 
     @classmethod
     def from_file(cls, path: Path, directory: Path, **options: Any) -> BrokerProcess:
