@@ -349,8 +349,8 @@ class SlurmPlatform:
             if account.name in self._associated:
                 return
             listed = self._run(
-                "sacctmgr", "-nP", "show", "assoc",
-                f"where user={account.name}", f"account={slurm_account}", "format=user",
+                "sacctmgr", "-nP", "show", "assoc", "where",
+                f"user={account.name}", f"account={slurm_account}", "format=user",
             )  # fmt: skip
             if account.name not in listed.stdout.split():
                 added = self._run(
@@ -508,6 +508,7 @@ class SlurmPlatform:
                 capture_output=True,
                 text=True,
                 env=fixed_environment(),
+                cwd="/",  # sbatch hands its directory to the job (SLURM_SUBMIT_DIR)
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 timeout=COMMAND_TIMEOUT,
@@ -560,9 +561,14 @@ def _sessions_dir(state_path: Path, *, prepare: bool) -> Path:
     if not prepare:
         return sessions_dir
     sessions_dir.mkdir(parents=True, exist_ok=True)
-    for directory in (state_path, sessions_dir):  # the broker's own: others may enter
-        mode = stat.S_IMODE(os.stat(directory).st_mode)
-        os.chmod(directory, mode | stat.S_IXGRP | stat.S_IXOTH)
+    # The jobs' accounts must pass through the state dir, and may then open any name they
+    # know in it: all but ``sessions`` (the broker's database, above all) is made the
+    # broker's alone. SQLite gives a database's -wal and -shm files the database's mode.
+    for entry in state_path.iterdir():
+        if entry.name != "sessions" and not entry.is_symlink():
+            os.chmod(entry, stat.S_IMODE(entry.stat().st_mode) & ~0o077)
+    os.chmod(state_path, stat.S_IMODE(os.stat(state_path).st_mode) | 0o011)
+    os.chmod(sessions_dir, 0o711)  # enterable, not listable: no one sees others' sessions
     blocked = untraversable(sessions_dir)
     if blocked is not None:
         raise ValueError(
