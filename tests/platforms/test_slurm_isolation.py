@@ -14,16 +14,17 @@ import pwd
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from execbroker.platforms import slurm_job
+from execbroker.platforms import slurm, slurm_job
 from execbroker.platforms.accounts import account_name
-from tests.brokers import BrokerProcess, accept, batch_request, running_broker, wait_for_phase
-from tests.platforms.slurm_support import enterable_dir, private_umask
+from tests.brokers import BrokerProcess, accept, batch_request, wait_for_phase
+from tests.platforms.slurm_support import ensure_test_accounts, enterable_dir, private_umask
 
 pytestmark = pytest.mark.slurm
 
@@ -76,8 +77,12 @@ def broker(base: Path) -> Iterator[BrokerProcess]:
     config.pop("state_dir", None)
     (base / "broker").mkdir(mode=0o711)  # the jobs pass through it to their directories
     (base / "broker").chmod(0o711)
-    with private_umask(), running_broker(base / "broker", **config) as broker:
+    with private_umask():  # the broker's config (tokens) and log: its own alone
+        broker = BrokerProcess(config, base / "broker").start()
+    try:
         yield broker
+    finally:
+        broker.stop()
     listing = subprocess.run(
         ["squeue", "-h", "-o", "%i|%j"], capture_output=True, text=True, timeout=30, check=False
     )
@@ -230,3 +235,34 @@ def test_a_link_in_place_of_the_log_is_not_followed(broker: BrokerProcess, base:
         logs = client.get(f"/sessions/{done['meta']['uuid']}/logs", timeout=10)
     assert logs.status_code == 200
     assert "secret" not in logs.text
+
+
+# -- refusals at start-up ---------------------------------------------------------------
+
+
+def _create(state: Path, run_as: dict[str, Any], users: tuple[str, ...] = ("alice", "bob")):
+    broker = SimpleNamespace(
+        name=BROKER, state_path=state, users=[SimpleNamespace(name=user) for user in users]
+    )
+    return slurm.create({"account": "account-003", "run_as": run_as}, broker=broker)
+
+
+def test_two_users_sharing_one_account_are_refused_at_start(base: Path) -> None:
+    shared = ensure_test_accounts()["alice"]
+    with pytest.raises(ValueError, match="alice and bob map to the same account"):
+        _create(base / "shared-uid", {"users": {"alice": shared, "bob": shared}})
+
+
+def test_a_root_broker_may_not_share_its_own_uid(base: Path) -> None:
+    with pytest.raises(ValueError, match="would run every job as root"):
+        _create(base / "shared-root", {"shared": True})
+
+
+def test_a_state_dir_the_accounts_cannot_enter_is_refused_at_start(base: Path) -> None:
+    closed = base / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(ValueError, match=f"cannot enter {closed} on the way"):
+        _create(closed / "state", {})
+    platform = _create(base / "open" / "state", {})  # the broker's own dirs it opens itself
+    assert oct((base / "open" / "state" / "sessions").stat().st_mode & 0o777) == oct(0o711)
+    assert platform.accounts is not None
