@@ -258,6 +258,11 @@ def test_a_root_broker_may_not_share_its_own_uid(base: Path) -> None:
         _create(base / "shared-root", {"shared": True})
 
 
+def test_a_root_broker_that_may_not_make_accounts_refuses_unmapped_users(base: Path) -> None:
+    with pytest.raises(ValueError, match="alice would have their jobs run as root"):
+        _create(base / "no-create", {"create": False}, users=("alice",))
+
+
 def test_a_state_dir_the_accounts_cannot_enter_is_refused_at_start(base: Path) -> None:
     closed = base / "closed"
     closed.mkdir(mode=0o700)

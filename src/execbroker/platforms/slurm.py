@@ -304,6 +304,8 @@ class SlurmPlatform:
         account = self.accounts.for_owner(spec.owner) if self._foreign_accounts() else None
         if account is not None:
             self._associate(account)
+        elif os.geteuid() == 0:  # refused at start-up; an owner unknown to the config too
+            raise PlatformError(f"no account to run {spec.owner}'s job as: never as root")
         script = batch_script(
             spec, account=self.options.account, partition=self.options.partition, now=utcnow()
         )
@@ -540,6 +542,12 @@ def _accounts(parsed: SlurmOptions, broker: Any) -> Accounts:
         raise ValueError(
             "platform slurm: run_as.shared with a root broker would run every job as root; "
             "map users in run_as.users or let the broker create their accounts"
+        )
+    unmapped = [user for user in users if user not in parsed.run_as.users]
+    if root and not accounts.shared and unmapped and not accounts.can_create():
+        raise ValueError(
+            f"platform slurm: {', '.join(unmapped)} would have their jobs run as root: map "
+            "them in run_as.users or let the broker create their accounts (run_as.create)"
         )
     if not accounts.shared and not root and parsed.run_as.users:
         raise ValueError(

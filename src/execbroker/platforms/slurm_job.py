@@ -7,7 +7,9 @@ prefixes, values quoted by ``shlex.quote`` and free of NUL); then ``exec /bin/sh
 script.sh`` runs the user's own text, which is never parsed by sbatch nor spliced into
 anything. sbatch reads this script on its standard input, so there is no job file a task
 could rewrite before sbatch reads it, and the user's values are on no command line and in
-no environment of any broker command.
+no environment of any broker command. Loader variables (``LD_PRELOAD``, ``BASH_ENV``...)
+are allowed: set in the script, they reach only the user's own processes, under the user's
+own account.
 """
 
 from __future__ import annotations
