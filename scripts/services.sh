@@ -700,7 +700,8 @@ slurm_tres_norm() {
 }
 
 up_slurm() {
-    ensure_packages slurm-wlm slurmdbd munge mariadb-server
+    # python3-nbclient, python3-ipykernel: a python any job account can run batch notebooks with
+    ensure_packages slurm-wlm slurmdbd munge mariadb-server python3-nbclient python3-ipykernel
     if ! id "$SLURM_TEST_USER" >/dev/null 2>&1; then
         log "slurm: adding Unix user $SLURM_TEST_USER"
         useradd --system --create-home --shell /bin/bash "$SLURM_TEST_USER"

@@ -67,7 +67,11 @@ class BrokerProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path = directory / "broker.yaml"
         config = {**config, "state_dir": str(directory / "state")}
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # the config holds the users' tokens: the broker's alone (its tasks may run as
+        # other accounts that pass through this directory)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as stream:
+            stream.write(yaml.safe_dump(config, sort_keys=False))
         self.cwd = cwd
         self.log_level = log_level
         self.port = free_port()

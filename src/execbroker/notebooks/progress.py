@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from execbroker.notebooks.task import RESULT_FILE, SERVER_FILE, TASK_FILE
-from execbroker.platforms.base import Endpoint, RunState, RunStatus
+from execbroker.platforms.base import Endpoint, RunState, RunStatus, read_tail
 
+MAX_JSON_BYTES = 1_000_000
 _STATES = {state: RunState(state) for state in ("COMPLETED", "FAILED", "CANCELLED")}
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """A small JSON file the task wrote; read like a log (no link followed, no FIFO waited
+    on), since the task owns the directory it is in."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(read_tail(path, MAX_JSON_BYTES) or "null")
+    except (json.JSONDecodeError, OSError):
         return None
     return data if isinstance(data, dict) else None
 
