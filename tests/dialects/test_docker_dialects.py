@@ -18,7 +18,7 @@ from tests.platforms.support import remove_labelled
 pytestmark = pytest.mark.docker
 
 # An image that only declares its port (EXPOSE 8080) and serves on it by default.
-DOCKERFILE = b"FROM busybox:local\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+DOCKERFILE = b'FROM busybox:local\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
 
 
 @pytest.fixture(scope="module")

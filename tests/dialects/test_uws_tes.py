@@ -162,3 +162,22 @@ def test_tes_lists_in_pages_filters_and_cancels(broker):
     with pytest.raises(requests.HTTPError):
         other.get_task(ids[0])
     assert httpx.get(f"{broker.url}/ga4gh/tes/v1/tasks").status_code == 401
+
+
+def test_tes_backend_parameters_are_refused_only_when_strict(broker):
+    def task(strict: bool) -> dict:
+        return {
+            "executors": [{"image": "busybox:local", "command": ["true"]}],
+            "resources": {
+                "backend_parameters": {"VmSize": "big"},
+                "backend_parameters_strict": strict,
+            },
+        }
+
+    http = session()
+    url = f"{broker.url}/ga4gh/tes/v1/tasks"
+    refused = http.post(url, json=task(True))
+    assert refused.status_code == 400 and "backend_parameters" in refused.json()["field"]
+    assert http.post(url, json=task(False)).status_code == 200
+    info = http.get(f"{broker.url}/ga4gh/tes/v1/service-info").json()
+    assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}

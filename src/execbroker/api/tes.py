@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from execbroker import __version__, kinds
-from execbroker.errors import InvalidRequest
+from execbroker.errors import InvalidRequest, Unsupported
 from execbroker.model import tes
 from execbroker.model import tes_script as scripts
 from execbroker.model.requests import ExecutionRequest
@@ -88,7 +88,7 @@ def translate(
     strict = task.resources and task.resources.backend_parameters_strict
     if strict and task.resources and task.resources.backend_parameters:
         name = next(iter(task.resources.backend_parameters))
-        raise InvalidRequest(
+        raise Unsupported(
             f"resources.backend_parameters.{name}: this service supports no backend parameters",
             field="resources.backend_parameters",
         )
