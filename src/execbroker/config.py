@@ -132,6 +132,13 @@ class MonitorConfig(_Config):
     _durations = field_validator("interval", mode="before")(_duration)
 
 
+class TesConfig(_Config):
+    """The TES dialect: where ``file://`` inputs may be read and outputs written (nowhere
+    unless listed: a task must not read or write the broker host's files by default)."""
+
+    file_roots: list[Path] = Field(default_factory=list)
+
+
 class BrokerConfig(_Config):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     description: str = ""
@@ -145,6 +152,7 @@ class BrokerConfig(_Config):
     platforms: list[PlatformConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
     monitor: MonitorConfig = MonitorConfig()
+    tes: TesConfig = TesConfig()
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:

@@ -8,12 +8,13 @@ what is held and re-checks it, so concurrent requests can never overbook.
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from execbroker import kinds
 from execbroker.config import BrokerConfig
@@ -78,9 +79,17 @@ class BrokerService:
             if any(platform.check(model()) is None for platform in self.platforms.values())
         ]
 
-    def request_offers(self, user: User, request: ExecutionRequest) -> OfferSet:
+    def request_offers(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        dialect: str = "execbroker",
+        meta: dict[str, Any] | None = None,
+    ) -> OfferSet:
         """Answer YES with offers (each holding its resources until it expires) or NO with reasons.
 
+        ``dialect`` and ``meta`` are what the offers remember of the dialect that asked.
         Raises InvalidRequest for a request that is incomplete or self-contradictory.
         """
         now = self.clock()
@@ -115,6 +124,8 @@ class BrokerService:
                 self._session_row(offerset_uuid, user, request, now, offer, platform.name)
                 for offer in plan.offers
             ]
+            for row in sessions:
+                row.dialect, row.dialect_meta = dialect, meta
             queries.add_offerset(db, offerset, sessions)
         log.info(
             "offer set %s for %s: %s, %d offers",
@@ -386,3 +397,134 @@ class BrokerService:
     @staticmethod
     def _resources(row: SessionRow) -> Resources:
         return Resources(row.cores, row.memory_gib, row.storage_gib)
+
+    # -- dialect jobs (UWS, TES): one session per job, made, waited on and forgotten here ------
+
+    def submit(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        dialect: str,
+        meta: dict[str, Any],
+        run: bool = False,
+        refuse: Sequence[str] = (),
+    ) -> SessionRow:
+        """Make offers and keep the best as one job (its siblings rejected, so they hold nothing).
+
+        A NO is kept too, as a FAILED session holding nothing whose messages are the reasons:
+        a UWS job or a TES task exists either way, in ERROR (SYSTEM_ERROR) with the reasons.
+        ``run`` accepts the kept offer at once, with every rule ``update_phase`` applies.
+        ``refuse`` are reasons the dialect found already: the answer is NO without offers.
+        Raises InvalidRequest (as ``request_offers``) or PhaseConflict (as accepting).
+        """
+        if refuse:
+            answer = self._save_answer(user, request, self.clock(), list(refuse))
+        else:
+            answer = self.request_offers(user, request, dialect=dialect, meta=meta)
+        if not answer.sessions:
+            return self._refused(user, request, answer.row, dialect, meta)
+        best, now = answer.sessions[0], self.clock()
+        with self.database.write() as db:
+            for sibling in answer.sessions[1:]:
+                queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+        return self.update_phase(user, best.uuid, Phase.ACCEPTED) if run else best
+
+    def _refused(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        answer: OfferSetRow,
+        dialect: str,
+        meta: dict[str, Any],
+    ) -> SessionRow:
+        reasons = answer.messages or [message("this broker made no offer", "WARN")]
+        now = answer.created
+        row = SessionRow(
+            uuid=str(uuids.uuid4()),
+            offerset_uuid=answer.uuid,
+            owner=user.name,
+            phase=Phase.FAILED,
+            created=now,
+            modified=now,
+            expires=now,
+            start=now,
+            end=now,
+            cores=0,
+            memory_gib=0,
+            storage_gib=0,
+            executable=request.executable.model_dump(mode="json", exclude_none=True),
+            platform="",
+            finished=now,
+            messages=reasons,
+            endpoints=[],
+            dialect=dialect,
+            dialect_meta=meta,
+        )
+        with self.database.write() as db:
+            queries.add_session(db, row)
+        return row
+
+    def get_job(self, user: User, uuid: str) -> SessionRow:
+        """A session seen as a dialect's job: as ``get_session``, but NotFound once deleted."""
+        row = self.get_session(user, uuid)
+        if (row.dialect_meta or {}).get("deleted"):
+            raise NotFound(f"no job {uuid}")
+        return row
+
+    def list_jobs(self, user: User, phases: Sequence[str] = ()) -> list[SessionRow]:
+        """The caller's sessions (an admin's: everyone's), newest first, less the deleted ones."""
+        rows = self.list_sessions(user, phases)
+        return [row for row in rows if not (row.dialect_meta or {}).get("deleted")]
+
+    def abandon(self, user: User, uuid: str) -> SessionRow:
+        """Reject an offer or cancel a session, whichever its phase allows; a finished one is
+        left as it is (UWS ABORT, TES cancel). Raises NotFound or PermissionDenied."""
+        row = self.get_job(user, uuid)
+        if row.phase == Phase.OFFERED:
+            try:
+                return self._reject(user, uuid)
+            except PhaseConflict:  # accepted or expired meanwhile: cancel if it runs
+                row = self.get_session(user, uuid)
+        if row.phase in CANCELLABLE:
+            try:
+                return self._cancel(user, uuid)
+            except PhaseConflict:  # it finished first: nothing left to stop
+                pass
+        return self.get_session(user, uuid)
+
+    def delete_job(self, user: User, uuid: str) -> None:
+        """Abandon a job and forget it: the dialects no longer list or show it (UWS DELETE)."""
+        self.abandon(user, uuid)
+        with self.database.write() as db:
+            row = self._owned_session(db, user, uuid)
+            row.dialect_meta = {**(row.dialect_meta or {}), "deleted": True}
+
+    def wait_while(
+        self,
+        user: User,
+        uuid: str,
+        phases: Sequence[str],
+        timeout: float,
+        *,
+        poll: float = 0.2,
+    ) -> SessionRow:
+        """The job once its phase is not one of ``phases``, or as it is after ``timeout``
+        seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        row = self.get_job(user, uuid)
+        while row.phase in phases and time.monotonic() < deadline:
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            row = self.get_job(user, uuid)
+        return row
+
+    def image_ports(self, image: str) -> list[int]:
+        """The TCP ports ``image`` declares (EXPOSE), as the first platform that knows says:
+        what a job naming only an image publishes, as ``docker run -P`` would."""
+        for platform in self.platforms.values():
+            ports = getattr(platform, "image_ports", None)
+            if ports is not None:
+                found: list[int] = ports(image)
+                if found:
+                    return found
+        return []

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from execbroker import __version__, kinds
-from execbroker.api import broker, errors
+from execbroker.api import broker, errors, tes, uws
 from execbroker.api.auth import TokenAuthenticator
 from execbroker.api.content import respond
 from execbroker.config import BrokerConfig
@@ -61,6 +61,8 @@ def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
     app.state.authenticate = TokenAuthenticator(config)
     errors.install(app)
     app.include_router(broker.router)
+    app.include_router(uws.router)  # IVOA UWS 1.1 at /uws/jobs
+    app.include_router(tes.router)  # GA4GH TES 1.1 at /ga4gh/tes/v1
 
     @app.get("/health", summary="Is the broker up (no token needed)")
     def health() -> dict[str, str]:

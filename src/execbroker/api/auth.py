@@ -7,6 +7,8 @@ is kept, compared or logged in the clear.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from fastapi import Request
@@ -30,9 +32,22 @@ class TokenAuthenticator:
 
     def __call__(self, request: Request) -> User:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic" and token.strip():
+            return self._basic(token.strip())
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("send Authorization: Bearer <token>")
+            raise Unauthenticated("send Authorization: Bearer <token> (or Basic user:token)")
         user = self.user_for(token.strip())
         if user is None:
             raise Unauthenticated("unknown token")
+        return user
+
+    def _basic(self, credentials: str) -> User:
+        """HTTP Basic with the user's name and token as password (what TES clients send)."""
+        try:
+            name, _, token = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("Basic credentials are not base64 of user:token") from None
+        user = self.user_for(token)
+        if user is None or not hmac.compare_digest(user.name.encode(), name.encode()):
+            raise Unauthenticated("unknown user or token")
         return user

@@ -160,6 +160,17 @@ class DockerPlatform:
     def free(self) -> Resources | None:
         return None
 
+    def image_ports(self, reference: str) -> list[int]:
+        """The TCP ports a local image declares (EXPOSE); [] for an image not on this host."""
+        try:
+            with engine_errors("the Docker engine failed"):
+                image = self.engine.local_image(reference)
+        except PlatformError:
+            return []
+        exposed = (image.attrs.get("Config") or {}).get("ExposedPorts") or {} if image else {}
+        port_of = (key.partition("/") for key in exposed)
+        return sorted(int(port) for port, _, proto in port_of if proto in ("", "tcp"))
+
     # -- running ------------------------------------------------------------------------
 
     def start(self, spec: LaunchSpec) -> str:

@@ -134,3 +134,7 @@ def add_message(db: Session, uuid: str, message: dict[str, Any]) -> None:
 
 def count_sessions(db: Session) -> int:
     return db.scalar(select(func.count()).select_from(SessionRow)) or 0
+
+
+def add_session(db: Session, row: SessionRow) -> None:
+    db.add(row)

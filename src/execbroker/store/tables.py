@@ -82,3 +82,7 @@ class SessionRow(Base):
     exit_code: Mapped[int | None]
     messages: Mapped[list[Any]]
     endpoints: Mapped[list[Any]]
+    # The dialect a session was made through (execbroker, uws, tes) and what that dialect
+    # remembers of it (a TES task's name and executors, a UWS job's runId and parameters).
+    dialect: Mapped[str] = mapped_column(String(16), default="execbroker", index=True)
+    dialect_meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
