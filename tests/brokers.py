@@ -27,7 +27,8 @@ BASE_CONFIG: dict[str, Any] = {
         {"name": "bob", "token": "demo-bob"},
         {"name": "admin", "token": "demo-admin", "admin": True},
     ],
-    "monitor": {"interval": "PT0.2S"},
+    # A restarted broker takes its own earlier sessions over once their leases lapse.
+    "monitor": {"interval": "PT0.2S", "lease": "PT2S"},
 }
 
 

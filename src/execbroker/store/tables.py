@@ -82,3 +82,7 @@ class SessionRow(Base):
     exit_code: Mapped[int | None]
     messages: Mapped[list[Any]]
     endpoints: Mapped[list[Any]]
+    # The replica driving the session (see ``execbroker.monitor``) and until when its lease
+    # holds; another replica takes the session over only once the lease has lapsed.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    lease_until: Mapped[datetime | None]
