@@ -17,7 +17,11 @@ import httpx
 from execbroker import launcher
 from execbroker.launcher import free_port as free_port  # re-exported for tests
 
-BASE_CONFIG: dict[str, Any] = launcher.LOCAL_CONFIG
+# A restarted broker takes its own earlier sessions over once their leases lapse.
+BASE_CONFIG: dict[str, Any] = {
+    **launcher.LOCAL_CONFIG,
+    "monitor": {**launcher.LOCAL_CONFIG["monitor"], "lease": "PT2S"},
+}
 BrokerProcess = launcher.BrokerProcess
 
 

@@ -128,8 +128,27 @@ class PlatformConfig(_Config):
 
 class MonitorConfig(_Config):
     interval: timedelta = timedelta(seconds=0.5)
+    # How long a replica's claim on a session lasts without renewal (it renews every pass):
+    # after a crash, another replica (or this one restarted) takes the session over then.
+    # Default: 10 s, or three intervals if that is longer.
+    lease: timedelta | None = None
 
-    _durations = field_validator("interval", mode="before")(_duration)
+    _durations = field_validator("interval", "lease", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_passes(self) -> MonitorConfig:
+        if self.interval <= timedelta(0):
+            raise ValueError("monitor.interval: must be positive")
+        if self.lease is not None and self.lease < 3 * self.interval:
+            raise ValueError(
+                "monitor.lease: must be at least three monitor intervals, or a replica that "
+                "is merely slow loses its sessions to another"
+            )
+        return self
+
+    @property
+    def lease_length(self) -> timedelta:
+        return self.lease or max(timedelta(seconds=10), 3 * self.interval)
 
 
 class TesConfig(_Config):

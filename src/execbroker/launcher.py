@@ -51,7 +51,9 @@ class BrokerProcess:
     """One broker: ``spawn`` it, wait until it answers, ``stop`` (or ``kill``) it, start again.
 
     ``config`` is a broker config (as in a broker YAML file); its ``state_dir`` is set to
-    ``directory/state``. ``cwd`` is where relative paths in the config resolve from.
+    ``directory/state``, or to ``state_dir`` (replicas of one broker share it, each with a
+    directory of its own for its config and log). ``cwd`` is where relative paths in the
+    config resolve from.
     """
 
     def __init__(
@@ -61,12 +63,13 @@ class BrokerProcess:
         *,
         cwd: Path | None = None,
         log_level: str = "info",
+        state_dir: Path | None = None,
     ) -> None:
         self.name = str(config.get("name", directory.name))
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path = directory / "broker.yaml"
-        config = {**config, "state_dir": str(directory / "state")}
+        config = {**config, "state_dir": str(state_dir or directory / "state")}
         # the config holds the users' tokens: the broker's alone (its tasks may run as
         # other accounts that pass through this directory)
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

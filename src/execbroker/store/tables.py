@@ -86,3 +86,7 @@ class SessionRow(Base):
     # remembers of it (a TES task's name and executors, a UWS job's runId and parameters).
     dialect: Mapped[str] = mapped_column(String(16), default="execbroker", index=True)
     dialect_meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The replica driving the session (see ``execbroker.monitor``) and until when its lease
+    # holds; another replica takes the session over only once the lease has lapsed.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    lease_until: Mapped[datetime | None]
