@@ -53,11 +53,15 @@ def check_ordered(low: float | None, high: float | None) -> None:
         raise ValueError(f"min ({low}) is greater than max ({high})")
 
 
+# No platform has a million cores or GiB; the bound keeps amounts inside every integer column.
+MAX_AMOUNT = 1_000_000
+
+
 class MinMaxInt(WireModel):
     """An inclusive range of a whole, non-negative amount; either end may be left out."""
 
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    max: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> MinMaxInt:
