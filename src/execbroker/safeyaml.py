@@ -64,7 +64,7 @@ class BodyLoader(DocumentLoader):
 
 def load_body(text: str | bytes) -> Any:
     """One YAML document as plain data; a ComposerError subclass when it is too deep or aliased."""
-    return yaml.load(text, Loader=BodyLoader)  # noqa: S506 - BodyLoader is a SafeLoader
+    return yaml.load(text, Loader=BodyLoader)  # BodyLoader is a SafeLoader
 
 
 def depth_of(data: Any, limit: int = MAX_DEPTH) -> int:

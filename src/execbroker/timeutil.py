@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import isodate
 
-
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 MAX_DURATION = timedelta(days=36_525)  # a century: far beyond any grant, far below overflow
@@ -62,7 +61,9 @@ def parse_duration(text: str) -> timedelta:
     try:
         value = isodate.parse_duration(text)
     except (OverflowError, ArithmeticError):
-        raise TimeFormatError(f"{text!r} is out of range: at most {MAX_DURATION.days} days") from None
+        raise TimeFormatError(
+            f"{text!r} is out of range: at most {MAX_DURATION.days} days"
+        ) from None
     except (isodate.ISO8601Error, ValueError) as error:
         raise TimeFormatError(f"{text!r} is not an ISO-8601 duration") from error
     if not isinstance(value, timedelta):
