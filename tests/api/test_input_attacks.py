@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from tests.brokers import accept, batch_request, running_broker, wait_for_phase
 from tests.notebooks.notebooks import notebook, notebook_request
+from tests.sites import Site
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 YAML = {"content-type": "application/yaml"}
@@ -183,37 +182,6 @@ def test_nul_bytes_are_a_422_naming_the_field(client, request_body, field):
 
 
 # -- notebook locations -----------------------------------------------------------------
-
-
-class Site:
-    """A real HTTP server on one loopback address, counting the requests it gets."""
-
-    def __init__(self, host: str, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
-        self.hits: list[str] = []
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.hits.append(self.path)
-                status, headers, body = routes.get(self.path, (404, {}, b""))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.base = f"http://{host}:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 NOTEBOOK = json.dumps(notebook("print(6 * 7)")).encode()

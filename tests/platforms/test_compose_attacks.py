@@ -16,9 +16,9 @@ from typing import Any
 import docker
 import pytest
 
-from tests.api.test_input_attacks import Site
 from tests.brokers import BASE_CONFIG, accept, running_broker, wait_for_phase
 from tests.platforms.support import remove_labelled
+from tests.sites import Site
 
 pytestmark = pytest.mark.docker
 
