@@ -188,7 +188,9 @@ class ComposePlatform:
         """The compose file at ``url`` (in PREPARING), no larger than ``max_bytes``, from
         where this platform's fetch policy allows (``execbroker.fetch``)."""
         try:
-            data = fetch.fetch(url, max_bytes=self.options.max_bytes, what="the compose file")
+            data = fetch.fetch(
+                url, max_bytes=self.options.max_bytes, timeout=10, what="the compose file"
+            )
         except fetch.FetchError as error:
             raise PlatformError(f"executable.location: {error}") from None
         try:
