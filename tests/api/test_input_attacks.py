@@ -259,3 +259,20 @@ def test_a_redirect_from_an_allowed_host_to_a_forbidden_one_is_not_followed(tmp_
     finally:
         allowed.close()
         forbidden.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("duration", "P36525D"),
+        ("start", "2999-12-31T00:00:00Z/PT1H"),
+        ("start", "1970-01-01T00:00:00Z/PT1H"),
+        ("start", "2026-01-01T00:00:00Z/P36525D"),
+    ],
+)
+def test_the_far_ends_of_the_ranges_are_answered_not_crashed_on(client, field, value):
+    request = batch_request("true")
+    request["schedule"]["requested"][field] = value
+    answer = client.post("/requests", json=request)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] in ("YES", "NO")
