@@ -20,7 +20,9 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    with running_broker(tmp_path_factory.mktemp("notebooks")) as broker:
+    # The test web server is on 127.0.0.1, which a platform fetches from only when told to.
+    platforms = [{"type": "local", "fetch": {"allow": ["127.0.0.1/32"]}}]
+    with running_broker(tmp_path_factory.mktemp("notebooks"), platforms=platforms) as broker:
         yield broker
 
 
