@@ -7,7 +7,10 @@ process is alive, ``result`` once it has ended.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,25 @@ from execbroker.platforms.base import Endpoint, RunState, RunStatus
 _STATES = {state: RunState(state) for state in ("COMPLETED", "FAILED", "CANCELLED")}
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+MAX_FILE_BYTES = 1_000_000
+
+
+def read_untrusted(path: Path) -> dict[str, Any] | None:
+    """A JSON object the task wrote, or None: the task owns the directory, so ``path`` may
+    be a link (to ``/etc/shadow``), a FIFO (that would block the broker) or huge."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with contextlib.closing(os.fdopen(fd, "rb")) as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = stream.read(MAX_FILE_BYTES + 1)
+    if len(text) > MAX_FILE_BYTES:
+        return None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -33,7 +51,7 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
     """A live notebook task: RUNNING (batch), or PREPARING until its server answers and
     then AVAILABLE with its URL. ``host``/``port`` replace the server's own where the
     broker reaches it by another way (a published container port)."""
-    task = _read(workdir / TASK_FILE) or {}
+    task = read_untrusted(workdir / TASK_FILE) or {}
     if task.get("mode") != "interactive":
         return RunStatus(RunState.RUNNING)
     found = endpoint(workdir, host=host, port=port)
@@ -44,8 +62,8 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
 
 def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None) -> Endpoint | None:
     """The server's URL with its token, once it has answered; None before."""
-    task = _read(workdir / TASK_FILE)
-    server = _read(workdir / SERVER_FILE)
+    task = read_untrusted(workdir / TASK_FILE)
+    server = read_untrusted(workdir / SERVER_FILE)
     if task is None or server is None or not task.get("token"):
         return None
     where = host or server["host"]
@@ -56,7 +74,7 @@ def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None)
 
 def result(workdir: Path) -> RunStatus | None:
     """How the runner said the task ended (state and message), or None if it did not say."""
-    data = _read(workdir / RESULT_FILE)
+    data = read_untrusted(workdir / RESULT_FILE)
     if data is None or data.get("state") not in _STATES:
         return None
     return RunStatus(_STATES[data["state"]], str(data.get("message") or "") or None)
