@@ -9,7 +9,7 @@ deadline or on cancel that ends every process it started, daemonized or not.
 
 Two directories per session:
 
-- its work directory (``LaunchSpec.workdir``, the task's HOME and cwd, seen as ``/work``):
+- its work directory (``LaunchSpec.workdir``, the task's HOME and cwd, seen as ``/task``):
   owned by the owner's account, 0700, so no other user's task can enter it; it holds the
   script or notebook files and ``outputs/``;
 - the broker's record of the run (``local_runs``: ``<state>/local/<session>``, root's,

@@ -3,7 +3,7 @@
 What the task sees: a mount namespace with ``/usr`` and the top-level ``/bin``, ``/lib*``
 links read-only, a short list of ``/etc`` files (no ``shadow``, nothing of the broker's),
 the python its notebooks need (read-only), a fresh ``/proc`` of its own pid namespace, a
-fresh ``/dev``, ``/tmp`` and ``/dev/shm``, and its work directory as ``/work`` (its HOME and
+fresh ``/dev``, ``/tmp`` and ``/dev/shm``, and its work directory as ``/task`` (its HOME and
 cwd). Nothing else of the host: not the broker's state directory, database, config or
 environment, not another session's files. The network is the host's (an interactive
 notebook server must be reachable), so a task can reach what listens on it, with
@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from execbroker.platforms.accounts import Account
 
-TASK_DIR = PurePosixPath("/work")
+TASK_DIR = PurePosixPath("/task")  # not /work or /home: a venv may live there
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC = (
     "passwd",
@@ -89,11 +89,18 @@ def command(
             args += ["--symlink", str(path.readlink()), f"/{name}"]
         elif path.is_dir():
             args += ["--ro-bind", f"/{name}", f"/{name}"]
+    args += ["--perms", "0755", "--dir", "/etc"]  # bwrap makes directories root's alone
     for name in ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    made: set[Path] = set()
     for path in read_only:
+        for parent in reversed(path.parents[:-1]):  # bwrap would make them root's alone
+            if parent not in made and not parent.is_relative_to("/usr"):
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
         args += ["--ro-bind", str(path), str(path)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--bind", str(workdir), str(TASK_DIR), "--chdir", "/", "--cap-drop", "ALL"]
     # Entered once the task is the account: bwrap itself, root without CAP_DAC_OVERRIDE,
     # may not enter a directory that is the account's alone.
