@@ -198,3 +198,30 @@ def test_a_broker_that_cannot_isolate_its_users_refuses_to_start(tmp_path):
     with running_broker(tmp_path / "shared", platforms=shared) as broker:
         assert "run_as.shared is set" in broker.log_path.read_text()
     assert BASE_CONFIG["platforms"] == [{"type": "local"}]
+
+
+def test_the_users_environment_reaches_the_task_and_never_the_root_sandbox_tool(tmp_path):
+    request = batch_request('echo "probe=$EB_PROBE"; sleep 120', duration="PT2M")
+    request["executable"]["environment"] = {"EB_PROBE": "xyz-42", "LD_PRELOAD": "/task/evil.so"}
+    with running_broker(tmp_path) as broker, broker.client() as client:
+        uuid = client.post("/direct", json=request).json()["meta"]["uuid"]
+        _wait_for_output(client, uuid, "probe=xyz-42")
+        workdir = str(tmp_path / "state" / "sessions" / uuid).encode()
+        outside = [  # bwrap, root, before it becomes the task's account
+            entry
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and workdir in _read(entry / "cmdline")
+        ]
+        assert outside, "no sandbox process found"
+        for entry in outside:
+            assert b"EB_PROBE" not in _read(entry / "environ")
+            assert b"LD_PRELOAD" not in _read(entry / "environ")
+        update(client, uuid, "CANCELLED")
+        wait_for_phase(client, uuid, FINAL)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""

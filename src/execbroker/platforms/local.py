@@ -261,7 +261,12 @@ class LocalPlatform:
 
 
 def _environment(executable: Executable) -> dict[str, str]:
-    return dict(executable.environment) if isinstance(executable, BatchScript) else {}
+    """The task's own variables; PlatformError for one no process could be given."""
+    found = dict(executable.environment) if isinstance(executable, BatchScript) else {}
+    for name, value in found.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise PlatformError(f"environment: {name[:60]!r} cannot be passed to a process")
+    return found
 
 
 def _as_json(account: Account) -> dict[str, Any]:

@@ -91,11 +91,12 @@ def run(run: Path) -> int:
         launch["argv"],
         workdir=Path(launch["workdir"]),
         account=_account(launch),
+        environment=environment,
         read_only=[Path(path) for path in launch["read_only"]],
         bwrap=launch["bwrap"],
     )
     try:
-        code = _supervise(run, argv, environment, launch, group, seconds, stopped)
+        code = _supervise(run, argv, launch, group, seconds, stopped)
     finally:
         if group is not None:
             group.remove()
@@ -108,7 +109,6 @@ def run(run: Path) -> int:
 def _supervise(
     run: Path,
     argv: list[str],
-    environment: dict[str, str],
     launch: dict[str, Any],
     group: SessionCgroup | None,
     seconds: float,
@@ -120,7 +120,7 @@ def _supervise(
     try:
         child = subprocess.Popen(
             argv,
-            env=environment,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # bwrap's; the task's is in argv
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

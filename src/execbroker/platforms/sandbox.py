@@ -20,7 +20,7 @@ in it, daemonized or not. ``--new-session`` keeps the task off any terminal.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from execbroker.platforms.accounts import Account
@@ -62,13 +62,16 @@ def command(
     *,
     workdir: Path,
     account: Account | None,
+    environment: Mapping[str, str],
     read_only: Sequence[Path] = (),
     bwrap: str = "bwrap",
     setpriv: str = "/usr/bin/setpriv",
     root: Path = Path("/"),
 ) -> list[str]:
-    """The argv that runs ``argv`` in the sandbox (``account`` None: as the caller's user,
-    every capability dropped)."""
+    """The argv that runs ``argv`` in the sandbox with ``environment`` and nothing else
+    (``account`` None: as the caller's user, every capability dropped). The environment
+    is set by bwrap for the task only: bwrap itself runs as root, and an ``LD_PRELOAD`` of
+    the user's must never reach it."""
     args = [
         bwrap,
         "--die-with-parent",
@@ -102,6 +105,9 @@ def command(
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--bind", str(workdir), str(TASK_DIR), "--chdir", "/", "--cap-drop", "ALL"]
+    args.append("--clearenv")
+    for name, value in environment.items():
+        args += ["--setenv", name, value]
     # Entered once the task is the account: bwrap itself, root without CAP_DAC_OVERRIDE,
     # may not enter a directory that is the account's alone.
     enter = ["/usr/bin/env", "--chdir", str(TASK_DIR), "--", *argv]
