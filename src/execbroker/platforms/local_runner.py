@@ -97,12 +97,13 @@ def run(run: Path) -> int:
     )
     try:
         code = _supervise(run, argv, launch, group, seconds, stopped)
+        ending = None if code is None else _ending(code, launch, group)  # while it exists
     finally:
         if group is not None:
             group.remove()
-    if code is None:
+    if ending is None:
         return 1
-    _status(run, **_ending(code, launch, group))
+    _status(run, **ending)
     return 0
 
 
