@@ -28,16 +28,19 @@ def serve(
 
     from execbroker.api.app import create_app
     from execbroker.config import load_config
+    from execbroker.platforms.accounts import IsolationError
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     broker = load_config(config)
+    try:
+        served = create_app(broker)
+    except IsolationError as error:  # it would run one user's tasks where another can reach
+        raise SystemExit(f"execbroker serve: refusing to start: {error}") from None
     # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
     # the server is closing at that moment and see a reset.
-    uvicorn.run(
-        create_app(broker), host=host, port=port, log_level=log_level, timeout_keep_alive=75
-    )
+    uvicorn.run(served, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
 
 
 @app.command("hash-token")

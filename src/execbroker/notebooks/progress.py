@@ -18,9 +18,9 @@ MAX_JSON_BYTES = 1_000_000
 _STATES = {state: RunState(state) for state in ("COMPLETED", "FAILED", "CANCELLED")}
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    """A small JSON file the task wrote; read like a log (no link followed, no FIFO waited
-    on), since the task owns the directory it is in."""
+def read_untrusted(path: Path) -> dict[str, Any] | None:
+    """A small JSON object the task wrote, or None; read like a log (no link followed, no
+    FIFO waited on, a bounded size), since the task owns the directory it is in."""
     try:
         data = json.loads(read_tail(path, MAX_JSON_BYTES) or "null")
     except (json.JSONDecodeError, OSError):
@@ -36,7 +36,7 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
     """A live notebook task: RUNNING (batch), or PREPARING until its server answers and
     then AVAILABLE with its URL. ``host``/``port`` replace the server's own where the
     broker reaches it by another way (a published container port)."""
-    task = _read(workdir / TASK_FILE) or {}
+    task = read_untrusted(workdir / TASK_FILE) or {}
     if task.get("mode") != "interactive":
         return RunStatus(RunState.RUNNING)
     found = endpoint(workdir, host=host, port=port)
@@ -47,8 +47,8 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
 
 def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None) -> Endpoint | None:
     """The server's URL with its token, once it has answered; None before."""
-    task = _read(workdir / TASK_FILE)
-    server = _read(workdir / SERVER_FILE)
+    task = read_untrusted(workdir / TASK_FILE)
+    server = read_untrusted(workdir / SERVER_FILE)
     if task is None or server is None or not task.get("token"):
         return None
     where = host or server["host"]
@@ -59,7 +59,7 @@ def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None)
 
 def result(workdir: Path) -> RunStatus | None:
     """How the runner said the task ended (state and message), or None if it did not say."""
-    data = _read(workdir / RESULT_FILE)
+    data = read_untrusted(workdir / RESULT_FILE)
     if data is None or data.get("state") not in _STATES:
         return None
     return RunStatus(_STATES[data["state"]], str(data.get("message") or "") or None)
