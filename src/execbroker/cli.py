@@ -22,21 +22,23 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run one broker."""
-    import logging
-
     import uvicorn
 
+    from execbroker import logs
     from execbroker.api.app import create_app
     from execbroker.config import load_config
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     broker = load_config(config)
+    logs.setup(log_level, broker.logging.format)
     # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
     # the server is closing at that moment and see a reset.
     uvicorn.run(
-        create_app(broker), host=host, port=port, log_level=log_level, timeout_keep_alive=75
+        create_app(broker),
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,  # logs.setup's handlers, not uvicorn's own
+        timeout_keep_alive=75,
     )
 
 

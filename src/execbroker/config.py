@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -110,6 +110,12 @@ class MonitorConfig(_Config):
     _durations = field_validator("interval", mode="before")(_duration)
 
 
+class LoggingConfig(_Config):
+    """How the broker writes its log: text lines, or one JSON object a line."""
+
+    format: Literal["text", "json"] = "text"
+
+
 class BrokerConfig(_Config):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     description: str = ""
@@ -123,6 +129,7 @@ class BrokerConfig(_Config):
     platforms: list[PlatformConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
     monitor: MonitorConfig = MonitorConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:

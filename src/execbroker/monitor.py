@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from execbroker import logs
 from execbroker.model.executables import AnyExecutable
 from execbroker.model.sessions import Phase
 from execbroker.platforms.base import (
@@ -45,6 +46,7 @@ _PHASE_OF_STATE = {
     RunState.LOST: Phase.FAILED,
 }
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
+_RUNNING = (Phase.AVAILABLE, Phase.RUNNING)
 
 
 def _executable(row: SessionRow) -> AnyExecutable:
@@ -93,7 +95,8 @@ class Monitor:
         """Expire old offers, queue accepted sessions, and list what needs a step."""
         now = self.clock()
         with self.database.write() as db:
-            queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            expired = queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            self.service.metrics.expired(expired)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
             return list(queries.due_to_start(db, now)), list(queries.sessions_in(db, _ACTIVE))
 
@@ -108,7 +111,8 @@ class Monitor:
         if uuid in self._busy:
             return
         self._busy.add(uuid)
-        task = asyncio.create_task(asyncio.to_thread(step, row))
+        with logs.bind(session=uuid, user=row.owner):  # the step's thread inherits these ids
+            task = asyncio.create_task(asyncio.to_thread(step, row))
         self._tasks.add(task)
 
         def _done(finished: asyncio.Task[None]) -> None:
@@ -151,6 +155,7 @@ class Monitor:
         try:
             handle = platform.start(spec)
         except PlatformError as error:
+            self.service.metrics.platform_error(platform.name, "start")
             self._finish(row, Phase.FAILED, f"could not start: {error}")
             return
         except Exception as error:
@@ -212,6 +217,7 @@ class Monitor:
             text = status.message or f"finished: {phase}"
             if status.state == RunState.LOST:
                 text = f"the platform lost the task: {status.message or handle}"
+                self.service.metrics.platform_error(row.platform, "lost")
             self._finish(row, phase, text, handle, exit_code=status.exit_code)
             return
         endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
@@ -224,6 +230,9 @@ class Monitor:
             queries.transition(db, row.uuid, [row.phase], phase, self.clock(), endpoints=endpoints)
             if note is not None:
                 queries.add_message(db, row.uuid, message(note, "INFO", self.clock()))
+        if phase in _RUNNING and row.phase not in _RUNNING:
+            since_start = (self.clock() - row.start).total_seconds()
+            self.service.metrics.running(row.uuid, since_start)
 
     def _finish(
         self,
@@ -253,6 +262,8 @@ class Monitor:
             try:
                 platform.release(handle)
             except PlatformError as error:
+                self.service.metrics.platform_error(platform.name, "release")
                 log.warning("releasing session %s: %s", row.uuid, error)
         if done:
+            self.service.metrics.ended(row.uuid, phase)
             log.info("session %s %s: %s", row.uuid, phase, text)

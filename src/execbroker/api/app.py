@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from execbroker import __version__, kinds
-from execbroker.api import broker, errors
+from execbroker.api import broker, errors, metrics
 from execbroker.api.auth import TokenAuthenticator
 from execbroker.api.content import respond
 from execbroker.config import BrokerConfig
@@ -23,6 +23,7 @@ from execbroker.platforms import create_platforms
 from execbroker.service import BrokerService
 from execbroker.store.engine import Database
 from execbroker.timeutil import format_duration
+from execbroker.web import broker_ui
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
     app.state.authenticate = TokenAuthenticator(config)
     errors.install(app)
     app.include_router(broker.router)
+    metrics.install(app)  # GET /metrics
+    broker_ui.install(app)  # the page: /ui
 
     @app.get("/health", summary="Is the broker up (no token needed)")
     def health() -> dict[str, str]:
@@ -85,6 +88,19 @@ def describe(service: BrokerService) -> dict[str, Any]:
         },
         "units": [unit.model_dump() for unit in config.units],
         "pricing": config.pricing.model_dump() if config.pricing else None,
+        "free": _free(service),
+    }
+
+
+def _free(service: BrokerService) -> dict[str, int]:
+    """What is neither booked nor held by offers now (totals: no one's sessions)."""
+    usage = service.usage()
+    free = usage.free
+    return {
+        "cores": free.cores,
+        "memory": free.memory_gib,
+        "storage": free.storage_gib,
+        "sessions": usage.free_sessions,
     }
 
 
