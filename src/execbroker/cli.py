@@ -197,6 +197,49 @@ app.command("cancel")(_update("CANCELLED", "Cancel a session: its task is stoppe
 
 
 @app.command()
+def dashboard(
+    broker: Annotated[
+        list[str] | None,
+        typer.Option("--broker", "-b", help="[name=]URL[#token] of a broker; repeat for more"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", exists=True, dir_okay=False, help="a brokers file (brokers: [...])"
+        ),
+    ] = None,
+    token: Token = None,
+    policy: Annotated[
+        str, typer.Option(help="earliest-start, most-resources or cheapest")
+    ] = "earliest-start",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    timeout: Annotated[float, typer.Option(help="seconds each broker has to answer")] = 10.0,
+) -> None:
+    """A web page over many brokers: their state, the last request's offers and choice, live."""
+    import uvicorn
+
+    from execbroker.web.dashboard import create_dashboard, load_targets
+
+    targets = [_target(spec, token) for spec in broker or []]
+    if config is not None:
+        try:
+            targets += load_targets(config, token)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--config") from None
+    if not targets:
+        raise typer.BadParameter(
+            "give --broker URL (repeatable) or --config", param_hint="--broker"
+        )
+    try:
+        page = create_dashboard(targets, policy=policy, timeout=timeout)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from None
+    typer.echo(f"dashboard over {len(targets)} brokers: http://{host}:{port}/")
+    uvicorn.run(page, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def demo(
     config: Annotated[
         Path | None,

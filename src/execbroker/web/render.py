@@ -17,6 +17,7 @@ env = Environment(
 )
 env.filters.update(
     resources=views.resources,
+    cores=views.cores,
     clock=views.clock,
     iso=views.iso,
     dialect=views.dialect,

@@ -29,8 +29,12 @@ ALL_PHASES = tuple(phase.value for phase in Phase)
 PER_PAGE = 10
 
 
+def cores(amount: int) -> str:
+    return f"{amount} core" if amount == 1 else f"{amount} cores"
+
+
 def resources(value: Resources) -> str:
-    text = f"{value.cores} cores, {value.memory_gib} GiB"
+    text = f"{cores(value.cores)}, {value.memory_gib} GiB"
     return f"{text}, {value.storage_gib} GiB disk" if value.storage_gib else text
 
 

@@ -11,6 +11,8 @@
     status.textContent = text;
     status.className = isError ? "status error" : "status";
     status.setAttribute("role", isError ? "alert" : "status");
+    clearTimeout(say.timer);
+    say.timer = setTimeout(function () { status.textContent = ""; }, isError ? 15000 : 5000);
   }
 
   // Swap a fragment in, keeping keyboard focus on the same control if it is still there.
