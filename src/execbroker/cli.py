@@ -38,6 +38,7 @@ def serve(
         port=port,
         log_level=log_level,
         log_config=None,  # logs.setup's handlers, not uvicorn's own
+        access_log=False,  # the app writes its own, naming user and session
         timeout_keep_alive=75,
     )
 

@@ -1,7 +1,9 @@
-"""``GET /metrics`` for Prometheus, and the timing of every HTTP request it reports."""
+"""``GET /metrics`` for Prometheus, the timing of every HTTP request it reports, and the access
+log: one line a request, naming the user and the session it is about."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,8 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from execbroker import logs
 from execbroker.metrics import CONTENT_TYPE
 from execbroker.service import BrokerService
+from execbroker.web.auth import COOKIE
+
+access = logging.getLogger("execbroker.access")
 
 
 def _state(service: BrokerService) -> dict[str, Any]:
@@ -45,13 +51,38 @@ def install(app: FastAPI) -> None:
         route = request.scope.get("route")
         # The route's template (/sessions/{uuid}), never the path: ids would be unbounded labels.
         path = getattr(route, "path", None) or "unmatched"
+        seconds = time.perf_counter() - began
         if path != "/ui/events":  # a stream lasts as long as its page: not a latency
-            metrics.request_latency.labels(request.method, path, str(response.status_code)).observe(
-                time.perf_counter() - began
-            )
+            status = str(response.status_code)
+            metrics.request_latency.labels(request.method, path, status).observe(seconds)
+        _access(request, response.status_code, seconds)
         return response
 
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:
         body = await run_in_threadpool(metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE)
+
+
+def _who(request: Request) -> str | None:
+    """The user a request speaks for (bearer token or the page's cookie), for the log."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        user = request.app.state.authenticate.user_for(token.strip())
+        return user.name if user else None
+    sessions = getattr(request.app.state, "ui_sessions", None)
+    login = sessions.check(request.cookies.get(COOKIE)) if sessions else None
+    return login.user.name if login else None
+
+
+def _access(request: Request, status: int, seconds: float) -> None:
+    """The access log line (instead of uvicorn's), naming the session and user it is about."""
+    params = request.scope.get("path_params") or {}
+    uuid = params.get("uuid")
+    is_offerset = request.url.path.startswith("/offersets/")
+    with logs.bind(
+        user=_who(request),
+        session=str(uuid) if uuid and not is_offerset else None,
+        offerset=str(uuid) if uuid and is_offerset else None,
+    ):
+        access.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
