@@ -215,3 +215,45 @@ def test_a_request_from_the_page_gets_offers_to_accept(browser: Any, broker: Bro
     assert "compute.cores.min" in alert.inner_text()
     assert same_document(page)
     page.close()
+
+
+def test_filter_sort_and_page_on_the_server_without_reload(
+    browser: Any, broker: BrokerProcess
+) -> None:
+    for token in ("demo-alice",) * 4 + ("demo-bob",):
+        with broker.client(token) as http:
+            answer = http.post("/requests", json=batch_request("echo", cores=(1, 4))).json()
+            for offer in answer["offers"]:
+                http.post(
+                    f"/sessions/{offer['meta']['uuid']}",
+                    json={"kind": "uri:enum-value-update", "path": "phase", "value": "REJECTED"},
+                ).raise_for_status()
+    with broker.client("demo-alice") as http:
+        listed = http.get("/sessions", params={"phase": "REJECTED"}).json()["sessions"]
+    alice_rejected = len(listed)  # these, and any siblings other tests left rejected
+    assert 10 < alice_rejected <= 20  # more than one page of them, at most two
+
+    page = log_in(browser, broker, "demo-admin")
+    page.get_by_label("REJECTED").check()
+    page.get_by_label("Owner").fill("alice")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_selector(f"#sessions-title:has-text('({alice_rejected})')")
+    owners = page.locator("tr[data-owner]").evaluate_all("rs => rs.map(r => r.dataset.owner)")
+    assert owners == ["alice"] * 10
+    assert set(page.locator("tr [data-phase]").all_inner_texts()) == {"REJECTED"}
+    page.get_by_role("link", name="Grant").click()  # sort by cores, fewest first
+    page.wait_for_selector('th[aria-sort="ascending"]:has-text("Grant")')
+    grants = page.locator('td[data-label="Grant"]').all_inner_texts()
+    cores = [int(text.split()[0]) for text in grants]
+    assert cores == sorted(cores)
+    page.get_by_role("link", name="Older").click()
+    page.wait_for_selector("nav.pager:has-text('page 2 of 2')")
+    assert page.locator("tr[data-owner]").count() == alice_rejected - 10
+    assert "page=2" in page.url and "owner=alice" in page.url
+    assert same_document(page)
+    page.close()
+
+    # A user cannot ask for another's rows at all.
+    http = ui_cookie(broker, "demo-alice")
+    assert http.get("/ui", params={"owner": "bob"}).status_code == 403
+    assert http.get("/ui", params={"sort": "password"}).status_code == 422
