@@ -32,15 +32,20 @@ def serve(
     logs.setup(log_level, broker.logging.format)
     # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
     # the server is closing at that moment and see a reset.
-    uvicorn.run(
-        create_app(broker),
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # logs.setup's handlers, not uvicorn's own
-        access_log=False,  # the app writes its own, naming user and session
-        timeout_keep_alive=75,
+    application = create_app(broker)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,  # logs.setup's handlers, not uvicorn's own
+            access_log=False,  # the app writes its own, naming user and session
+            timeout_keep_alive=75,
+        )
     )
+    application.state.server = server  # open event streams end when it is told to stop
+    server.run()
 
 
 # -- the client side ---------------------------------------------------------------------
@@ -237,7 +242,9 @@ def dashboard(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--policy") from None
     typer.echo(f"dashboard over {len(targets)} brokers: http://{host}:{port}/")
-    uvicorn.run(page, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(page, host=host, port=port, log_level="warning"))
+    page.state.server = server  # open event streams end when it is told to stop
+    server.run()
 
 
 @app.command()

@@ -3,6 +3,7 @@ each user's own rows only, and the capacity calendar showing a booking where it 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 
 from execbroker.timeutil import format_instant, parse_instant
-from tests.brokers import BrokerProcess, accept, batch_request, wait_for_phase
-from tests.web.conftest import DOCS, release_all, ui_cookie
+from tests.brokers import BrokerProcess, accept, batch_request, running_broker, wait_for_phase
+from tests.web.conftest import DOCS, WEB_CONFIG, release_all, ui_cookie
 
 pytestmark = pytest.mark.browser
 
@@ -257,3 +258,19 @@ def test_filter_sort_and_page_on_the_server_without_reload(
     http = ui_cookie(broker, "demo-alice")
     assert http.get("/ui", params={"owner": "bob"}).status_code == 403
     assert http.get("/ui", params={"sort": "password"}).status_code == 422
+
+
+def test_a_broker_with_a_page_open_stops_at_once(browser: Any, tmp_path: Path) -> None:
+    """An open page's event stream must not keep a stopping broker waiting for it."""
+    with running_broker(tmp_path, **{k: v for k, v in WEB_CONFIG.items() if k != "name"}) as broker:
+        page = log_in(browser, broker, "demo-alice")
+        page.wait_for_selector("#timeline g.slot", state="attached")
+        assert broker.process is not None
+        began = time.monotonic()
+        broker.process.terminate()
+        broker.process.wait(timeout=10)
+        assert time.monotonic() - began < 10
+        # uvicorn exits by the signal it was sent once it has shut down, never by a SIGKILL.
+        assert broker.process.returncode in (0, -signal.SIGTERM), broker.log_tail()
+        assert "Application shutdown complete" in broker.log_tail()
+        page.close()

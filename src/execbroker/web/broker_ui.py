@@ -196,7 +196,7 @@ async def events(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         sent: dict[str, str] = {}
         yield "retry: 1000\n\n"
-        while not await request.is_disconnected():
+        while not (await request.is_disconnected() or views.stopping(request.app)):
             if request.app.state.ui_sessions.check(cookie) is None:
                 yield views.sse("login", {})
                 return

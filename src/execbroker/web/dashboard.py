@@ -192,7 +192,7 @@ def create_dashboard(
             sent: dict[str, str] = {}
             last_probe = 0.0
             yield "retry: 1000\n\n"
-            while not await request.is_disconnected():
+            while not (await request.is_disconnected() or views.stopping(request.app)):
                 if time.monotonic() - last_probe >= PROBE_EVERY:
                     await refresh_probes()
                     last_probe = time.monotonic()

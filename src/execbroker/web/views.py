@@ -267,3 +267,10 @@ def request_from_fields(form: Any) -> ExecutionRequest:
 def sse(event: str, data: Any) -> str:
     """One server-sent event; JSON keeps the data on one line."""
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def stopping(app: Any) -> bool:
+    """Whether the server running ``app`` has been told to stop: event streams must end then,
+    or the server waits for every open page before it exits."""
+    server = getattr(app.state, "server", None)
+    return bool(getattr(server, "should_exit", False))
