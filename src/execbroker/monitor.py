@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -63,6 +64,7 @@ class Monitor:
         self._busy: set[str] = set()  # sessions with a step under way
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -86,6 +88,7 @@ class Monitor:
 
     async def tick(self) -> None:
         due, active = await asyncio.to_thread(self._survey)
+        self.last_pass = time.monotonic()
         for row in due:
             self._spawn(row, self._launch)
         for row in active:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -67,7 +68,9 @@ def _problem(request: Request, status: int, text: str, login: Login | None = Non
 # -- reading --------------------------------------------------------------------------------
 
 
-def fragments(service: BrokerService, login: Login, view: views.View) -> dict[str, str]:
+def fragments(
+    service: BrokerService, login: Login, view: views.View, monitor: Any = None
+) -> dict[str, str]:
     """Every live part of the page, rendered for this user and view."""
     user = login.user
     now = service.clock()
@@ -89,6 +92,7 @@ def fragments(service: BrokerService, login: Login, view: views.View) -> dict[st
             phases=service.phase_counts(),
             config=service.config,
             platforms=list(service.platforms),
+            health=views.health(monitor, time.monotonic()),
             **common,
         ),
         "timeline": render(
@@ -162,7 +166,7 @@ async def page(request: Request) -> Response:
     service = _service(request)
     try:
         view = views.View.from_query(request.query_params)
-        parts = await run_in_threadpool(fragments, service, login, view)
+        parts = await run_in_threadpool(fragments, service, login, view, request.app.state.monitor)
         answer = await run_in_threadpool(_answer, service, login, view.answer)
     except BrokerError as error:
         return _problem(request, error.status_code, error.message, login)
@@ -201,7 +205,9 @@ async def events(request: Request) -> Response:
                 yield views.sse("login", {})
                 return
             try:
-                parts = await run_in_threadpool(fragments, service, login, view)
+                parts = await run_in_threadpool(
+                    fragments, service, login, view, request.app.state.monitor
+                )
             except BrokerError as error:
                 yield views.sse("problem", {"message": error.message})
                 return

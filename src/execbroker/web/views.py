@@ -274,3 +274,15 @@ def stopping(app: Any) -> bool:
     or the server waits for every open page before it exits."""
     server = getattr(app.state, "server", None)
     return bool(getattr(server, "should_exit", False))
+
+
+def health(monitor: Any, now: float) -> tuple[bool, str]:
+    """Whether the monitor is passing over the sessions as often as it should, in words."""
+    last = getattr(monitor, "last_pass", None)
+    if last is None:
+        return False, "the monitor has not run yet"
+    age = now - last
+    if age > max(10 * monitor.interval, 5.0):
+        return False, f"monitor late: its last pass was {age:.0f} s ago"
+    # No age when all is well: the fragment then stays the same from one tick to the next.
+    return True, f"monitor running (a pass every {monitor.interval:g} s)"
