@@ -205,10 +205,13 @@ def test_a_request_from_the_page_gets_offers_to_accept(browser: Any, broker: Bro
     offers = page.locator("#answer [data-offer]").evaluate_all("os => os.map(o => o.dataset.offer)")
     assert offers
     # The same offers are open in their own section, their expiry counting down.
-    countdown = page.locator(f'#offers [data-offer="{offers[0]}"] time[data-countdown]')
-    first = countdown.inner_text()
+    countdown = f'#offers [data-offer="{offers[0]}"] time[data-countdown]'
+    first = page.locator(countdown).inner_text()
+    assert first.startswith("in ")
     page.wait_for_function(
-        "([el, was]) => el.textContent !== was", arg=[countdown.element_handle(), first]
+        "([css, was]) => { const el = document.querySelector(css);"
+        " return el && el.textContent.startsWith('in ') && el.textContent !== was; }",
+        arg=[countdown, first],
     )
     assert page.locator("[data-health]").get_attribute("data-health") == "ok"
     page.locator("#answer").get_by_role("button", name="Accept this offer").first.click()

@@ -103,9 +103,7 @@ def fragments(
             horizon=views.horizon(timeline),
             **common,
         ),
-        "offers": render(
-            "ui/_offers.html", offers=service.open_offers(user), left=views.left, **common
-        ),
+        "offers": render("ui/_offers.html", offers=service.open_offers(user), **common),
         "refusals": render("ui/_refusals.html", refusals=service.refusals(user), **common),
         "sessions": render(
             "ui/_sessions.html",
@@ -154,7 +152,6 @@ def _answer(service: BrokerService, login: Login, uuid: str | None) -> str:
         answer=answer,
         csrf=login.csrf,
         now=service.clock(),
-        left=views.left,
     )
 
 

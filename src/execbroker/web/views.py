@@ -47,12 +47,6 @@ def iso(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else ""
 
 
-def left(until: datetime, now: datetime) -> str:
-    """Time left, m:ss (what the page's script then counts down)."""
-    seconds = max(int((until - now).total_seconds()), 0)
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def dialect(row: Any) -> str:
     """Which interface a session came through (a column other dialects add)."""
     return getattr(row, "dialect", None) or "execbroker"

@@ -91,7 +91,7 @@
     var now = Date.now();
     Array.prototype.forEach.call(document.querySelectorAll("time[data-countdown]"), function (el) {
       var left = Math.max(0, Math.floor((Date.parse(el.getAttribute("datetime")) - now) / 1000));
-      el.textContent = left > 0 ? Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") : "expired";
+      el.textContent = left > 0 ? "in " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") : "now (expired)";
     });
   }
 
