@@ -71,11 +71,11 @@ def test_login_refuses_a_wrong_token_and_needs_one(browser: Any, broker: BrokerP
 def test_a_phase_change_is_on_screen_within_two_seconds_without_reload(
     browser: Any, broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    go = tmp_path / "go"
-    uuid = start_session(broker, f'while [ ! -e "{go}" ]; do sleep 0.05; done; echo finished')
+    # The task sees only its own work directory (its cwd), where the test drops "go".
+    uuid = start_session(broker, "while [ ! -e go ]; do sleep 0.05; done; echo finished")
     page = log_in(browser, broker, "demo-alice")
     row_phase(page, uuid, "RUNNING", timeout=30)
-    go.touch()
+    (broker.directory / "state" / "sessions" / uuid / "go").touch()
     with broker.client() as http:
         wait_for_phase(http, uuid, {"COMPLETED"}, timeout=30)
     changed = time.monotonic()

@@ -88,10 +88,9 @@ def test_offers_from_three_brokers_ranked_with_the_choice_followed_live(
     page.evaluate("window.__sameDocument = true")
     for name in QUOTAS:
         page.wait_for_selector(f'#brokers tr[data-broker="{name}"][data-up="yes"]')
-    go = tmp_path / "go"
     page.get_by_label("ExecutionRequest (YAML or JSON)").fill(
         "executable:\n  kind: batch-script\n"
-        f"  script: 'while [ ! -e {go} ]; do sleep 0.05; done; echo done'\n"
+        "  script: 'while [ ! -e go ]; do sleep 0.05; done; echo done'\n"
         "compute: {cores: {min: 1, max: 4}, memory: {min: 1, max: 4}}\n"
         "schedule: {requested: {duration: PT10M}}\n"
     )
@@ -113,7 +112,8 @@ def test_offers_from_three_brokers_ranked_with_the_choice_followed_live(
     session.wait_for()
     uuid = session.get_attribute("data-session")
     page.wait_for_selector("#session [data-phase]:text-is('RUNNING')", timeout=30_000)
-    go.touch()
+    # The task sees only its own work directory (its cwd), where the test drops "go".
+    (three["large"].directory / "state" / "sessions" / uuid / "go").touch()
     page.wait_for_selector("#session [data-phase]:text-is('COMPLETED')", timeout=30_000)
     with three["large"].client() as http:
         assert http.get(f"/sessions/{uuid}").json()["phase"] == "COMPLETED"

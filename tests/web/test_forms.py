@@ -55,7 +55,7 @@ def test_a_request_without_script_redirects_to_its_answer_and_outputs_download(
     http = ui_cookie(broker, "demo-alice")
     csrf = csrf_of(http.get("/ui").text)
     # The task runs in work/ of its work directory; outputs/ beside it are its outputs.
-    script = "mkdir -p ../outputs; echo 42 > ../outputs/a.txt"
+    script = "mkdir -p outputs; echo 42 > outputs/a.txt"
     task = f"executable: {{kind: batch-script, script: '{script}'}}"
     answer = http.post("/ui/request", data={"csrf": csrf, "task": task})
     assert answer.status_code == 303
