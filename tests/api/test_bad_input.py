@@ -92,9 +92,7 @@ def test_bad_yaml_and_unknown_media_type(broker):
             "/requests", content="a: [b", headers={"content-type": "application/yaml"}
         )
         assert response.status_code == 400 and "YAML" in response.json()["detail"]
-        response = client.post(
-            "/requests", content="x", headers={"content-type": "text/plain"}
-        )
+        response = client.post("/requests", content="x", headers={"content-type": "text/plain"})
         assert response.status_code == 415
 
 

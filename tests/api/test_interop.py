@@ -225,7 +225,7 @@ def test_duration_updates_before_a_session_starts(broker):
         # Longer than the broker's longest session: 409, saying why.
         response = client.post(f"/sessions/{uuid}", json={**longer, "delta": 10**8})
         assert response.status_code == 409 and "longest session" in response.json()["detail"]
-        response = client.post(f"/sessions/{uuid}", json={**longer, "delta": -10**4})
+        response = client.post(f"/sessions/{uuid}", json={**longer, "delta": -(10**4)})
         assert response.status_code == 422 and "longer than nothing" in response.json()["detail"]
         string = {"kind": "uri:string-value-update", "path": "phase", "value": "ACCEPTED"}
         assert client.post(f"/sessions/{uuid}", json=string).json()["phase"] == "ACCEPTED"

@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from execbroker import __version__, kinds
 from execbroker.api import broker, errors, tes, uws
 from execbroker.api.auth import TokenAuthenticator
-from execbroker.api.errors import ErrorBody
 from execbroker.api.content import respond
+from execbroker.api.errors import ErrorBody
 from execbroker.config import BrokerConfig
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.updates import UpdateRequest

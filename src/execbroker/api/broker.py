@@ -124,7 +124,11 @@ for _path, _summary, _handler in (
         **_answers(OfferSetResponse, *ASKING),
     )
 for _path, _summary, _handler in (
-    ("/direct", "Run at once on the best offer, or 400 with the reasons", _direct(Spelling.CURRENT)),
+    (
+        "/direct",
+        "Run at once on the best offer, or 400 with the reasons",
+        _direct(Spelling.CURRENT),
+    ),
     ("/sessions", "Run at once (the earlier schema's direct execution)", _direct(Spelling.DRAFT)),
 ):
     router.add_api_route(

@@ -105,8 +105,8 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> list[tuple[Any, Any]]:
     leaving out the tags pydantic adds for the members of unions."""
     steps, node = [], data
     for part in loc:
-        if isinstance(node, dict) and part in node or isinstance(node, list) and (
-            isinstance(part, int) and 0 <= part < len(node)
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and (isinstance(part, int) and 0 <= part < len(node))
         ):
             steps.append((node, part))
             node = node[part]
