@@ -11,7 +11,7 @@ import logging
 import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,11 +39,13 @@ from execbroker.platforms.base import Logs, Platform, stop_and_release
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
-from execbroker.timeutil import format_instant, utcnow
+from execbroker.timeutil import format_duration, format_instant, utcnow
 
 log = logging.getLogger(__name__)
 
 CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
+# Phases in which a session's booking may still change: nothing of it has run yet.
+NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,14 @@ class User:
 class OfferSet:
     row: OfferSetRow
     sessions: Sequence[SessionRow]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What an answer carries besides the plan: its spelling and the request's warnings."""
+
+    spelling: kinds.Spelling = kinds.Spelling.CURRENT
+    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 def message(text: str, level: str = "INFO", now: datetime | None = None) -> dict[str, str]:
@@ -98,32 +108,44 @@ class BrokerService:
         *,
         dialect: str = "execbroker",
         meta: dict[str, Any] | None = None,
+        spelling: kinds.Spelling = kinds.Spelling.CURRENT,
+        notes: Sequence[str] = (),
     ) -> OfferSet:
         """Answer YES with offers (each holding its resources until it expires) or NO with reasons.
 
-        ``dialect`` and ``meta`` are what the offers remember of the dialect that asked.
-        Raises InvalidRequest for a request that is incomplete or self-contradictory.
+        A valid request is always answered: what it lacks or asks for that cannot be run
+        (a missing image, an unusable port) is a reason for NO, not an error.
+        ``dialect`` and ``meta`` are what the offers remember of the dialect that asked,
+        ``spelling`` the schema generation its answers are spelt in, and ``notes`` warnings
+        the answer carries (the unknown properties the request held).
+        Raises InvalidRequest for a request that is self-contradictory.
         """
         with logs.bind(user=user.name):
-            return self._request_offers(user, request, dialect, meta)
+            return self._request_offers(user, request, dialect, meta, spelling, notes)
 
     def _request_offers(
-        self, user: User, request: ExecutionRequest, dialect: str, meta: dict[str, Any] | None
+        self,
+        user: User,
+        request: ExecutionRequest,
+        dialect: str,
+        meta: dict[str, Any] | None,
+        spelling: kinds.Spelling,
+        notes: Sequence[str],
     ) -> OfferSet:
         now = self.clock()
+        answer = _Answer(spelling, [message(note, "WARN", now) for note in notes])
         platform, reasons = self._platform_for(request)
         if request.is_kind_only():
-            return self._save_answer(user, request, now, reasons, kind_only=True)
-        missing = request.executable.missing()
-        if missing:
-            field = f"executable.{missing[0]}"
-            raise InvalidRequest(
-                f"{field}: required to run a {kinds.alias(request.executable.kind)}", field=field
-            )
+            return self._save_answer(user, request, now, reasons, answer, kind_only=True)
+        reasons += [
+            f"executable.{name}: required to run a {kinds.alias(request.executable.kind)}"
+            for name in request.executable.missing()
+        ]
+        reasons += request.executable.problems()
         demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
         reasons += unsupported(request) + self._cost_reasons(request)
         if reasons or platform is None:
-            return self._save_answer(user, request, now, reasons)
+            return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
         with self.database.booking() as db:
@@ -137,13 +159,13 @@ class BrokerService:
                 rules=self.rules,
                 max_cost=max_cost(request, pricing.type if pricing else None),
             )
-            offerset = self._offerset_row(offerset_uuid, user, request, now, plan)
+            offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
             sessions = [
                 self._session_row(offerset_uuid, user, request, now, offer, platform.name)
                 for offer in plan.offers
             ]
             for row in sessions:
-                row.dialect, row.dialect_meta = dialect, meta
+                row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
             queries.add_offerset(db, offerset, sessions)
         log.info(
             "offer set %s for %s: %s, %d offers",
@@ -155,9 +177,16 @@ class BrokerService:
         self.metrics.answered(offerset.result, len(sessions), plan.reasons if not sessions else ())
         return OfferSet(offerset, sessions)
 
-    def direct(self, user: User, request: ExecutionRequest) -> SessionRow:
+    def direct(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        spelling: kinds.Spelling = kinds.Spelling.CURRENT,
+        notes: Sequence[str] = (),
+    ) -> SessionRow:
         """Make offers and accept the best at once; NoOffer (with the reasons) if there is none."""
-        answer = self.request_offers(user, request)
+        answer = self.request_offers(user, request, spelling=spelling, notes=notes)
         if not answer.sessions:
             reasons = [item["message"] for item in answer.row.messages]
             raise NoOffer("this broker cannot run the request", reasons)
@@ -203,6 +232,7 @@ class BrokerService:
         request: ExecutionRequest,
         now: datetime,
         reasons: list[str],
+        answer: _Answer,
         *,
         kind_only: bool = False,
     ) -> OfferSet:
@@ -228,7 +258,8 @@ class BrokerService:
             created=now,
             result=result,
             request=request.model_dump(mode="json", exclude_none=True),
-            messages=messages,
+            messages=[*answer.messages, *messages],
+            spelling=answer.spelling,
         )
         with self.database.write() as db:
             queries.add_offerset(db, row, [])
@@ -236,7 +267,13 @@ class BrokerService:
         return OfferSet(row, [])
 
     def _offerset_row(
-        self, offerset_uuid: str, user: User, request: ExecutionRequest, now: datetime, plan: Plan
+        self,
+        offerset_uuid: str,
+        user: User,
+        request: ExecutionRequest,
+        now: datetime,
+        plan: Plan,
+        answer: _Answer,
     ) -> OfferSetRow:
         level = "INFO" if plan.accepted else "WARN"
         return OfferSetRow(
@@ -245,7 +282,8 @@ class BrokerService:
             created=now,
             result="YES" if plan.accepted else "NO",
             request=request.model_dump(mode="json", exclude_none=True),
-            messages=[message(reason, level, now) for reason in plan.reasons],
+            messages=[*answer.messages, *(message(reason, level, now) for reason in plan.reasons)],
+            spelling=answer.spelling,
         )
 
     def _session_row(
@@ -386,6 +424,51 @@ class BrokerService:
         self.metrics.accepted(uuid, siblings)
         return row
 
+    def change_duration(
+        self, user: User, uuid: str, duration: Callable[[timedelta], timedelta]
+    ) -> SessionRow:
+        """Give a session not yet started the duration ``duration(current)``, its start kept,
+        if the quota and the calendar allow it (its price follows its new length).
+
+        Raises NotFound, PermissionDenied, InvalidRequest for a duration of no length, or
+        PhaseConflict naming why: the session has started, or the new end does not fit.
+        """
+        now = self.clock()
+        with self.database.booking() as db:
+            row = self._owned_session(db, user, uuid)
+            if row.phase not in NOT_STARTED:
+                raise PhaseConflict(
+                    f"session {uuid} is {row.phase}: its duration can change only while it is "
+                    f"{', '.join(NOT_STARTED)}"
+                )
+            if row.phase == Phase.OFFERED and row.expires <= now:
+                raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
+            wanted = duration(row.end - row.start)
+            if wanted <= timedelta(0):
+                raise InvalidRequest(
+                    f"update: the duration would be {format_duration(wanted)}; it must be longer "
+                    "than nothing",
+                    field="update",
+                )
+            pricing = self.config.pricing
+            cost = pricing.to_pricing().cost(self._resources(row), wanted) if pricing else None
+            offer = Offer(row.start, wanted, self._resources(row), row.expires, cost)
+            held = queries.holds(db, row.start, row.start + wanted, now, besides=row.offerset_uuid)
+            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            if reason is not None:
+                raise PhaseConflict(
+                    f"session {uuid} cannot last {format_duration(wanted)}: {reason}"
+                )
+            row.end, row.modified = row.start + wanted, now
+            if row.cost is not None:
+                row.cost = cost
+            row.messages = [
+                *row.messages,
+                message(f"duration changed to {format_duration(wanted)} by {user.name}", now=now),
+            ]
+        log.info("session %s now lasts %s", uuid, format_duration(wanted))
+        return row
+
     def _reject(self, user: User, uuid: str) -> SessionRow:
         now = self.clock()
         with self.database.write() as db:
@@ -445,7 +528,7 @@ class BrokerService:
         Raises InvalidRequest (as ``request_offers``) or PhaseConflict (as accepting).
         """
         if refuse:
-            answer = self._save_answer(user, request, self.clock(), list(refuse))
+            answer = self._save_answer(user, request, self.clock(), list(refuse), _Answer())
         else:
             answer = self.request_offers(user, request, dialect=dialect, meta=meta)
         if not answer.sessions:

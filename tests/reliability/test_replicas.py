@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from isodate import parse_duration
 
+from execbroker.timeutil import parse_interval
 from tests.brokers import BrokerProcess, batch_request
 from tests.reliability.support import (
     ACCEPT,
@@ -108,7 +108,7 @@ def _peak(sessions: list[dict]) -> tuple[int, ...]:
     """Most cores, memory and sessions booked at any one instant."""
     spans = []
     for s in sessions:
-        begin = datetime.fromisoformat(s["schedule"]["available"]["start"])
+        begin = parse_interval(s["schedule"]["available"]["start"])[0]
         end = begin + parse_duration(s["schedule"]["available"]["duration"])
         spans.append((begin, end, s["compute"]["cores"]["min"], s["compute"]["memory"]["min"]))
     peak: tuple[int, ...] = (0, 0, 0)

@@ -15,6 +15,7 @@ from execbroker import __version__, kinds
 from execbroker.api import broker, errors, metrics, tes, uws
 from execbroker.api.auth import TokenAuthenticator
 from execbroker.api.content import respond
+from execbroker.api.errors import ErrorBody
 from execbroker.config import BrokerConfig
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.updates import UpdateRequest
@@ -123,11 +124,31 @@ def _document_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ExecutionRequest, UpdateRequest):
+        for model in (ExecutionRequest, UpdateRequest, ErrorBody):
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(found.pop("$defs", {}))
             components[model.__name__] = found
+        _declare_bearer(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Routes anyone may call; every other one needs the bearer token.
+OPEN_PATHS = ("/health", "/info")
+
+
+def _declare_bearer(schema: dict[str, Any]) -> None:
+    """Declare the bearer token, and that every route but ``OPEN_PATHS`` needs it."""
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token from the broker's config (Basic user:token is accepted too)",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        if path in OPEN_PATHS or path.startswith(("/docs", "/openapi", "/redoc")):
+            continue
+        for operation in operations.values():
+            operation.setdefault("security", [{"bearer": []}])
