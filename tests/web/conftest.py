@@ -42,7 +42,9 @@ def web_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
         broker.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, which would break every later test that calls asyncio.run.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
