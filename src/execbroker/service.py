@@ -19,13 +19,15 @@ from typing import Any, BinaryIO
 from execbroker import kinds
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
-from execbroker.negotiation import demand_for, max_cost, unsupported
+from execbroker.negotiation import data_plan, demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
 from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
 from execbroker.platforms.base import Logs, Platform, stop_and_release
+from execbroker.platforms.staging import given_data
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -64,7 +66,9 @@ class BrokerService:
     ) -> None:
         self.config = config
         self.database = database
-        self.platforms = {platform.name: platform for platform in platforms}
+        self.platforms = {
+            platform.name: given_data(platform, self.data_of) for platform in platforms
+        }
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
@@ -103,7 +107,8 @@ class BrokerService:
                 f"{field}: required to run a {kinds.alias(request.executable.kind)}", field=field
             )
         demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
-        reasons += unsupported(request) + self._cost_reasons(request)
+        stages = platform is not None and getattr(platform, "stages_data", False)
+        reasons += unsupported(request, stages_data=stages) + self._cost_reasons(request)
         if reasons or platform is None:
             return self._save_answer(user, request, now, reasons)
         pricing = self.config.pricing
@@ -393,6 +398,16 @@ class BrokerService:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
+
+    def data_of(self, session_id: str) -> tuple[DataMount, ...]:
+        """The data a session's task is to be given, as its request asked (checked then)."""
+        with self.database.read() as db:
+            row = queries.get_session(db, session_id)
+            answer = None if row is None else queries.get_offerset(db, row.offerset_uuid)
+            stored = None if answer is None else answer.request
+        if not stored or not stored.get("data"):
+            return ()
+        return data_plan(ExecutionRequest.model_validate(stored)).mounts
 
     @staticmethod
     def _resources(row: SessionRow) -> Resources:
