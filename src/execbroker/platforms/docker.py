@@ -387,8 +387,11 @@ class DockerPlatform:
         with engine_errors("reading the logs"):
             try:
                 return Logs(*engine_.read_logs(self.engine.client.containers.get(handle)))
-            except docker.errors.NotFound:
-                # Released (maybe while we read): ``release`` saved its logs before removing it.
+            except docker.errors.APIError as error:
+                # Released (maybe while we read; 409: being removed): ``release`` saved its
+                # logs before removing it.
+                if error.status_code not in (404, 409):
+                    raise
                 return Logs(
                     engine_.read_text(self.logs_dir / f"{handle}.stdout"),
                     engine_.read_text(self.logs_dir / f"{handle}.stderr"),
