@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from execbroker import fetch
 from execbroker.config import DefaultsConfig, RangeDefault
 from execbroker.errors import InvalidRequest
 from execbroker.model.common import MinMaxInt
@@ -99,13 +100,25 @@ def data_plan(request: ExecutionRequest) -> DataPlan:
     return plan_data([item.model_dump(mode="json") for item in request.data], volumes)
 
 
-def unsupported(request: ExecutionRequest, *, stages_data: bool = True) -> list[str]:
+def unsupported(
+    request: ExecutionRequest,
+    *,
+    stages_data: bool = True,
+    fetch_policy: fetch.FetchPolicy | None = None,
+) -> list[str]:
     """Parts of a request this broker cannot honour, so must not pretend to (reasons for NO).
-    ``stages_data``: whether the platform chosen can stage and mount data resources."""
+    ``stages_data``: whether the platform chosen can stage and mount data resources, under
+    ``fetch_policy`` (its ``fetch:`` config; None: public addresses only), as far as can be
+    told without DNS; staging checks every address again."""
     plan = data_plan(request)
     reasons = list(plan.reasons)
     if plan.mounts and not stages_data:
         reasons.append("data: the platform that runs this executable cannot mount data resources")
+    policy = fetch_policy or fetch.FetchPolicy()
+    for mount in plan.mounts:
+        refused = fetch.location_reason(mount.location, policy)
+        if refused is not None:
+            reasons.append(f"data[{mount.index}]: {refused}")
     reasons += [
         f"metrics[{index}]: this broker measures no metric of type {item.type or item.kind}"
         for index, item in enumerate(request.metrics)

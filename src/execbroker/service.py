@@ -108,7 +108,9 @@ class BrokerService:
             )
         demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
         stages = platform is not None and getattr(platform, "stages_data", False)
-        reasons += unsupported(request, stages_data=stages) + self._cost_reasons(request)
+        policy = getattr(platform, "fetch_policy", None)
+        reasons += unsupported(request, stages_data=stages, fetch_policy=policy)
+        reasons += self._cost_reasons(request)
         if reasons or platform is None:
             return self._save_answer(user, request, now, reasons)
         pricing = self.config.pricing

@@ -71,12 +71,26 @@ def test_a_checksum_mismatch_fails_the_session_saying_so(client, site):
     assert "ran" not in stdout
 
 
-def test_an_address_the_platform_may_not_fetch_from_fails_the_session(tmp_path, site):
+def test_an_address_the_platform_may_not_fetch_from_is_a_no_at_offer_time(tmp_path, site):
     # The same request on a platform with the default policy: loopback is refused.
     with running_broker(tmp_path) as broker, broker.client() as client:
-        done, _ = _run(client, with_data(batch_request("echo ran", duration="PT2M"), site))
+        request = with_data(batch_request("echo ran", duration="PT2M"), site)
+        answer = client.post("/requests", json=request).raise_for_status().json()
+    assert answer["result"] == "NO"
+    assert "data[0]: 127.0.0.1 is a loopback address" in _messages(answer)
+
+
+def test_a_redirect_to_an_address_not_allowed_fails_the_session(client, site):
+    # 127.0.0.1 is allowed, 127.0.0.2 (loopback too) is not: checked again on the redirect.
+    away = Site("127.0.0.1", {"/away": (302, {"Location": f"http://127.0.0.2:{site.port}/"}, b"")})
+    try:
+        request = with_data(batch_request("echo ran", duration="PT2M"), away, path="/away")
+        done, stdout = _run(client, request)
+    finally:
+        away.close()
     assert done["phase"] == "FAILED"
-    assert "127.0.0.1 is a loopback address" in _messages(done)
+    assert "data[0]: 127.0.0.2 is a loopback address" in _messages(done)
+    assert "ran" not in stdout
 
 
 def test_kinds_that_cannot_be_staged_get_no_with_the_reason(client):
