@@ -12,7 +12,7 @@ import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -158,6 +158,12 @@ class TesConfig(_Config):
     file_roots: list[Path] = Field(default_factory=list)
 
 
+class LoggingConfig(_Config):
+    """How the broker writes its log: text lines, or one JSON object a line."""
+
+    format: Literal["text", "json"] = "text"
+
+
 class BrokerConfig(_Config):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     description: str = ""
@@ -172,6 +178,7 @@ class BrokerConfig(_Config):
     users: list[UserConfig] = Field(default_factory=list)
     monitor: MonitorConfig = MonitorConfig()
     tes: TesConfig = TesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:

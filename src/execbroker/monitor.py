@@ -25,11 +25,13 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid as uuids
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from execbroker import logs
 from execbroker.model.executables import AnyExecutable
 from execbroker.model.sessions import Phase
 from execbroker.platforms.base import (
@@ -57,6 +59,7 @@ _PHASE_OF_STATE = {
     RunState.LOST: Phase.FAILED,
 }
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
+_RUNNING = (Phase.AVAILABLE, Phase.RUNNING)
 
 
 def new_replica_id() -> str:
@@ -90,6 +93,7 @@ class Monitor:
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
         self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
+        self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -122,6 +126,7 @@ class Monitor:
     async def tick(self) -> None:
         loop = asyncio.get_running_loop()
         due, held = await loop.run_in_executor(self._surveyor, self._survey)
+        self.last_pass = time.monotonic()
         for row in due:
             self._spawn(row, self._launch)
         for row in held:
@@ -138,7 +143,8 @@ class Monitor:
         if taken:
             log.info("taking over sessions %s: no live replica holds them", ", ".join(taken))
         with self.database.write() as db:
-            queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            expired = queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            self.service.metrics.expired(expired)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
         with self.database.read() as db:
             due = list(queries.due_to_start(db, now))
@@ -159,7 +165,8 @@ class Monitor:
         if uuid in self._busy:
             return
         self._busy.add(uuid)
-        task = asyncio.create_task(asyncio.to_thread(step, row))
+        with logs.bind(session=uuid, user=row.owner):  # the step's thread inherits these ids
+            task = asyncio.create_task(asyncio.to_thread(step, row))
         self._tasks.add(task)
 
         def _done(finished: asyncio.Task[None]) -> None:
@@ -213,6 +220,7 @@ class Monitor:
         try:
             handle = platform.start(spec)
         except PlatformError as error:
+            self.service.metrics.platform_error(platform.name, "start")
             self._finish(row, Phase.FAILED, f"could not start: {error}")
             return
         except Exception as error:
@@ -306,6 +314,7 @@ class Monitor:
             text = status.message or f"finished: {phase}"
             if status.state == RunState.LOST:
                 text = f"the platform lost the task: {status.message or handle}"
+                self.service.metrics.platform_error(row.platform, "lost")
             self._finish(row, phase, text, handle, exit_code=status.exit_code)
             return
         endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
@@ -326,6 +335,9 @@ class Monitor:
             )
             if moved and note is not None:
                 queries.add_message(db, row.uuid, message(note, "INFO", self.clock()))
+        if phase in _RUNNING and row.phase not in _RUNNING:
+            since_start = (self.clock() - row.start).total_seconds()
+            self.service.metrics.running(row.uuid, since_start)
 
     def _finish(
         self,
@@ -359,6 +371,8 @@ class Monitor:
             try:
                 platform.release(handle)
             except PlatformError as error:
+                self.service.metrics.platform_error(platform.name, "release")
                 log.warning("releasing session %s: %s", row.uuid, error)
         if done:
+            self.service.metrics.ended(row.uuid, phase)
             log.info("session %s %s: %s", row.uuid, phase, text)

@@ -12,20 +12,30 @@ import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from execbroker import kinds
+from execbroker import kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.metrics import Metrics
 from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
 from execbroker.negotiation import data_plan, demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
-from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
+from execbroker.planner import (
+    Booking,
+    Calendar,
+    Offer,
+    Plan,
+    Quota,
+    Resources,
+    check_accept,
+    plan_offers,
+)
 from execbroker.platforms.base import Logs, Platform, stop_and_release
 from execbroker.platforms.staging import given_data
 from execbroker.store import queries
@@ -63,8 +73,10 @@ class BrokerService:
         database: Database,
         platforms: Sequence[Platform],
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.database = database
         self.platforms = {
             platform.name: given_data(platform, self.data_of) for platform in platforms
@@ -96,6 +108,12 @@ class BrokerService:
         ``dialect`` and ``meta`` are what the offers remember of the dialect that asked.
         Raises InvalidRequest for a request that is incomplete or self-contradictory.
         """
+        with logs.bind(user=user.name):
+            return self._request_offers(user, request, dialect, meta)
+
+    def _request_offers(
+        self, user: User, request: ExecutionRequest, dialect: str, meta: dict[str, Any] | None
+    ) -> OfferSet:
         now = self.clock()
         platform, reasons = self._platform_for(request)
         if request.is_kind_only():
@@ -141,6 +159,7 @@ class BrokerService:
             offerset.result,
             len(sessions),
         )
+        self.metrics.answered(offerset.result, len(sessions), plan.reasons if not sessions else ())
         return OfferSet(offerset, sessions)
 
     def direct(self, user: User, request: ExecutionRequest) -> SessionRow:
@@ -220,6 +239,7 @@ class BrokerService:
         )
         with self.database.write() as db:
             queries.add_offerset(db, row, [])
+        self.metrics.answered(result, 0, plan.reasons)
         return OfferSet(row, [])
 
     def _offerset_row(
@@ -338,7 +358,8 @@ class BrokerService:
                 f"update.value: {phase!r} cannot be set by a client; use one of {allowed}",
                 field="update.value",
             ) from None
-        return action(user, uuid)
+        with logs.bind(session=uuid, user=user.name):
+            return action(user, uuid)
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
         now = self.clock()
@@ -357,8 +378,10 @@ class BrokerService:
             reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+            siblings = 0
             for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
                 if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
+                    siblings += 1
                     sibling.phase, sibling.modified = Phase.REJECTED, now
                     sibling.messages = [
                         *sibling.messages,
@@ -367,6 +390,7 @@ class BrokerService:
             row.phase, row.modified = Phase.ACCEPTED, now
             row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
         log.info("session %s accepted by %s", uuid, user.name)
+        self.metrics.accepted(uuid, siblings)
         return row
 
     def _reject(self, user: User, uuid: str) -> SessionRow:
@@ -378,6 +402,7 @@ class BrokerService:
                     f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
                 )
             row.phase, row.modified = Phase.REJECTED, now
+        self.metrics.rejected()
         return row
 
     def _cancel(self, user: User, uuid: str) -> SessionRow:
@@ -396,6 +421,7 @@ class BrokerService:
                 raise PhaseConflict(f"session {uuid} finished before it could be cancelled")
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
+        self.metrics.ended(uuid, Phase.CANCELLED)
         if handle is not None and platform is not None:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
@@ -545,3 +571,153 @@ class BrokerService:
                 if found:
                     return found
         return []
+
+    # -- the web page's views -------------------------------------------------------------
+
+    def session_page(
+        self,
+        user: User,
+        *,
+        phases: Sequence[str],
+        owner: str | None = None,
+        sort: str = "created",
+        descending: bool = True,
+        page: int = 1,
+        per_page: int = 20,
+    ) -> Page:
+        """One page of sessions in ``phases``: the caller's own; an admin's, anyone's (or
+        ``owner``'s). Raises PermissionDenied when a user asks for another's, InvalidRequest
+        naming ``sort``, ``page`` or ``per_page`` when those are out of range."""
+        if sort not in queries.SORTABLE:
+            known = ", ".join(queries.SORTABLE)
+            raise InvalidRequest(f"sort: {sort!r} is not one of {known}", field="sort")
+        if page < 1:
+            raise InvalidRequest("page: must be at least 1", field="page")
+        if not 1 <= per_page <= 200:
+            raise InvalidRequest("per_page: must be between 1 and 200", field="per_page")
+        if not user.admin:
+            if owner not in (None, user.name):
+                raise PermissionDenied("only an admin sees other users' sessions")
+            owner = user.name
+        with self.database.read() as db:
+            rows, total = queries.page_sessions(
+                db,
+                owner=owner,
+                phases=phases,
+                sort=sort,
+                descending=descending,
+                offset=(page - 1) * per_page,
+                limit=per_page,
+            )
+        return Page(rows, total, page, per_page)
+
+    def open_offers(self, user: User) -> Sequence[SessionRow]:
+        """Offers still open (the caller's own; an admin's: everyone's), soonest to expire first."""
+        with self.database.read() as db:
+            owner = None if user.admin else user.name
+            return queries.open_offers(db, owner=owner, now=self.clock())
+
+    def refusals(self, user: User, limit: int = 10) -> Sequence[OfferSetRow]:
+        """The latest NO answers with their reasons (the caller's own; an admin's: everyone's)."""
+        with self.database.read() as db:
+            owner = None if user.admin else user.name
+            return queries.refusals(db, owner=owner, limit=limit)
+
+    def phase_counts(self) -> dict[str, int]:
+        """How many sessions (and offers) are in each phase: totals only, no one's rows."""
+        with self.database.read() as db:
+            return queries.phase_counts(db)
+
+    def usage(self) -> Usage:
+        """The quota booked by sessions, held by open offers and free, at this instant."""
+        now = self.clock()
+        with self.database.read() as db:
+            held = queries.holds(db, now, now + _INSTANT, now)
+        booked, offered = _split(held)
+        used, used_sessions = booked.peak(now, now + _INSTANT)
+        on_offer, offer_sets = offered.peak(now, now + _INSTANT)
+        return Usage(
+            self.quota.resources, self.quota.max_sessions, used, used_sessions, on_offer, offer_sets
+        )
+
+    def capacity_timeline(self, slots: int = 96) -> Timeline:
+        """The capacity calendar over the broker's horizon, in ``slots`` equal slots: the peak
+        booked by sessions and held by offers in each (totals only, no one's rows). It starts
+        at the whole minute, so the slots stay put while a page follows it."""
+        now = self.clock()
+        begin = now.replace(second=0, microsecond=0)
+        end = begin + self.quota.horizon
+        with self.database.read() as db:
+            held = queries.holds(db, begin, end, now)
+        booked, offered = _split(held)
+        step = (end - begin) / slots
+        found = []
+        for index in range(slots):
+            start = begin + step * index
+            found.append(
+                Slot(
+                    start,
+                    start + step,
+                    booked.peak(start, start + step)[0],
+                    offered.peak(start, start + step)[0],
+                )
+            )
+        return Timeline(begin, end, self.quota.resources, tuple(found))
+
+
+_INSTANT = timedelta(microseconds=1)
+
+
+def _split(bookings: Sequence[Booking]) -> tuple[Calendar, Calendar]:
+    """Booked sessions and open offers (grouped by offer set) as two calendars."""
+    return (
+        Calendar(b for b in bookings if b.group is None),
+        Calendar(b for b in bookings if b.group is not None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: Sequence[SessionRow]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    limit: Resources
+    max_sessions: int
+    booked: Resources
+    booked_sessions: int
+    held: Resources
+    held_offersets: int
+
+    @property
+    def free(self) -> Resources:
+        left = self.limit - self.booked - self.held
+        return Resources(max(left.cores, 0), max(left.memory_gib, 0), max(left.storage_gib, 0))
+
+    @property
+    def free_sessions(self) -> int:
+        return max(self.max_sessions - self.booked_sessions - self.held_offersets, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    start: datetime
+    end: datetime
+    booked: Resources
+    held: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    start: datetime
+    end: datetime
+    limit: Resources
+    slots: tuple[Slot, ...]

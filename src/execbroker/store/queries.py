@@ -201,3 +201,59 @@ def count_sessions(db: Session) -> int:
 
 def add_session(db: Session, row: SessionRow) -> None:
     db.add(row)
+
+
+# -- pages (the web page reads these) -------------------------------------------------------
+
+SORTABLE = {
+    "created": SessionRow.created,
+    "start": SessionRow.start,
+    "end": SessionRow.end,
+    "phase": SessionRow.phase,
+    "owner": SessionRow.owner,
+    "cores": SessionRow.cores,
+    "memory": SessionRow.memory_gib,
+}
+
+
+def page_sessions(
+    db: Session,
+    *,
+    owner: str | None,
+    phases: Sequence[str],
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[SessionRow], int]:
+    """One page of sessions in ``phases`` (sorted, ties newest first) and how many there are."""
+    where = [SessionRow.phase.in_(list(phases))]
+    if owner is not None:
+        where.append(SessionRow.owner == owner)
+    column = SORTABLE[sort]
+    order = column.desc() if descending else column.asc()
+    query = select(SessionRow).where(*where).order_by(order, SessionRow.created.desc())
+    rows = db.scalars(query.offset(offset).limit(limit)).all()
+    total = db.scalar(select(func.count()).select_from(SessionRow).where(*where)) or 0
+    return rows, total
+
+
+def open_offers(db: Session, *, owner: str | None, now: datetime) -> Sequence[SessionRow]:
+    """Offers not yet accepted, rejected or expired, the soonest to expire first."""
+    query = select(SessionRow).where(SessionRow.phase == Phase.OFFERED, SessionRow.expires > now)
+    if owner is not None:
+        query = query.where(SessionRow.owner == owner)
+    return db.scalars(query.order_by(SessionRow.expires, SessionRow.start)).all()
+
+
+def refusals(db: Session, *, owner: str | None, limit: int) -> Sequence[OfferSetRow]:
+    """The latest NO answers, newest first."""
+    query = select(OfferSetRow).where(OfferSetRow.result == "NO")
+    if owner is not None:
+        query = query.where(OfferSetRow.owner == owner)
+    return db.scalars(query.order_by(OfferSetRow.created.desc()).limit(limit)).all()
+
+
+def phase_counts(db: Session) -> dict[str, int]:
+    query = select(SessionRow.phase, func.count()).group_by(SessionRow.phase)
+    return {phase: count for phase, count in db.execute(query)}
