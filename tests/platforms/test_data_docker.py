@@ -79,7 +79,9 @@ def test_the_data_is_in_the_container_at_its_mount_path_read_only_where_asked(
 
 
 def test_a_checksum_mismatch_fails_the_session_before_any_container(client, broker, engine, site):
-    request = with_data(_container_request("echo ran"), site, checksum=sha256(b"other"))
+    request = with_data(_container_request("echo ran"), site)
+    # the second resource is wrong: the first one's volume, made already, goes too
+    request["data"][1]["checksum"] = sha256(b"other")
     session = client.post("/direct", json=request).raise_for_status().json()
     uuid = session["meta"]["uuid"]
     done = wait_for_phase(client, uuid, {"COMPLETED", "FAILED"}, timeout=60)
@@ -87,3 +89,4 @@ def test_a_checksum_mismatch_fails_the_session_before_any_container(client, brok
     assert any("checksum mismatch" in item["message"] for item in done["meta"]["messages"])
     labels = [f"execbroker.broker={broker.name}", f"execbroker.session={uuid}"]
     assert engine.containers.list(all=True, filters={"label": labels}) == []
+    assert _volumes(engine, broker, uuid) == []

@@ -29,7 +29,18 @@ _READWRITE = {"": 0o777}
 def stage_volumes(
     client: DockerClient, spec: LaunchSpec, *, image: str, prefix: str, labels: dict[str, str]
 ) -> dict[str, dict[str, str]]:
-    """``volumes=`` for the task's container: each resource in a volume of its own."""
+    """``volumes=`` for the task's container: each resource in a volume of its own. If one
+    cannot be staged, the volumes already made go too (no container will ever hold them)."""
+    try:
+        return _stage(client, spec, image=image, prefix=prefix, labels=labels)
+    except PlatformError:
+        remove_volumes(client, broker=labels[LABEL_BROKER], session=labels[LABEL_SESSION])
+        raise
+
+
+def _stage(
+    client: DockerClient, spec: LaunchSpec, *, image: str, prefix: str, labels: dict[str, str]
+) -> dict[str, dict[str, str]]:
     volumes: dict[str, dict[str, str]] = {}
     for mount in spec.data:
         body = staging.fetch_data(mount)
