@@ -99,3 +99,14 @@ def test_kinds_that_cannot_be_staged_get_no_with_the_reason(client):
     answer = client.post("/requests", json=request).raise_for_status().json()
     assert answer["result"] == "NO"
     assert "data[0]: cannot stage a S3-data-resource" in answer["meta"]["messages"][0]["message"]
+
+
+def test_data_no_volume_names_is_at_data_index_read_only(client, site):
+    request = batch_request(
+        'head -n 1 "$EXECBROKER_DATA_0/content"; touch /data/0/x 2>/dev/null || echo refused',
+        duration="PT2M",
+    )
+    request["data"] = [{"kind": "simple-data-resource", "location": site.base + "/data.txt"}]
+    done, stdout = _run(client, request)
+    assert done["phase"] == "COMPLETED", done
+    assert stdout.splitlines() == ["the staged data", "refused"]
