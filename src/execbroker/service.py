@@ -20,10 +20,11 @@ from execbroker import kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
 from execbroker.metrics import Metrics
+from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
-from execbroker.negotiation import demand_for, max_cost, unsupported
+from execbroker.negotiation import data_plan, demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
 from execbroker.planner import (
     Booking,
@@ -36,6 +37,7 @@ from execbroker.planner import (
     plan_offers,
 )
 from execbroker.platforms.base import Logs, Platform, stop_and_release
+from execbroker.platforms.staging import given_data
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -86,7 +88,9 @@ class BrokerService:
         self.config = config
         self.metrics = metrics or Metrics()
         self.database = database
-        self.platforms = {platform.name: platform for platform in platforms}
+        self.platforms = {
+            platform.name: given_data(platform, self.data_of) for platform in platforms
+        }
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
@@ -143,7 +147,10 @@ class BrokerService:
         ]
         reasons += request.executable.problems()
         demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
-        reasons += unsupported(request) + self._cost_reasons(request)
+        stages = platform is not None and getattr(platform, "stages_data", False)
+        policy = getattr(platform, "fetch_policy", None)
+        reasons += unsupported(request, stages_data=stages, fetch_policy=policy)
+        reasons += self._cost_reasons(request)
         if reasons or platform is None:
             return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
@@ -502,6 +509,16 @@ class BrokerService:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
+
+    def data_of(self, session_id: str) -> tuple[DataMount, ...]:
+        """The data a session's task is to be given, as its request asked (checked then)."""
+        with self.database.read() as db:
+            row = queries.get_session(db, session_id)
+            answer = None if row is None else queries.get_offerset(db, row.offerset_uuid)
+            stored = None if answer is None else answer.request
+        if not stored or not stored.get("data"):
+            return ()
+        return data_plan(ExecutionRequest.model_validate(stored)).mounts
 
     @staticmethod
     def _resources(row: SessionRow) -> Resources:

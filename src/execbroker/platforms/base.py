@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from execbroker.model.data import DataMount
 from execbroker.model.executables import Executable
 from execbroker.planner import Resources
 
@@ -66,6 +67,9 @@ class LaunchSpec:
     start: datetime
     deadline: datetime  # the end of the grant: the task must be stopped by then
     workdir: Path  # a fresh directory for this session, owned by the broker
+    # Files to fetch (in ``start``, under the platform's fetch policy) and mount for the
+    # task; only platforms whose ``stages_data`` is true are given any.
+    data: tuple[DataMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
