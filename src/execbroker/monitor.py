@@ -216,6 +216,8 @@ class Monitor:
             start=row.start,
             deadline=row.end,
             workdir=self.service.workdir(row.uuid),
+            # only a platform that stages data is given any (others said NO to it)
+            data=self.service.data_of(row.uuid) if getattr(platform, "stages_data", False) else (),
         )
         try:
             handle = platform.start(spec)

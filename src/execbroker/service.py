@@ -37,7 +37,6 @@ from execbroker.planner import (
     plan_offers,
 )
 from execbroker.platforms.base import Logs, Platform, stop_and_release
-from execbroker.platforms.staging import given_data
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -88,9 +87,7 @@ class BrokerService:
         self.config = config
         self.metrics = metrics or Metrics()
         self.database = database
-        self.platforms = {
-            platform.name: given_data(platform, self.data_of) for platform in platforms
-        }
+        self.platforms = {platform.name: platform for platform in platforms}
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock

@@ -13,39 +13,19 @@ here: fetching, checking and writing a staged directory with the right owner and
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from execbroker import fetch
 from execbroker.model.data import CONTENT, MAX_DATA_BYTES, STAGING_ALLOWANCE, DataMount
-from execbroker.platforms.base import LaunchSpec, Platform, PlatformError
+from execbroker.platforms.base import PlatformError
 
 # READONLY: root's, readable by all (the task's account among them), writable by none;
 # READWRITE: the account's own.
 READONLY_MODES = (0o755, 0o444)
 READWRITE_MODES = (0o700, 0o644)
-
-
-def given_data(platform: Platform, lookup: Callable[[str], tuple[DataMount, ...]]) -> Platform:
-    """``platform`` whose ``start`` is handed the session's data (``lookup`` by session id)
-    when it stages data at all. Wrapped on the instance, as ``platforms.scoped`` does."""
-    if not getattr(platform, "stages_data", False):
-        return platform
-    start = platform.start
-
-    @functools.wraps(start)
-    def call(spec: LaunchSpec) -> str:
-        if not spec.data:
-            spec = replace(spec, data=lookup(spec.session_id))
-        return start(spec)
-
-    platform.start = call  # type: ignore[method-assign]
-    return platform
 
 
 def fetch_data(mount: DataMount) -> bytes:
