@@ -2,8 +2,9 @@
 
 A browser's ``EventSource`` cannot send an Authorization header, so the login form turns a
 bearer token into a cookie: ``name.expiry.signature``, where the signature is an HMAC keyed
-with that user's token. Nothing is kept on the server, so a cookie outlives a broker restart
-and works on every replica, and changing a user's token in the config ends their cookies.
+with that user's token digest (the config keeps no more than that). Nothing is kept on the
+server, so a cookie outlives a broker restart and works on every replica, and changing a
+user's token in the config ends their cookies.
 Forms carry a CSRF token, an HMAC of the cookie under the same key: another site can make
 the browser send the cookie, but cannot read the page to learn the token.
 """
@@ -15,7 +16,7 @@ import hmac
 import time
 from dataclasses import dataclass, field
 
-from execbroker.config import BrokerConfig
+from execbroker.config import BrokerConfig, token_digest
 from execbroker.service import User
 
 COOKIE = "execbroker_ui"
@@ -41,18 +42,20 @@ class CookieSessions:
     def __init__(self, config: BrokerConfig) -> None:
         self._broker = config.name
         self._users = {
-            user.name: (user.token.encode(), User(user.name, user.admin)) for user in config.users
+            user.name: (user.token_digest, User(user.name, user.admin)) for user in config.users
         }
         self._by_token = [(token, user) for token, user in self._users.values()]
 
     def login(self, token: str, now: float | None = None) -> Login | None:
         """A new cookie for the user whose token this is, or None for an unknown token."""
-        given = token.strip().encode()
+        if not token.strip():
+            return None
+        given = token_digest(token.strip())
         found = None
-        for known, user in self._by_token:  # compare with every token: no timing hint
+        for known, user in self._by_token:  # compare with every digest: no timing hint
             if hmac.compare_digest(known, given):
                 found = user
-        if found is None or not given:
+        if found is None:
             return None
         expiry = str(int((now or time.time()) + LIFETIME))
         key = self._users[found.name][0]
