@@ -6,7 +6,7 @@ only translates form parameters into requests and sessions into UWS documents.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -232,19 +232,12 @@ async def delete_job(uuid: UUID, request: Request, service: Service, user: Curre
 async def _change(
     params: uws.JobParameters, service: BrokerService, user: User, uuid: UUID
 ) -> None:
-    """Apply PHASE, and check (then keep the broker's own) DESTRUCTION and EXECUTIONDURATION:
-    the offer fixes both, and UWS lets a service answer with the values it keeps."""
-    row = await run_in_threadpool(service.get_job, user, str(uuid))
-    phase = params.one("phase")
-    if phase is not None:
-        action = phase.upper()
-        if action == "RUN":
-            if row.phase == Phase.OFFERED:
-                await run_in_threadpool(service.update_phase, user, str(uuid), Phase.ACCEPTED)
-        elif action == "ABORT":
-            await run_in_threadpool(service.abandon, user, str(uuid))
-        else:
-            raise InvalidRequest(f"PHASE: {phase!r} is not RUN or ABORT", field="PHASE")
+    """Apply EXECUTIONDURATION (the service's ``change_duration``: a job not yet started,
+    re-checked against quota and calendar), then PHASE; DESTRUCTION is checked and the
+    broker's own kept (the offer's expiry; UWS lets a service answer with what it keeps)."""
+    unknown = [name for name in params.values if name not in uws.CONTROL_PARAMETERS]
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: a job cannot be changed by it", field=unknown[0])
     destruction = params.one("destruction")
     if destruction is not None:
         try:
@@ -253,10 +246,19 @@ async def _change(
             raise InvalidRequest(
                 f"DESTRUCTION: {destruction!r} is not an ISO-8601 instant", field="DESTRUCTION"
             ) from None
-    uws.whole(params, "executionduration", minimum=0)
-    unknown = [name for name in params.values if name not in uws.CONTROL_PARAMETERS]
-    if unknown:
-        raise InvalidRequest(f"{unknown[0]}: a job cannot be changed by it", field=unknown[0])
+    phase = params.one("phase")
+    action = phase.upper() if phase is not None else None
+    if action not in (None, "RUN", "ABORT"):
+        raise InvalidRequest(f"PHASE: {phase!r} is not RUN or ABORT", field="PHASE")
+    row = await run_in_threadpool(service.get_job, user, str(uuid))
+    seconds = uws.whole(params, "executionduration", minimum=0)
+    if seconds:  # 0 is UWS's "no limit": a grant always has one, so the broker's is kept
+        wanted = timedelta(seconds=seconds)
+        await run_in_threadpool(service.change_duration, user, str(uuid), lambda _: wanted)
+    if action == "RUN" and row.phase == Phase.OFFERED:
+        await run_in_threadpool(service.update_phase, user, str(uuid), Phase.ACCEPTED)
+    elif action == "ABORT":
+        await run_in_threadpool(service.abandon, user, str(uuid))
 
 
 @router.post("/jobs/{uuid}/{child}", summary="Change phase, destruction or executionduration")
