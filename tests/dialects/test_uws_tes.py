@@ -197,6 +197,32 @@ def test_tes_lists_in_pages_filters_and_cancels(broker):
     assert httpx.get(f"{broker.url}/ga4gh/tes/v1/tasks").status_code == 401
 
 
+def test_tes_pages_hold_when_tasks_are_added_and_tokens_are_opaque(broker):
+    client = tes_client(broker)
+    prefix = "keyset-"
+
+    def make(n: int) -> str:
+        executor = tes.Executor(image="busybox:local", command=["true"])
+        return client.create_task(tes.Task(name=f"{prefix}{n}", executors=[executor]))
+
+    ids = [make(n) for n in range(3)]
+    listed = f"{broker.url}/ga4gh/tes/v1/tasks"
+    http = session()
+    first = http.get(listed, params={"name_prefix": prefix, "page_size": 2}).json()
+    token = first["next_page_token"]
+    assert not token.isdigit()  # not an offset a client could compute
+    # a task made between two pages neither repeats nor hides one
+    ids.append(make(3))
+    second = http.get(
+        listed, params={"name_prefix": prefix, "page_size": 2, "page_token": token}
+    ).json()
+    assert [t["id"] for t in first["tasks"] + second["tasks"]] == ids[2::-1]
+    assert "next_page_token" not in second
+    for forged in ("2", "bm90IGEgdG9rZW4", "W1siYSJdXQ"):
+        answer = http.get(listed, params={"page_token": forged})
+        assert answer.status_code == 422 and "page_token" in answer.text, answer.text
+
+
 def test_tes_backend_parameters_are_refused_only_when_strict(broker):
     def task(strict: bool) -> dict:
         return {

@@ -19,11 +19,13 @@ from execbroker.errors import InvalidRequest, NotFound
 from execbroker.model import uws
 from execbroker.model.sessions import Phase
 from execbroker.service import BrokerService, User
+from execbroker.store import queries
 from execbroker.store.tables import SessionRow
 from execbroker.timeutil import format_instant, parse_instant
 
 router = APIRouter(prefix="/uws", tags=["UWS 1.1"])
 
+MAX_LIST = 1000  # jobs in a list without LAST (newest first)
 MAX_WAIT = 60.0  # seconds: the server's cap on a blocking WAIT (WAIT=-1 waits this long)
 XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
@@ -134,14 +136,14 @@ def list_jobs(request: Request, service: Service, user: CurrentUser) -> Response
             f"AFTER: {after!r} is not an ISO-8601 instant", field="AFTER"
         ) from None
     last = uws.whole(params, "last", minimum=0)
-    sessions = [phase for uws_phase in wanted for phase in uws.sessions_in(uws_phase)]
-    rows = service.list_jobs(user, sessions)
-    if not wanted:  # UWS 1.1: ARCHIVED jobs are listed only when asked for
-        rows = [row for row in rows if uws.PHASES[row.phase] != "ARCHIVED"]
-    if since is not None:
-        rows = [row for row in rows if row.created > since]
-    if last is not None:
-        rows = rows[:last]  # newest first already
+    where = queries.JobFilter(
+        owner=None,  # the service's: the caller's own, or everyone's for an admin
+        phases=[phase for uws_phase in wanted for phase in uws.sessions_in(uws_phase)],
+        # UWS 1.1: ARCHIVED jobs are listed only when asked for
+        not_phases=() if wanted else uws.sessions_in("ARCHIVED"),
+        created_after=since,
+    )
+    rows = service.list_jobs(user, where, limit=MAX_LIST if last is None else last)
     base = _base(request)
     return _xml(uws.jobs_element([_summary(row, base) for row in rows]))
 
