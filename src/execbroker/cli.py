@@ -222,6 +222,135 @@ app.command("reject")(_update("REJECTED", "Reject an offer, freeing what it hold
 app.command("cancel")(_update("CANCELLED", "Cancel a session: its task is stopped."))
 
 
+# -- the other dialects: one broker's sessions as UWS jobs and TES tasks --------------------
+
+uws_app = typer.Typer(help="IVOA UWS 1.1 jobs on one broker (/uws/jobs).", no_args_is_help=True)
+tes_app = typer.Typer(
+    help="GA4GH TES 1.1 tasks on one broker (/ga4gh/tes/v1).", no_args_is_help=True
+)
+app.add_typer(uws_app, name="uws")
+app.add_typer(tes_app, name="tes")
+Timeout = Annotated[float, typer.Option(help="seconds to follow it before giving up")]
+
+
+def _run_dialect(call: Any, success: frozenset[str]) -> None:
+    """Run a dialect command: exit 0 when it ended (or is) in one of ``success``."""
+    import httpx
+
+    async def checked(console: Any) -> int:
+        try:
+            shown = await call(console)
+        except httpx.HTTPError as error:
+            from execbroker.client import BrokerClientError
+
+            raise BrokerClientError(f"no answer: {error}") from None
+        return 0 if shown in success else 1
+
+    _run(checked)
+
+
+def _document(path: Path, what: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())  # JSON is YAML too
+    except (OSError, yaml.YAMLError) as error:
+        raise typer.BadParameter(f"{path}: {error}", param_hint=what) from None
+
+
+@uws_app.command("run")
+def uws_run(
+    broker: OneBroker,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE (image=, script=, cores=, ...)"),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", exists=True, dir_okay=False, help="parameters (YAML)"),
+    ] = None,
+    token: Token = None,
+    timeout: Timeout = 300.0,
+) -> None:
+    """Create a job with PHASE=RUN, follow it, and print its results (exit 0 if COMPLETED)."""
+    from execbroker.client import dialects
+
+    parameters: dict[str, Any] = dict(_document(file, "--file") or {}) if file else {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: give NAME=VALUE", param_hint="--param")
+        parameters[name] = value
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        job = await dialects.run_uws(target.url, target.token, parameters, timeout=timeout)
+        dialects.print_uws(console, job)
+        return job.phase
+
+    _run_dialect(call, frozenset({"COMPLETED"}))
+
+
+@uws_app.command("show")
+def uws_show(
+    job: Annotated[str, typer.Argument(help="the job's id")], broker: OneBroker, token: Token = None
+) -> None:
+    """Print a job: its phase, results and output."""
+    from execbroker.client import dialects
+
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.uws_job(f"{target.url}/uws/jobs/{job}", target.token)
+        dialects.print_uws(console, found)
+        return found.phase
+
+    _run_dialect(call, frozenset(dialects.UWS_PHASES))
+
+
+@tes_app.command("run")
+def tes_run(
+    broker: OneBroker,
+    task: Annotated[
+        Path,
+        typer.Option("--task", "-t", exists=True, dir_okay=False, help="a TES task (JSON/YAML)"),
+    ],
+    token: Token = None,
+    timeout: Timeout = 300.0,
+) -> None:
+    """Create a task, follow it, and print its logs (exit 0 if COMPLETE)."""
+    from execbroker.client import dialects
+
+    document = _document(task, "--task")
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.run_tes(target.url, target.token, document, timeout=timeout)
+        dialects.print_tes(console, found)
+        return found.state
+
+    _run_dialect(call, frozenset({"COMPLETE"}))
+
+
+@tes_app.command("show")
+def tes_show(
+    task_id: Annotated[str, typer.Argument(help="the task's id")],
+    broker: OneBroker,
+    token: Token = None,
+) -> None:
+    """Print a task (FULL view): its state, executors' logs and outputs."""
+    from execbroker.client import dialects
+
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.tes_task(target.url, target.token, task_id)
+        dialects.print_tes(console, found)
+        return found.state
+
+    _run_dialect(call, frozenset(dialects.TES_STATES))
+
+
 @app.command()
 def dashboard(
     broker: Annotated[

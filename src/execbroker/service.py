@@ -595,10 +595,19 @@ class BrokerService:
             raise NotFound(f"no job {uuid}")
         return row
 
-    def list_jobs(self, user: User, phases: Sequence[str] = ()) -> list[SessionRow]:
-        """The caller's sessions (an admin's: everyone's), newest first, less the deleted ones."""
-        rows = self.list_sessions(user, phases)
-        return [row for row in rows if not (row.dialect_meta or {}).get("deleted")]
+    def list_jobs(
+        self,
+        user: User,
+        where: queries.JobFilter,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> Sequence[SessionRow]:
+        """The caller's jobs (an admin's: everyone's) matching ``where``, newest first, less
+        the deleted ones, filtered and paged in the database (``before``: a page's last key)."""
+        owner = None if user.admin else user.name
+        with self.database.read() as db:
+            return queries.list_jobs(db, replace(where, owner=owner), before=before, limit=limit)
 
     def abandon(self, user: User, uuid: str) -> SessionRow:
         """Reject an offer or cancel a session, whichever its phase allows; a finished one is

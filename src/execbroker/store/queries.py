@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, false, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
@@ -93,6 +94,64 @@ def list_sessions(
     if phases:
         query = query.where(SessionRow.phase.in_(list(phases)))
     return db.scalars(query.order_by(SessionRow.created.desc()).limit(limit)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which sessions a dialect's job list shows; every part is a SQL condition.
+
+    ``exit_error`` splits FAILED sessions by how their task ended: True keeps those whose
+    task exited non-zero (TES EXECUTOR_ERROR), False the others (SYSTEM_ERROR).
+    """
+
+    owner: str | None
+    phases: Sequence[str] = ()  # any of these (none given: every phase but ``not_phases``)
+    not_phases: Sequence[str] = ()
+    created_after: datetime | None = None
+    name_prefix: str | None = None  # of the name the dialect kept (TES ``name``)
+    tags: Sequence[tuple[str, str | None]] = ()  # TES tags: the key, and its value if given
+    exit_error: bool | None = None
+
+
+def list_jobs(
+    db: Session,
+    where: JobFilter,
+    *,
+    before: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Sequence[SessionRow]:
+    """Dialect jobs (not deleted) matching ``where``, newest first (then by uuid, so a page
+    boundary is exact), those after the ``before`` key (created, uuid) only, ``limit`` of them."""
+    meta = SessionRow.dialect_meta
+    query = select(SessionRow).where(not_(func.coalesce(meta["deleted"].as_boolean(), false())))
+    if where.owner is not None:
+        query = query.where(SessionRow.owner == where.owner)
+    if where.phases:
+        query = query.where(SessionRow.phase.in_(list(where.phases)))
+    if where.not_phases:
+        query = query.where(SessionRow.phase.not_in(list(where.not_phases)))
+    if where.created_after is not None:
+        query = query.where(SessionRow.created > where.created_after)
+    if where.name_prefix:
+        query = query.where(meta["name"].as_string().startswith(where.name_prefix, autoescape=True))
+    for key, value in where.tags:
+        tag = meta[("task", "tags", key)].as_string()
+        query = query.where(tag.is_not(None) if value is None else tag == value)
+    if where.exit_error is not None:
+        exited = and_(SessionRow.exit_code.is_not(None), SessionRow.exit_code != 0)
+        query = query.where(
+            or_(SessionRow.phase != Phase.FAILED, exited if where.exit_error else not_(exited))
+        )
+    if before is not None:
+        created, uuid = before
+        query = query.where(
+            or_(
+                SessionRow.created < created,
+                and_(SessionRow.created == created, SessionRow.uuid < uuid),
+            )
+        )
+    order = (SessionRow.created.desc(), SessionRow.uuid.desc())
+    return db.scalars(query.order_by(*order).limit(limit)).all()
 
 
 def due_to_start(db: Session, now: datetime) -> Sequence[SessionRow]:
