@@ -148,6 +148,28 @@ class Calendar:
         self._blocks = tuple(_block_maxima(col) for col in self._columns)
         self._ends = sorted({b.end for b in self._bookings})
 
+    @classmethod
+    def from_profile(
+        cls,
+        times: list[datetime],
+        columns: tuple[list[int], ...],
+        ends: list[datetime],
+        bookings: tuple[Booking, ...],
+    ) -> Calendar:
+        """A calendar from its load already swept (see ``HoldIndex``), taking the lists as they
+        are: ``times`` the boundaries, ``columns`` the load per segment, ``ends`` the distinct
+        booking ends, all sorted, exactly as ``__init__`` would compute from ``bookings``."""
+        calendar = cls.__new__(cls)
+        calendar._bookings = bookings
+        calendar._times, calendar._columns = times, columns
+        calendar._blocks = tuple(_block_maxima(col) for col in columns)
+        calendar._ends = ends
+        return calendar
+
+    def profile(self) -> tuple[list[datetime], tuple[list[int], ...], list[datetime]]:
+        """The swept load: boundaries, per-segment (cores, memory, storage, sessions), ends."""
+        return self._times, self._columns, self._ends
+
     def __len__(self) -> int:
         return len(self._bookings)
 
