@@ -19,12 +19,13 @@ from typing import Any, BinaryIO
 from execbroker import kinds
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.holdings import Holdings
 from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
 from execbroker.negotiation import demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
-from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
+from execbroker.planner import Offer, Plan, Quota, Resources, check_accept, plan_offers
 from execbroker.platforms.base import Logs, Platform, stop_and_release
 from execbroker.store import queries
 from execbroker.store.engine import Database
@@ -68,6 +69,7 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
+        self.holdings = Holdings(database, clock)
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -108,17 +110,23 @@ class BrokerService:
             return self._save_answer(user, request, now, reasons)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
-        with self.database.booking() as db:
-            window_end = min(demand.start.max, now + self.quota.horizon) + demand.duration.max
-            held = queries.holds(db, min(demand.start.min, now), window_end, now)
-            plan = plan_offers(
-                demand,
-                quota=self._quota_now(platform),
-                calendar=Calendar(held),
-                now=now,
-                rules=self.rules,
-                max_cost=max_cost(request, pricing.type if pricing else None),
-            )
+        quota = self._quota_now(platform)
+        with self.holdings.booking() as booker:
+            db, now = booker.db, booker.now
+
+            def plan_now() -> Plan:
+                return plan_offers(
+                    demand,
+                    quota=quota,
+                    calendar=booker.calendar(),
+                    now=now,
+                    rules=self.rules,
+                    max_cost=max_cost(request, pricing.type if pricing else None),
+                )
+
+            plan = plan_now()
+            if not plan.accepted and booker.refresh():
+                plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan)
             sessions = [
                 self._session_row(offerset_uuid, user, request, now, offer, platform.name)
@@ -127,6 +135,7 @@ class BrokerService:
             for row in sessions:
                 row.dialect, row.dialect_meta = dialect, meta
             queries.add_offerset(db, offerset, sessions)
+            booker.book(sessions)
         log.info(
             "offer set %s for %s: %s, %d offers",
             offerset_uuid,
@@ -334,8 +343,8 @@ class BrokerService:
         return action(user, uuid)
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
-        now = self.clock()
-        with self.database.booking() as db:
+        with self.holdings.booking() as booker:
+            db, now = booker.db, booker.now
             row = self._owned_session(db, user, uuid)
             if row.phase != Phase.OFFERED:
                 raise PhaseConflict(
@@ -343,13 +352,20 @@ class BrokerService:
                 )
             if row.expires <= now:
                 raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
-            held = queries.holds(db, row.start, row.end, now, besides=row.offerset_uuid)
             offer = Offer(
                 row.start, row.end - row.start, self._resources(row), row.expires, row.cost
             )
-            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            reason = check_accept(
+                offer, quota=self.quota, calendar=booker.without(row.offerset_uuid)
+            )
+            if reason is not None and booker.refresh():
+                # a release not yet learned must never refuse an accept
+                reason = check_accept(
+                    offer, quota=self.quota, calendar=booker.without(row.offerset_uuid)
+                )
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+            siblings = []
             for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
                 if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
                     sibling.phase, sibling.modified = Phase.REJECTED, now
@@ -357,8 +373,11 @@ class BrokerService:
                         *sibling.messages,
                         message(f"a sibling offer {uuid} was accepted", now=now),
                     ]
+                    siblings.append(sibling.uuid)
             row.phase, row.modified = Phase.ACCEPTED, now
             row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
+            booker.release(siblings)
+            booker.book([row])
         log.info("session %s accepted by %s", uuid, user.name)
         return row
 
@@ -371,6 +390,7 @@ class BrokerService:
                     f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
                 )
             row.phase, row.modified = Phase.REJECTED, now
+        self.holdings.released([uuid])
         return row
 
     def _cancel(self, user: User, uuid: str) -> SessionRow:
@@ -389,6 +409,7 @@ class BrokerService:
                 raise PhaseConflict(f"session {uuid} finished before it could be cancelled")
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
+        self.holdings.released([uuid])
         if handle is not None and platform is not None:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
@@ -428,6 +449,7 @@ class BrokerService:
         with self.database.write() as db:
             for sibling in answer.sessions[1:]:
                 queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+        self.holdings.released(sibling.uuid for sibling in answer.sessions[1:])
         return self.update_phase(user, best.uuid, Phase.ACCEPTED) if run else best
 
     def _refused(

@@ -60,12 +60,11 @@ def test_index_equals_sweep_after_every_change(ops: list[tuple[str, object, obje
         else:
             assert isinstance(arg, datetime)
             index.expire(arg)
-            model = {
-                k: h for k, h in model.items() if h.expires is None or h.expires > arg
-            }
+            model = {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
         swept = Calendar(_live(model, None))
         assert index.calendar().profile() == swept.profile()
         assert len(index) == len(model)
+        assert HoldIndex(model).calendar().profile() == swept.profile()  # rebuilt at once
 
 
 @settings(max_examples=100, deadline=None)
@@ -88,7 +87,8 @@ def test_index_answers_as_the_brute_force_model(
     calendar = index.calendar()
     start, end = min(lo, hi), max(lo, hi)
     instants_in = sorted(
-        {start} | {t for h in bookings for t in (h.booking.start, h.booking.end) if start <= t < end}
+        {start}
+        | {t for h in bookings for t in (h.booking.start, h.booking.end) if start <= t < end}
     )
     if start < end:
         peak = Resources()

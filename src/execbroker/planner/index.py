@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, insort
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from .calendar import Booking, Calendar, _Piece, _pieces
+from .calendar import Booking, Calendar, _Piece, _pieces, _sweep
 
 _COLUMNS = 4  # cores, memory, storage, sessions
 
@@ -49,8 +50,35 @@ class HoldIndex:
         self._applied: dict[str, list[_Piece]] = {}  # "s:"+key or "g:"+group -> its pieces
         self._expiry: list[tuple[datetime, str]] = []  # heap; stale entries are skipped
         self._view: Calendar | None = None
-        for key, hold in (holds or {}).items():
-            self.put(key, hold)
+        if holds:
+            self._bulk(holds)
+
+    def _bulk(self, holds: dict[str, Hold]) -> None:
+        """Start from many holds at once: one sort, as ``Calendar`` does, not one insert each."""
+        grouped: dict[str, list[Booking]] = {}
+        for key, hold in holds.items():
+            self._holds[key] = hold
+            self._end_refs[hold.booking.end] = self._end_refs.get(hold.booking.end, 0) + 1
+            if hold.expires is not None:
+                self._expiry.append((hold.expires, key))
+            group = hold.booking.group
+            if group is None:
+                pieces = _pieces([hold.booking])
+                if pieces:
+                    self._applied[f"s:{key}"] = pieces
+            else:
+                self._groups.setdefault(group, set()).add(key)
+                grouped.setdefault(group, []).append(hold.booking)
+        for group, members in grouped.items():
+            pieces = _pieces(members)
+            if pieces:
+                self._applied[f"g:{group}"] = pieces
+        every = [piece for pieces in self._applied.values() for piece in pieces]
+        self._times, self._columns = _sweep(every)
+        refs = Counter(t for piece in every for t in (piece[0], piece[1]))
+        self._refs = [refs[t] for t in self._times]
+        self._ends = sorted(self._end_refs)
+        heapq.heapify(self._expiry)
 
     def __len__(self) -> int:
         return len(self._holds)

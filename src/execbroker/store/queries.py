@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
 from execbroker.planner import Booking, Resources
-from execbroker.store.tables import OfferSetRow, SessionRow
+from execbroker.store.tables import BrokerLock, OfferSetRow, SessionRow
 
 # Phases in which a session holds capacity (an OFFERED one only until it expires).
 HOLDING = (
@@ -63,6 +63,43 @@ def holds(
         )
         for start, end, cores, memory, storage, phase, offerset in db.execute(query)
     ]
+
+
+HoldRow = tuple[str, datetime, datetime, int, int, int, str, str, datetime]
+
+
+def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) -> list[HoldRow]:
+    """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
+    holding capacity now or, given ``booked_after``, of every session (in any phase) that a
+    booking transaction counted after that version changed."""
+    query = select(
+        SessionRow.uuid,
+        SessionRow.start,
+        SessionRow.end,
+        SessionRow.cores,
+        SessionRow.memory_gib,
+        SessionRow.storage_gib,
+        SessionRow.phase,
+        SessionRow.offerset_uuid,
+        SessionRow.expires,
+    )
+    if booked_after is None:
+        query = query.where(_holding(now))
+    else:
+        query = query.where(SessionRow.booked > booked_after)
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+
+
+def released_since(db: Session, since: datetime) -> list[str]:
+    """Sessions that reached a final phase (holding nothing) at or after ``since``."""
+    query = select(SessionRow.uuid).where(
+        SessionRow.modified >= since, SessionRow.phase.in_([phase.value for phase in FINAL])
+    )
+    return list(db.scalars(query))
+
+
+def bump_lock_version(db: Session, version: int) -> None:
+    db.execute(update(BrokerLock).where(BrokerLock.id == 1).values(version=version))
 
 
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
