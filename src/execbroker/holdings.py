@@ -70,18 +70,10 @@ class Booker:
     def calendar(self) -> Calendar:
         return self._holdings.index.calendar()
 
-    def without(self, offerset: str) -> Calendar:
-        """The calendar less one offer set's offers (the alternatives being accepted)."""
+    def without(self, offerset: str, start: datetime, end: datetime) -> Calendar:
+        """The load over [start, end) less one offer set's (the alternatives being accepted)."""
         index = self._holdings.index
-        members = [(key, index.get(key)) for key in index.group_members(offerset)]
-        for key, _ in members:
-            index.discard(key)
-        try:
-            return index.calendar()
-        finally:
-            for key, hold in members:
-                if hold is not None:
-                    index.put(key, hold)
+        return index.calendar().window(start, end, index.group_pieces(offerset))
 
     def refresh(self) -> bool:
         """Learn every release up to now at once; whether any changed the index."""

@@ -356,12 +356,16 @@ class BrokerService:
                 row.start, row.end - row.start, self._resources(row), row.expires, row.cost
             )
             reason = check_accept(
-                offer, quota=self.quota, calendar=booker.without(row.offerset_uuid)
+                offer,
+                quota=self.quota,
+                calendar=booker.without(row.offerset_uuid, row.start, row.end),
             )
             if reason is not None and booker.refresh():
                 # a release not yet learned must never refuse an accept
                 reason = check_accept(
-                    offer, quota=self.quota, calendar=booker.without(row.offerset_uuid)
+                    offer,
+                    quota=self.quota,
+                    calendar=booker.without(row.offerset_uuid, row.start, row.end),
                 )
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")

@@ -104,16 +104,38 @@ def test_index_answers_as_the_brute_force_model(
         ).fits(start, end, Resources(1, 1, 0), quota)
 
 
-def test_a_view_is_a_snapshot() -> None:
+def test_a_view_follows_changes_once_asked_again() -> None:
     index = HoldIndex()
-    index.put("x", Hold(Booking(T0, T0 + timedelta(hours=1), Resources(2, 2, 0))))
-    before = index.calendar()
-    index.put("y", Hold(Booking(T0, T0 + timedelta(hours=1), Resources(1, 1, 0))))
-    assert before.peak(T0, T0 + timedelta(hours=1)) == (Resources(2, 2, 0), 1)
-    assert index.calendar().peak(T0, T0 + timedelta(hours=1)) == (Resources(3, 3, 0), 2)
+    hour = timedelta(hours=1)
+    index.put("x", Hold(Booking(T0, T0 + hour, Resources(2, 2, 0))))
+    assert index.calendar().peak(T0, T0 + hour) == (Resources(2, 2, 0), 1)
+    index.put("y", Hold(Booking(T0, T0 + hour, Resources(1, 1, 0))))
+    assert index.calendar().peak(T0, T0 + hour) == (Resources(3, 3, 0), 2)
     index.discard("x")
     index.discard("y")
     assert index.calendar().profile() == ([], ([], [], [], []), [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, instants, instants, st.sampled_from(["a", "b", "c"]))
+def test_a_window_less_one_group_equals_the_sweep_without_it(
+    ops: list[tuple[str, object, object]], lo: datetime, hi: datetime, group: str
+) -> None:
+    index = HoldIndex()
+    for op, key, arg in ops:
+        if op == "put":
+            assert isinstance(key, str) and isinstance(arg, Hold)
+            index.put(key, arg)
+        elif op == "discard":
+            assert isinstance(key, str)
+            index.discard(key)
+    start, end = min(lo, hi), max(lo, hi) + timedelta(minutes=15)
+    rest = Calendar(h.booking for h in index.holds().values() if h.booking.group != group)
+    window = index.calendar().window(start, end, index.group_pieces(group))
+    assert window.peak(start, end) == rest.peak(start, end)
+    quota = Quota(Resources(6, 12, 4), max_sessions=3, max_duration=timedelta(days=1))
+    for size in (Resources(1, 1, 0), Resources(3, 6, 2)):
+        assert window.fits(start, end, size, quota) == rest.fits(start, end, size, quota)
 
 
 def test_an_offer_stops_holding_when_it_expires() -> None:

@@ -10,7 +10,7 @@ bisects plus a few C-speed ``max`` calls.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, pairwise
@@ -140,12 +140,13 @@ def _range_max(values: list[int], blocks: list[int], i: int, j: int) -> int:
 class Calendar:
     """An immutable set of bookings, indexed for peak-load queries over any window."""
 
-    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_times")
+    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_source", "_times")
 
     def __init__(self, bookings: Iterable[Booking]) -> None:
-        self._bookings: tuple[Booking, ...] = tuple(bookings)
+        self._bookings: tuple[Booking, ...] | None = tuple(bookings)
+        self._source: Callable[[], tuple[Booking, ...]] | None = None
         self._times, self._columns = _sweep(_pieces(self._bookings))
-        self._blocks = tuple(_block_maxima(col) for col in self._columns)
+        self._blocks: tuple[list[int], ...] | None = None
         self._ends = sorted({b.end for b in self._bookings})
 
     @classmethod
@@ -154,29 +155,57 @@ class Calendar:
         times: list[datetime],
         columns: tuple[list[int], ...],
         ends: list[datetime],
-        bookings: tuple[Booking, ...],
+        bookings: Callable[[], tuple[Booking, ...]],
     ) -> Calendar:
         """A calendar from its load already swept (see ``HoldIndex``), taking the lists as they
-        are: ``times`` the boundaries, ``columns`` the load per segment, ``ends`` the distinct
-        booking ends, all sorted, exactly as ``__init__`` would compute from ``bookings``."""
+        are (not copied): ``times`` the boundaries, ``columns`` the load per segment, ``ends``
+        the distinct booking ends, all sorted, exactly as ``__init__`` would compute from what
+        ``bookings`` returns (called only if they are asked for)."""
         calendar = cls.__new__(cls)
-        calendar._bookings = bookings
+        calendar._bookings, calendar._source = None, bookings
         calendar._times, calendar._columns = times, columns
-        calendar._blocks = tuple(_block_maxima(col) for col in columns)
+        calendar._blocks = None
         calendar._ends = ends
         return calendar
+
+    def window(self, start: datetime, end: datetime, less: Sequence[_Piece] = ()) -> Calendar:
+        """Only the load over [start, end), less ``less`` (pieces of what it holds): peaks and
+        fits within the window as on the whole, built in time proportional to the window."""
+        i, j = self._span(start, end)
+        if i >= j:
+            return Calendar(())
+        times = self._times[i : j + 1]
+        columns = tuple(column[i:j] for column in self._columns)
+        for lo, hi, c, m, s in less:
+            a = max(bisect_left(times, lo), 0)
+            b = bisect_left(times, hi)
+            for column, amount in zip(columns, (c, m, s, 1), strict=True):
+                for k in range(a, min(b, len(column))):
+                    column[k] -= amount
+        return Calendar.from_profile(times, columns, [], tuple)
+
+    def _maxima(self) -> tuple[list[int], ...]:
+        if self._blocks is None:
+            self._blocks = tuple(_block_maxima(col) for col in self._columns)
+        return self._blocks
+
+    def _all(self) -> tuple[Booking, ...]:
+        if self._bookings is None:
+            assert self._source is not None
+            self._bookings = self._source()
+        return self._bookings
 
     def profile(self) -> tuple[list[datetime], tuple[list[int], ...], list[datetime]]:
         """The swept load: boundaries, per-segment (cores, memory, storage, sessions), ends."""
         return self._times, self._columns, self._ends
 
     def __len__(self) -> int:
-        return len(self._bookings)
+        return len(self._all())
 
     @property
     def bookings(self) -> tuple[Booking, ...]:
         """The bookings this calendar was built from, in the order given."""
-        return self._bookings
+        return self._all()
 
     def _span(self, start: datetime, end: datetime) -> tuple[int, int]:
         """Indices [i, j) of the segments that overlap [start, end); empty when i >= j."""
@@ -198,7 +227,7 @@ class Calendar:
             return Resources(), 0
         cores, memory, storage, sessions = (
             _range_max(col, blocks, i, j)
-            for col, blocks in zip(self._columns, self._blocks, strict=True)
+            for col, blocks in zip(self._columns, self._maxima(), strict=True)
         )
         return Resources(cores, memory, storage), sessions
 
@@ -260,4 +289,4 @@ class Calendar:
 
     def without_group(self, group: str) -> Calendar:
         """This calendar minus one offer set (e.g. to re-check one of its offers on accept)."""
-        return Calendar(b for b in self._bookings if b.group != group)
+        return Calendar(b for b in self._all() if b.group != group)

@@ -148,15 +148,20 @@ class HoldIndex:
     # -- reading ---------------------------------------------------------------------------
 
     def calendar(self) -> Calendar:
-        """An immutable ``Calendar`` of what is held now (a copy: later changes do not show)."""
+        """A ``Calendar`` of what is held now, valid until the index next changes.
+
+        It reads the index's own lists, not a copy (copying would cost what the index saves):
+        ask again after a change, never keep one across it.
+        """
         if self._view is None:
             self._view = Calendar.from_profile(
-                list(self._times),
-                tuple(list(column) for column in self._columns),
-                list(self._ends),
-                self._holds_view(),
+                self._times, self._columns, self._ends, self._holds_view
             )
         return self._view
+
+    def group_pieces(self, group: str) -> list[_Piece]:
+        """What an offer set's alternatives add to the load, collapsed (see ``Calendar``)."""
+        return list(self._applied.get(f"g:{group}", ()))
 
     def _holds_view(self) -> tuple[Booking, ...]:
         return tuple(hold.booking for hold in self._holds.values())
