@@ -172,11 +172,12 @@ class Holdings:
         if not booker._booked and not booker._released:
             return
         version = booker.db.info["lock_version"] + 1
+        for row in booker._booked:  # before the UPDATE below flushes them: one write per row
+            row.booked = version
         queries.bump_lock_version(booker.db, version)
         for uuid in booker._released:
             self.index.discard(uuid)
         for row in booker._booked:
-            row.booked = version
             self._learn(row.uuid, row.phase, _hold(row), booker.now)
         # the version moves on only once the transaction commits (see ``booking``); were it
         # to fail, the except clause drops the index instead

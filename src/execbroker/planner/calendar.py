@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, pairwise
+from typing import overload
 
 from .formatting import fmt_instant
 from .quota import Quota
@@ -137,6 +138,44 @@ def _range_max(values: list[int], blocks: list[int], i: int, j: int) -> int:
     )
 
 
+class Starts(Sequence[datetime]):
+    """``[first, *ends[lo:hi]]`` without copying: the candidate starts of one planning call,
+    which over a crowded week would otherwise be a list of every booking's end."""
+
+    __slots__ = ("_ends", "_first", "_hi", "_lo")
+
+    def __init__(self, first: datetime | None, ends: Sequence[datetime], lo: int, hi: int) -> None:
+        self._first, self._ends, self._lo, self._hi = first, ends, lo, max(lo, hi)
+
+    def __len__(self) -> int:
+        return (self._first is not None) + self._hi - self._lo
+
+    @overload
+    def __getitem__(self, k: int) -> datetime: ...
+    @overload
+    def __getitem__(self, k: slice) -> Starts: ...
+    def __getitem__(self, k: int | slice) -> datetime | Starts:
+        head = self._first is not None
+        if isinstance(k, slice):
+            a, b, step = k.indices(len(self))
+            if step != 1:
+                raise ValueError("Starts slices take no step")
+            if b <= a:
+                return Starts(None, self._ends, 0, 0)
+            if head and a == 0:
+                return Starts(self._first, self._ends, self._lo, self._lo + b - 1)
+            return Starts(None, self._ends, self._lo + a - head, self._lo + b - head)
+        if k < 0:
+            k += len(self)
+        if head:
+            if k == 0:
+                return self._first  # type: ignore[return-value]
+            k -= 1
+        if not 0 <= k < self._hi - self._lo:
+            raise IndexError(k)
+        return self._ends[self._lo + k]
+
+
 class Calendar:
     """An immutable set of bookings, indexed for peak-load queries over any window."""
 
@@ -225,10 +264,13 @@ class Calendar:
         i, j = self._span(start, end)
         if i >= j:
             return Resources(), 0
-        cores, memory, storage, sessions = (
-            _range_max(col, blocks, i, j)
-            for col, blocks in zip(self._columns, self._maxima(), strict=True)
-        )
+        if j - i <= 2 * _BLOCK:  # a short window: no block maxima needed (nor built)
+            cores, memory, storage, sessions = (max(col[i:j]) for col in self._columns)
+        else:
+            cores, memory, storage, sessions = (
+                _range_max(col, blocks, i, j)
+                for col, blocks in zip(self._columns, self._maxima(), strict=True)
+            )
         return Resources(cores, memory, storage), sessions
 
     def fits(self, start: datetime, end: datetime, resources: Resources, quota: Quota) -> bool:
@@ -281,6 +323,11 @@ class Calendar:
                 end = start + duration
             k += 1
         return start
+
+    def candidate_starts(self, first: datetime, until: datetime) -> Starts:
+        """``first``, then ``release_times(first, until)``: where a booking may start."""
+        ends = self._ends
+        return Starts(first, ends, bisect_right(ends, first), bisect_right(ends, until))
 
     def release_times(self, after: datetime, until: datetime) -> list[datetime]:
         """Sorted distinct booking ends e with after < e <= until: when capacity may free up."""
