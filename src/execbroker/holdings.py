@@ -37,7 +37,8 @@ SWEEP_EVERY = timedelta(milliseconds=100)
 # How far back each sweep looks again: a release committed up to this long after it was stamped
 # (a slow transaction, a replica's clock behind ours) is still seen.
 SWEEP_MARGIN = timedelta(seconds=2)
-REBUILD_EVERY = timedelta(minutes=5)  # bounds what a release missed even so can cost
+REBUILD_EVERY = timedelta(minutes=5)
+IDLE_REBUILD = timedelta(seconds=2)  # bounds what a release missed even so can cost
 
 _HOLDING = {phase.value for phase in queries.HOLDING}
 
@@ -132,7 +133,12 @@ class Holdings:
 
     def _catch_up(self, db: Session, now: datetime) -> None:
         version = db.info["lock_version"]
-        stale = self._rebuilt is None or now - self._rebuilt >= REBUILD_EVERY
+        stale = (
+            self._rebuilt is None
+            or now - self._rebuilt >= REBUILD_EVERY
+            # idle a while: releases since may have been purged (see ``retention.MIN_AGE``)
+            or (self._swept is not None and now - self._swept >= IDLE_REBUILD)
+        )
         if self._version is None or stale:
             self.rebuild(db, now)
             return

@@ -140,6 +140,7 @@ class Monitor:
         with self.database.write() as db:
             queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+        self.service.retention.tick()  # purges, when due, in a thread of its own
         with self.database.read() as db:
             due = list(queries.due_to_start(db, now))
             return due, list(queries.held_sessions(db, self.replica, _ACTIVE))

@@ -27,6 +27,7 @@ from execbroker.negotiation import demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
 from execbroker.planner import Offer, Plan, Quota, Resources, check_accept, plan_offers
 from execbroker.platforms.base import Logs, Platform, stop_and_release
+from execbroker.retention import Retention
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -70,6 +71,7 @@ class BrokerService:
         self.rules = config.offer_rules()
         self.clock = clock
         self.holdings = Holdings(database, clock)
+        self.retention = Retention(self)
 
     # -- offers ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
@@ -100,6 +100,54 @@ def released_since(db: Session, since: datetime) -> list[str]:
 
 def bump_lock_version(db: Session, version: int) -> None:
     db.execute(update(BrokerLock).where(BrokerLock.id == 1).values(version=version))
+
+
+# -- retention ------------------------------------------------------------------------------
+
+_UNACCEPTED = (Phase.REJECTED.value, Phase.EXPIRED.value)
+
+
+def finished_before(db: Session, before: datetime, limit: int) -> list[tuple[str, str, str | None]]:
+    """(uuid, platform, handle) of up to ``limit`` sessions that reached a final phase before
+    ``before`` (oldest first)."""
+    query = (
+        select(SessionRow.uuid, SessionRow.platform, SessionRow.handle)
+        .where(SessionRow.modified < before, SessionRow.phase.in_([p.value for p in FINAL]))
+        .order_by(SessionRow.modified)
+        .limit(limit)
+    )
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+
+
+def unaccepted_before(db: Session, before: datetime, limit: int) -> list[str]:
+    """Up to ``limit`` offer sets made before ``before`` none of whose offers was accepted
+    (every session REJECTED or EXPIRED, or none at all: a NO)."""
+    taken = (
+        select(SessionRow.uuid)
+        .where(SessionRow.offerset_uuid == OfferSetRow.uuid)
+        .where(SessionRow.phase.not_in(_UNACCEPTED))
+    )
+    query = (
+        select(OfferSetRow.uuid)
+        .where(OfferSetRow.created < before, ~taken.exists())
+        .order_by(OfferSetRow.created)
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+def delete_sessions(db: Session, uuids: Sequence[str]) -> int:
+    if not uuids:
+        return 0
+    return db.execute(delete(SessionRow).where(SessionRow.uuid.in_(list(uuids)))).rowcount
+
+
+def delete_offersets(db: Session, uuids: Sequence[str]) -> int:
+    """Delete these offer sets and their sessions (the caller chose sets that hold nothing)."""
+    if not uuids:
+        return 0
+    db.execute(delete(SessionRow).where(SessionRow.offerset_uuid.in_(list(uuids))))
+    return db.execute(delete(OfferSetRow).where(OfferSetRow.uuid.in_(list(uuids)))).rowcount
 
 
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
