@@ -10,8 +10,10 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
 * Offers stop holding at their expiry, by the index's own clock, as the database's holds do.
 * Released capacity (rejected, cancelled, finished) is learned at once for this process's own
   changes, and within ``SWEEP_EVERY`` for others' by a sweep of recently finished rows. Until
-  then the index holds more than the database, never less: late, never unsafe. A plan that
-  finds no room is made again on an index rebuilt from the database, so lag never refuses.
+  then the index holds more than the database, never less: late, never unsafe. Before a
+  refusal (no offer, or an accept that no longer fits) the index sweeps at once and, if that
+  finds nothing, is rebuilt from the database (at most every ``REBUILD_AFTER``), so a release
+  missed by the sweeps (purged while this replica was idle) does not refuse for long.
 * Any failure in a transaction that changed the index drops the index; the next one rebuilds
   it from the database, as does start-up.
 """
@@ -37,8 +39,9 @@ SWEEP_EVERY = timedelta(milliseconds=100)
 # How far back each sweep looks again: a release committed up to this long after it was stamped
 # (a slow transaction, a replica's clock behind ours) is still seen.
 SWEEP_MARGIN = timedelta(seconds=2)
-REBUILD_EVERY = timedelta(minutes=5)
-IDLE_REBUILD = timedelta(seconds=2)  # bounds what a release missed even so can cost
+# A refusal made on an index that may miss a release even so (a replica idle while retention
+# purged it, a clock far behind) is checked on an index rebuilt, at most this often.
+REBUILD_AFTER = timedelta(seconds=10)
 
 _HOLDING = {phase.value for phase in queries.HOLDING}
 
@@ -77,8 +80,11 @@ class Booker:
         return index.calendar().window(start, end, index.group_pieces(offerset))
 
     def refresh(self) -> bool:
-        """Learn every release up to now at once; whether any changed the index."""
-        return self._holdings.sweep(self.db, self.now)
+        """Before a refusal: learn every release up to now, or failing any, rebuild the index
+        from the database (if not done lately); whether the index changed."""
+        if self._holdings.sweep(self.db, self.now):
+            return True
+        return self._holdings.rebuild_if_due(self.db, self.now)
 
     def book(self, rows: Iterable[SessionRow]) -> None:
         """Count these rows' holds (new offers, an accepted session) from this transaction."""
@@ -133,13 +139,7 @@ class Holdings:
 
     def _catch_up(self, db: Session, now: datetime) -> None:
         version = db.info["lock_version"]
-        stale = (
-            self._rebuilt is None
-            or now - self._rebuilt >= REBUILD_EVERY
-            # idle a while: releases since may have been purged (see ``retention.MIN_AGE``)
-            or (self._swept is not None and now - self._swept >= IDLE_REBUILD)
-        )
-        if self._version is None or stale:
+        if self._version is None:
             self.rebuild(db, now)
             return
         if version != self._version:
@@ -158,6 +158,13 @@ class Holdings:
             self.index.discard(uuid)
         self._swept = now
         return bool(known)
+
+    def rebuild_if_due(self, db: Session, now: datetime) -> bool:
+        if self._rebuilt is not None and now - self._rebuilt < REBUILD_AFTER:
+            return False
+        before = self.index.holds()
+        self.rebuild(db, now)
+        return self.index.holds() != before
 
     def rebuild(self, db: Session, now: datetime) -> None:
         self.index = HoldIndex(

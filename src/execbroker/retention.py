@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 200  # rows per transaction
 MAX_BATCHES = 25  # per pass: a backlog is worked off over several passes
-# Never purge a row changed this recently, whatever the retention: every replica's index of
-# holds has learned of the release by then (see ``execbroker.holdings``).
+# Never purge a row changed this recently, whatever the retention: a replica's index of holds
+# that is busy has learned of the release by then (an idle one rebuilds before it refuses:
+# see ``execbroker.holdings``).
 MIN_AGE = timedelta(seconds=5)
 
 

@@ -6,12 +6,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import BigInteger, and_, delete, func, or_, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
 from execbroker.planner import Booking, Resources
-from execbroker.store.tables import BrokerLock, OfferSetRow, SessionRow
+from execbroker.store.tables import EPOCH, MICROSECOND, BrokerLock, OfferSetRow, SessionRow
 
 # Phases in which a session holds capacity (an OFFERED one only until it expires).
 HOLDING = (
@@ -72,22 +72,28 @@ def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) ->
     """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
     holding capacity now or, given ``booked_after``, of every session (in any phase) that a
     booking transaction counted after that version changed."""
+    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
+    # per-value type processing would cost most of a rebuild of many bookings
     query = select(
         SessionRow.uuid,
-        SessionRow.start,
-        SessionRow.end,
+        type_coerce(SessionRow.start, BigInteger),
+        type_coerce(SessionRow.end, BigInteger),
         SessionRow.cores,
         SessionRow.memory_gib,
         SessionRow.storage_gib,
         SessionRow.phase,
         SessionRow.offerset_uuid,
-        SessionRow.expires,
+        type_coerce(SessionRow.expires, BigInteger),
     )
     if booked_after is None:
         query = query.where(_holding(now))
     else:
         query = query.where(SessionRow.booked > booked_after)
-    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+    us = MICROSECOND
+    return [
+        (uuid, EPOCH + start * us, EPOCH + end * us, c, m, s, phase, offerset, EPOCH + exp * us)
+        for uuid, start, end, c, m, s, phase, offerset, exp in db.execute(query)
+    ]
 
 
 def released_since(db: Session, since: datetime) -> list[str]:
