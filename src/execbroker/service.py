@@ -453,9 +453,13 @@ class BrokerService:
             return self._refused(user, request, answer.row, dialect, meta)
         best, now = answer.sessions[0], self.clock()
         with self.database.write() as db:
-            for sibling in answer.sessions[1:]:
-                queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
-        self.holdings.released(sibling.uuid for sibling in answer.sessions[1:])
+            rejected = [
+                sibling.uuid
+                for sibling in answer.sessions[1:]
+                if queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+            ]
+        # only those this rejected: one accepted meanwhile holds what it holds
+        self.holdings.released(rejected)
         return self.update_phase(user, best.uuid, Phase.ACCEPTED) if run else best
 
     def _refused(
