@@ -146,6 +146,7 @@ class Monitor:
             expired = queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
             self.service.metrics.expired(expired)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+        self.service.retention.tick()  # purges, when due, in a thread of its own
         with self.database.read() as db:
             due = list(queries.due_to_start(db, now))
             return due, list(queries.held_sessions(db, self.replica, _ACTIVE))

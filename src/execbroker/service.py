@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from execbroker import kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.holdings import Holdings
 from execbroker.metrics import Metrics
 from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
@@ -37,6 +38,7 @@ from execbroker.planner import (
     plan_offers,
 )
 from execbroker.platforms.base import Logs, Platform, stop_and_release
+from execbroker.retention import Retention
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -91,6 +93,8 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
+        self.holdings = Holdings(database, clock)
+        self.retention = Retention(self)
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -152,17 +156,23 @@ class BrokerService:
             return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
-        with self.database.booking() as db:
-            window_end = min(demand.start.max, now + self.quota.horizon) + demand.duration.max
-            held = queries.holds(db, min(demand.start.min, now), window_end, now)
-            plan = plan_offers(
-                demand,
-                quota=self._quota_now(platform),
-                calendar=Calendar(held),
-                now=now,
-                rules=self.rules,
-                max_cost=max_cost(request, pricing.type if pricing else None),
-            )
+        quota = self._quota_now(platform)
+        with self.holdings.booking() as booker:
+            db, now = booker.db, booker.now
+
+            def plan_now() -> Plan:
+                return plan_offers(
+                    demand,
+                    quota=quota,
+                    calendar=booker.calendar(),
+                    now=now,
+                    rules=self.rules,
+                    max_cost=max_cost(request, pricing.type if pricing else None),
+                )
+
+            plan = plan_now()
+            if not plan.accepted and booker.refresh():
+                plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
             sessions = [
                 self._session_row(offerset_uuid, user, request, now, offer, platform.name)
@@ -171,6 +181,7 @@ class BrokerService:
             for row in sessions:
                 row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
             queries.add_offerset(db, offerset, sessions)
+            booker.book(sessions)
         log.info(
             "offer set %s for %s: %s, %d offers",
             offerset_uuid,
@@ -397,8 +408,8 @@ class BrokerService:
             return action(user, uuid)
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
-        now = self.clock()
-        with self.database.booking() as db:
+        with self.holdings.booking() as booker:
+            db, now = booker.db, booker.now
             row = self._owned_session(db, user, uuid)
             if row.phase != Phase.OFFERED:
                 raise PhaseConflict(
@@ -406,26 +417,38 @@ class BrokerService:
                 )
             if row.expires <= now:
                 raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
-            held = queries.holds(db, row.start, row.end, now, besides=row.offerset_uuid)
             offer = Offer(
                 row.start, row.end - row.start, self._resources(row), row.expires, row.cost
             )
-            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            reason = check_accept(
+                offer,
+                quota=self.quota,
+                calendar=booker.without(row.offerset_uuid, row.start, row.end),
+            )
+            if reason is not None and booker.refresh():
+                # a release not yet learned must never refuse an accept
+                reason = check_accept(
+                    offer,
+                    quota=self.quota,
+                    calendar=booker.without(row.offerset_uuid, row.start, row.end),
+                )
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-            siblings = 0
+            siblings = []
             for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
                 if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
-                    siblings += 1
                     sibling.phase, sibling.modified = Phase.REJECTED, now
                     sibling.messages = [
                         *sibling.messages,
                         message(f"a sibling offer {uuid} was accepted", now=now),
                     ]
+                    siblings.append(sibling.uuid)
             row.phase, row.modified = Phase.ACCEPTED, now
             row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
+            booker.release(siblings)
+            booker.book([row])
         log.info("session %s accepted by %s", uuid, user.name)
-        self.metrics.accepted(uuid, siblings)
+        self.metrics.accepted(uuid, len(siblings))
         return row
 
     def change_duration(
@@ -437,8 +460,8 @@ class BrokerService:
         Raises NotFound, PermissionDenied, InvalidRequest for a duration of no length, or
         PhaseConflict naming why: the session has started, or the new end does not fit.
         """
-        now = self.clock()
-        with self.database.booking() as db:
+        with self.holdings.booking() as booker:
+            db, now = booker.db, booker.now
             row = self._owned_session(db, user, uuid)
             if row.phase not in NOT_STARTED:
                 raise PhaseConflict(
@@ -457,13 +480,18 @@ class BrokerService:
             pricing = self.config.pricing
             cost = pricing.to_pricing().cost(self._resources(row), wanted) if pricing else None
             offer = Offer(row.start, wanted, self._resources(row), row.expires, cost)
-            held = queries.holds(db, row.start, row.start + wanted, now, besides=row.offerset_uuid)
-            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            window = booker.without(row.offerset_uuid, row.start, row.start + wanted)
+            reason = check_accept(offer, quota=self.quota, calendar=window)
+            if reason is not None and booker.refresh():  # a release not yet learned
+                window = booker.without(row.offerset_uuid, row.start, row.start + wanted)
+                reason = check_accept(offer, quota=self.quota, calendar=window)
             if reason is not None:
                 raise PhaseConflict(
                     f"session {uuid} cannot last {format_duration(wanted)}: {reason}"
                 )
             row.end, row.modified = row.start + wanted, now
+            booker.release([row.uuid])  # its old hold, replaced by the new one
+            booker.book([row])
             if row.cost is not None:
                 row.cost = cost
             row.messages = [
@@ -483,6 +511,7 @@ class BrokerService:
                 )
             row.phase, row.modified = Phase.REJECTED, now
         self.metrics.rejected()
+        self.holdings.released([uuid])
         return row
 
     def _cancel(self, user: User, uuid: str) -> SessionRow:
@@ -502,6 +531,7 @@ class BrokerService:
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
         self.metrics.ended(uuid, Phase.CANCELLED)
+        self.holdings.released([uuid])
         if handle is not None and platform is not None:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
@@ -549,8 +579,13 @@ class BrokerService:
             return self._refused(user, request, answer.row, dialect, meta)
         best, now = answer.sessions[0], self.clock()
         with self.database.write() as db:
-            for sibling in answer.sessions[1:]:
-                queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+            rejected = [
+                sibling.uuid
+                for sibling in answer.sessions[1:]
+                if queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+            ]
+        # only those this rejected: one accepted meanwhile holds what it holds
+        self.holdings.released(rejected)
         return self.update_phase(user, best.uuid, Phase.ACCEPTED) if run else best
 
     def _refused(

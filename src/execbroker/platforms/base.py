@@ -158,6 +158,10 @@ class Platform(Protocol):
     def release(self, handle: str) -> None:
         """Free what the finished task still holds (containers, projects); idempotent."""
 
+    def forget(self, handle: str) -> None:
+        """Delete what the platform keeps of a finished, released task (its records, logs),
+        once the broker purges the session; idempotent."""
+
 
 def stop_and_release(platform: Platform, handle: str) -> None:
     """Stop a task and free what it holds, logging (not raising) what the platform refuses:

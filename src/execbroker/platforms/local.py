@@ -193,6 +193,14 @@ class LocalPlatform:
         if not run.locked():
             self._clean(run)
 
+    def forget(self, handle: str) -> None:
+        """Remove the broker's record of a run (launch marker, status, logs), never one whose
+        runner still holds its lock, nor anything outside this platform's runs."""
+        run = RunDir(Path(handle))
+        if run.path.parent.resolve() != self.runs_dir.resolve() or run.locked():
+            return
+        shutil.rmtree(run.path, ignore_errors=True)
+
     # -- helpers ----------------------------------------------------------------------
 
     def _run(self, session_id: str) -> RunDir:

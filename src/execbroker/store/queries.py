@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, not_, or_, select, update
+from sqlalchemy import BigInteger, and_, delete, false, func, not_, or_, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
 from execbroker.planner import Booking, Resources
-from execbroker.store.tables import OfferSetRow, SessionRow
+from execbroker.store.tables import EPOCH, MICROSECOND, BrokerLock, OfferSetRow, SessionRow
 
 # Phases in which a session holds capacity (an OFFERED one only until it expires).
 HOLDING = (
@@ -64,6 +64,97 @@ def holds(
         )
         for start, end, cores, memory, storage, phase, offerset in db.execute(query)
     ]
+
+
+HoldRow = tuple[str, datetime, datetime, int, int, int, str, str, datetime]
+
+
+def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) -> list[HoldRow]:
+    """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
+    holding capacity now or, given ``booked_after``, of every session (in any phase) that a
+    booking transaction counted after that version changed."""
+    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
+    # per-value type processing would cost most of a rebuild of many bookings
+    query = select(
+        SessionRow.uuid,
+        type_coerce(SessionRow.start, BigInteger),
+        type_coerce(SessionRow.end, BigInteger),
+        SessionRow.cores,
+        SessionRow.memory_gib,
+        SessionRow.storage_gib,
+        SessionRow.phase,
+        SessionRow.offerset_uuid,
+        type_coerce(SessionRow.expires, BigInteger),
+    )
+    if booked_after is None:
+        query = query.where(_holding(now))
+    else:
+        query = query.where(SessionRow.booked > booked_after)
+    us = MICROSECOND
+    return [
+        (uuid, EPOCH + start * us, EPOCH + end * us, c, m, s, phase, offerset, EPOCH + exp * us)
+        for uuid, start, end, c, m, s, phase, offerset, exp in db.execute(query)
+    ]
+
+
+def released_since(db: Session, since: datetime) -> list[str]:
+    """Sessions that reached a final phase (holding nothing) at or after ``since``."""
+    query = select(SessionRow.uuid).where(
+        SessionRow.modified >= since, SessionRow.phase.in_([phase.value for phase in FINAL])
+    )
+    return list(db.scalars(query))
+
+
+def bump_lock_version(db: Session, version: int) -> None:
+    db.execute(update(BrokerLock).where(BrokerLock.id == 1).values(version=version))
+
+
+# -- retention ------------------------------------------------------------------------------
+
+_UNACCEPTED = (Phase.REJECTED.value, Phase.EXPIRED.value)
+
+
+def finished_before(db: Session, before: datetime, limit: int) -> list[tuple[str, str, str | None]]:
+    """(uuid, platform, handle) of up to ``limit`` sessions that reached a final phase before
+    ``before`` (oldest first)."""
+    query = (
+        select(SessionRow.uuid, SessionRow.platform, SessionRow.handle)
+        .where(SessionRow.modified < before, SessionRow.phase.in_([p.value for p in FINAL]))
+        .order_by(SessionRow.modified)
+        .limit(limit)
+    )
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+
+
+def unaccepted_before(db: Session, before: datetime, limit: int) -> list[str]:
+    """Up to ``limit`` offer sets made before ``before`` none of whose offers was accepted
+    (every session REJECTED or EXPIRED, or none at all: a NO)."""
+    taken = (
+        select(SessionRow.uuid)
+        .where(SessionRow.offerset_uuid == OfferSetRow.uuid)
+        .where(SessionRow.phase.not_in(_UNACCEPTED))
+    )
+    query = (
+        select(OfferSetRow.uuid)
+        .where(OfferSetRow.created < before, ~taken.exists())
+        .order_by(OfferSetRow.created)
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+def delete_sessions(db: Session, uuids: Sequence[str]) -> int:
+    if not uuids:
+        return 0
+    return db.execute(delete(SessionRow).where(SessionRow.uuid.in_(list(uuids)))).rowcount
+
+
+def delete_offersets(db: Session, uuids: Sequence[str]) -> int:
+    """Delete these offer sets and their sessions (the caller chose sets that hold nothing)."""
+    if not uuids:
+        return 0
+    db.execute(delete(SessionRow).where(SessionRow.offerset_uuid.in_(list(uuids))))
+    return db.execute(delete(OfferSetRow).where(OfferSetRow.uuid.in_(list(uuids)))).rowcount
 
 
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
