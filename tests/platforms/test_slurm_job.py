@@ -41,7 +41,9 @@ def _spec(
         session_id=SESSION,
         broker="slurm-account-001",
         owner="alice",
-        executable=BatchScript(script=script, environment=environment or {}),
+        # built unchecked: the platform's own checks are what these tests are about (the wire
+        # model refuses some of the same input before it ever gets here)
+        executable=BatchScript.model_construct(script=script, environment=environment or {}),
         resources=Resources(cores, memory, 0),
         start=start,
         deadline=start + duration,
@@ -150,7 +152,9 @@ def test_a_bad_name_is_refused_naming_the_field(name: str) -> None:
 
 
 def test_a_nul_byte_in_a_value_is_refused() -> None:
-    executable = BatchScript(script="true", environment={"X": "a\0b"})
+    with pytest.raises(ValueError, match="NUL"):  # the wire model refuses it first
+        BatchScript(script="true", environment={"X": "a\0b"})
+    executable = BatchScript.model_construct(script="true", environment={"X": "a\0b"})
     with pytest.raises(InvalidRequest) as refused:
         _platform().check(executable)
     assert refused.value.field == "executable.environment.X"
