@@ -176,10 +176,15 @@ def _assert_refusals(alice: httpx.Client) -> None:
             assert response.status_code == 422, response.text
             assert response.json()["field"] == "executable.compose", response.json()
             assert response.json()["detail"].startswith("executable.compose:")
-    # fields the container model does not have cannot even be asked for
+    # fields the container model does not have are ignored, named in a WARN, and never
+    # reach an offer (so never a container)
     for field in ({"cap_add": ["SYS_ADMIN"]}, {"volumes": ["/:/host"]}, {"devices": ["x"]}):
         response = alice.post("/requests", json=request(web_container(**field), cores=2, memory=4))
-        assert response.status_code == 422, response.text
+        assert response.status_code == 200, response.text
+        (name,) = field
+        warnings = [m["message"] for m in response.json()["meta"]["messages"]]
+        assert f"executable.{name}: unknown property, ignored" in warnings, warnings
+        assert all(name not in offer["executable"] for offer in response.json()["offers"])
 
 
 def test_a_compose_application_comes_up_and_goes_down_on_cancel(config, engine, tmp_path):
