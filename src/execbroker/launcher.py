@@ -116,7 +116,7 @@ class BrokerProcess:
                 env=os.environ.copy(),
             )
 
-    def start(self, timeout: float = 60) -> BrokerProcess:
+    def start(self, timeout: float = 120) -> BrokerProcess:
         """Spawn and wait until ``/health`` answers."""
         self.spawn()
         deadline = time.monotonic() + timeout
@@ -125,7 +125,7 @@ class BrokerProcess:
             time.sleep(0.1)
         return self
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    async def wait_ready(self, timeout: float = 120) -> None:
         """Wait (without blocking the event loop) until a spawned broker answers."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as http:
