@@ -68,6 +68,9 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
+        # Called after an accept (the monitor's ``wake``), so a session starts without
+        # waiting for the monitor's next pass; the pass would start it anyway.
+        self.wakers: list[Callable[[], None]] = []
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -331,7 +334,11 @@ class BrokerService:
                 f"update.value: {phase!r} cannot be set by a client; use one of {allowed}",
                 field="update.value",
             ) from None
-        return action(user, uuid)
+        row = action(user, uuid)
+        if action == self._accept:
+            for wake in self.wakers:
+                wake()
+        return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
         now = self.clock()

@@ -8,7 +8,9 @@ Limits are the grant's, as hard limits: CPU time (``nano_cpus``; a host has no m
 it has, so a grant beyond them is held to the host's), memory with no extra swap, a pids
 limit, and the writable layer's size where the storage driver can hold it to one (a log line
 says so when it cannot). Each session gets a bridge network of its own, so one user's
-container cannot reach another's over docker's shared default bridge. Ports are published on
+container cannot reach another's over docker's shared default bridge; networks are made
+ahead (``docker_networks``: ``network_spares``) and each is given to one session only, which
+removes it with its container. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
 only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
 with ``access: false`` is not published; ``external`` ports and addresses a request names are
@@ -35,12 +37,16 @@ is ``/session/work`` to keep Jupyter's own files with the task.
 Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``EngineOptions``,
 e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
 ``allow: {privileged: true}``, ``isolate: false``, ``notebook_image: null`` (no notebooks).
+
+The monitor hears of a container starting or ending from the engine's event stream
+(``watch``) rather than at its next pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -70,9 +76,12 @@ from execbroker.platforms.docker_engine import (
     LABEL_SESSION,
     Engine,
     EngineOptions,
+    EventFollower,
     PortPlan,
     engine_errors,
 )
+from execbroker.platforms.docker_networks import LABEL_NETWORK, NetworkPool
+from execbroker.platforms.docker_networks import remove as remove_network
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,9 @@ _NOTEBOOK_DIRS = {notebooks.OUTPUTS_DIR: 0o755, "work": 0o700}
 
 class DockerOptions(EngineOptions):
     isolate: bool = True  # a bridge network per session (else: docker's shared default bridge)
+    network_spares: int = Field(
+        default=1, ge=0, le=8, description="per-session networks made ahead (0: at each start)"
+    )
     notebook_image: str | None = Field(
         default="execbroker/python:local", description="runs notebooks; null: no notebooks"
     )
@@ -113,6 +125,10 @@ class DockerPlatform:
         self.options = options
         self.broker = broker
         self.engine = Engine(options)
+        self.networks = NetworkPool(
+            self.engine, broker=broker, platform=self.name, spares=options.network_spares
+        )
+        self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self.logs_dir = state_dir / "docker-logs"
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
@@ -265,12 +281,16 @@ class DockerPlatform:
         }
         if not self.options.isolate:
             return self._started(self._create(arguments))
-        arguments["network"] = self._network(name, labels)
+        network = self.networks.take(lambda: self._network(name, labels))
+        arguments["network"] = network
+        arguments["labels"][LABEL_NETWORK] = network
         try:
             container = self._create(arguments)
         except PlatformError:
-            self._remove_network(name)
+            self._remove_network(network)
             raise
+        if container.labels.get(LABEL_NETWORK) != network:  # another start's container
+            self._remove_network(network)
         return self._started(container)
 
     def _limits(self, grant: Resources) -> dict[str, Any]:
@@ -326,6 +346,14 @@ class DockerPlatform:
                 self.release(container.id)
                 raise PlatformError(f"could not start the container: {reason}") from None
         return container.id
+
+    def watch(self, notify: Callable[[str], None]) -> None:
+        """Tell ``notify`` the session id of each container that starts or ends."""
+        self.events.start(notify)
+
+    def close(self) -> None:
+        self.events.stop()
+        self.networks.close()
 
     def find(self, session_id: str) -> str | None:
         with engine_errors("looking for the session's container"):
@@ -414,8 +442,8 @@ class DockerPlatform:
             except docker.errors.APIError as error:
                 if error.status_code not in (404, 409):  # 409: a removal under way already
                     raise
-            if self.options.isolate:
-                self._remove_network(container.name)
+            if self.options.isolate:  # before spares, a network was named after its container
+                self._remove_network(container.labels.get(LABEL_NETWORK, container.name))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -485,11 +513,7 @@ class DockerPlatform:
         (self.logs_dir / f"{container.id}.stderr").write_text(stderr)
 
     def _remove_network(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            try:
-                self.engine.client.networks.get(name).remove()
-            except docker.errors.APIError as error:
-                log.warning("could not remove network %s: %s", name, engine_.ok_or_reason(error))
+        remove_network(self.engine, name)
 
     def _sweep(self) -> None:
         for container in self.engine.expired(broker=self.broker, platform=self.name):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -130,9 +131,7 @@ def _supervise(
     finally:
         os.close(out)
         os.close(err)
-    deadline = time.monotonic() + seconds
-    while child.poll() is None and not stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait(child, stopped, time.monotonic() + seconds)
     if child.poll() is not None:
         return child.returncode
     _end(child, group)
@@ -141,6 +140,33 @@ def _supervise(
     else:
         _status(run, state="FAILED", message="stopped: exceeded the granted duration")
     return None
+
+
+def _wait(child: subprocess.Popen[bytes], stopped: list[str], deadline: float) -> None:
+    """Until the task ends, a stop is asked for (SIGTERM) or the deadline: heard at once
+    through the child's pidfd and the signal's wake-up pipe, so the end is reported (and
+    the broker hears of it) without waiting for a poll."""
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    previous = signal.set_wakeup_fd(woken)
+    try:
+        pidfd = os.pidfd_open(child.pid)
+    except OSError:  # no pidfds: poll
+        pidfd = None
+    try:
+        while child.poll() is None and not stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if pidfd is None:
+                time.sleep(min(left, 0.05))
+            else:
+                select.select([pidfd, wake], [], [], min(left, 1.0))
+    finally:
+        signal.set_wakeup_fd(previous)
+        for fd in (wake, woken, pidfd):
+            if fd is not None:
+                os.close(fd)
 
 
 def _end(child: subprocess.Popen[bytes], group: SessionCgroup | None) -> None:
