@@ -53,7 +53,7 @@ def _limit(launch: dict[str, Any], group: SessionCgroup | None, seconds: float) 
 
 
 def _status(run: Path, **status: object) -> None:
-    local_runs.write_json(run / local_runs.STATUS, status)
+    local_runs.write_json(run / local_runs.STATUS, status, durable=False)  # see _let_go
 
 
 def _account(launch: dict[str, Any]) -> Account | None:
@@ -208,11 +208,27 @@ def _reported(launch: dict[str, Any]) -> str | None:
     return str(message) if message else None
 
 
-def main(arguments: list[str]) -> int:
+def main(arguments: list[str]) -> None:
     run_dir, lock = Path(arguments[0]), int(arguments[1])
     os.fstat(lock)  # the run's lock must be ours to keep: without it no broker could tell
-    return run(run_dir)
+    _let_go(run_dir, lock, run(run_dir))
+    return 0  # not reached
+
+
+def _let_go(run: Path, lock: int, code: int) -> None:
+    """The status is in place: let go of the lock and end now, so the broker (watching this
+    process) hears at once; a child of it puts the status on disk meanwhile, which can take
+    a second on a busy disk. A host crash before that finds the run as one whose runner
+    died, as it would have had the crash come a moment before the status was written."""
+    os.close(lock)
+    sys.stderr.flush()
+    if os.fork() == 0:
+        try:
+            local_runs.make_durable(run / local_runs.STATUS)
+        finally:
+            os._exit(0)
+    os._exit(code)  # nothing is left to tidy: not the interpreter's slow way out
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
