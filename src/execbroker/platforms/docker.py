@@ -291,7 +291,10 @@ class DockerPlatform:
             raise
         if container.labels.get(LABEL_NETWORK) != network:  # another start's container
             self._remove_network(network)
-        return self._started(container)
+        try:
+            return self._started(container)
+        finally:
+            self.networks.refill()
 
     def _limits(self, grant: Resources) -> dict[str, Any]:
         cpus = min(grant.cores, self.engine.host_cpus())

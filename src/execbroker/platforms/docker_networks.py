@@ -53,10 +53,11 @@ class NetworkPool:
         self._swept = False
 
     def take(self, make: Callable[[], str]) -> str:
-        """A network of the session's own: a spare if one is ready, else one ``make``s now."""
+        """A network of the session's own: a spare if one is ready, else one ``make``s now.
+        Call ``refill`` once the session's container has started: the engine makes one
+        network at a time, and a spare being made would slow the start it is for."""
         with self._lock:
             name = self._ready.pop() if self._ready else None
-        self._refill()
         return name if name is not None else make()
 
     def close(self) -> None:
@@ -67,7 +68,7 @@ class NetworkPool:
         for name in spares:
             remove(self.engine, name)
 
-    def _refill(self) -> None:
+    def refill(self) -> None:
         with self._lock:
             if self._filling or self._closed or len(self._ready) >= self.spares:
                 return
