@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -360,6 +361,9 @@ def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
                 medians = {f"{key}_median_ms": _median_ms(value) for key, value in timings.items()}
                 if answered:
                     medians["docker_run_until_http_answers_median_ms"] = _median_ms(answered)
+                    medians["broker_over_docker_run_until_http_answers"] = _ratio(
+                        timings["broker"], answered
+                    )
                 broker = statistics.median(timings["broker"])
                 medians["broker_over_docker_run"] = round(
                     broker / statistics.median(timings["docker_run"]), 2
@@ -494,6 +498,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown platforms {unknown}; known: {sorted(PLATFORMS)}")
     with tempfile.TemporaryDirectory(prefix="execbroker-launch-") as temporary:
+        os.chmod(temporary, 0o711)  # Slurm jobs run as their owners' accounts pass through
         results = {name: PLATFORMS[name](args.repeats, Path(temporary) / name) for name in names}
     print(json.dumps({"benchmark": "launch", "repeats": args.repeats, "platforms": results}))
 

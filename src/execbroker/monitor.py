@@ -329,7 +329,8 @@ class Monitor:
             log.warning("session %s: lease lost while starting it as %s", row.uuid, handle)
             return None
         log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
-        return 0  # how it is doing: at once
+        row.handle = handle  # (this copy only: the database has it already)
+        return self._follow(row)  # how it is doing: at once
 
     def _follow(self, row: SessionRow) -> float | None:
         platform = self._platform(row)

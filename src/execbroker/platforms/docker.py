@@ -206,9 +206,8 @@ class DockerPlatform:
             return self._start(spec, executable)
 
     def _start(self, spec: LaunchSpec, executable: DockerContainer) -> str:
-        existing = self._container_of(spec.session_id)
-        if existing is not None:  # started before a crash: never a second one
-            return self._started(existing)
+        # Started before a crash: the container's name is the session's, so ``_create``
+        # finds it (the engine refuses a second) and starts no other.
         assert executable.image is not None
         image = engine_.obtain_image(self.engine, executable.image, pull=self.options.pull)
         arguments: dict[str, Any] = {
@@ -332,13 +331,14 @@ class DockerPlatform:
         try:
             return self.engine.client.containers.create(**arguments)
         except docker.errors.APIError as error:
-            if error.status_code == 409:  # a start racing a re-adoption: take the one there
+            if error.status_code == 409:  # made before a crash, or by a start racing a
+                # re-adoption: take the one there
                 return self.engine.client.containers.get(arguments["name"])
             reason = engine_.ok_or_reason(error)
             raise PlatformError(f"could not create the container: {reason}") from None
 
     def _started(self, container: Container) -> str:
-        container.reload()
+        container.reload()  # (fresh from ``create`` or not: another start may be under way)
         if container.status == "created":
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
