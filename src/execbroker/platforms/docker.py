@@ -365,6 +365,8 @@ class DockerPlatform:
 
     def status(self, handle: str) -> RunStatus:
         self._sweep()
+        if handle in self.events.completed:  # as ``container_state`` would say, sooner
+            return RunStatus(RunState.COMPLETED, "completed", 0)
         with engine_errors("asking the Docker engine"):
             try:
                 container = self.engine.client.containers.get(handle)
@@ -431,6 +433,7 @@ class DockerPlatform:
         """Keep the logs (a finished task's output can still be fetched) and a notebook's
         outputs, then remove the container and its network."""
         self._ready.discard(handle)
+        self.events.completed.discard(handle)
         with engine_errors("removing the container"):
             try:
                 container = self.engine.client.containers.get(handle)
