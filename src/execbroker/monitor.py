@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid as uuids
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -132,13 +133,19 @@ class Monitor:
         for platform in self.service.platforms.values():
             if isinstance(platform, Watching):
                 platform.watch(self.notify)
+        next_pass = time.monotonic()
         while not self._stopping.is_set():
+            # A wake-up (an accept) only queues and starts what is due; the full pass (leases,
+            # take-overs, expiries, following) still comes every interval, however many wake-ups.
+            full = time.monotonic() >= next_pass
+            if full:
+                next_pass = time.monotonic() + self.interval
             self._woken.clear()
             try:
-                await self.tick()
+                await self.tick(full=full)
             except Exception:
                 log.exception("monitor tick failed")
-            await self._pause()
+            await self._pause(max(0.0, next_pass - time.monotonic()))
         self.service.wakers.remove(self.wake)
         await self.settle()
         for platform in self.service.platforms.values():
@@ -153,11 +160,11 @@ class Monitor:
             log.exception("ending the leases of replica %s", self.replica)
         self._surveyor.shutdown(wait=False)
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float) -> None:
         """Until the next pass is due, a wake-up, or ``stop``."""
         waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self._woken)]
         try:
-            await asyncio.wait(waits, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiting in waits:
                 waiting.cancel()
@@ -182,9 +189,10 @@ class Monitor:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(call, *arguments)
 
-    async def tick(self) -> None:
+    async def tick(self, *, full: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        due, held = await loop.run_in_executor(self._surveyor, self._survey)
+        survey = self._survey if full else self._queue
+        due, held = await loop.run_in_executor(self._surveyor, survey)
         for row in due:
             self._spawn(row.uuid, self._launch, row)
         for row in held:
@@ -206,6 +214,14 @@ class Monitor:
         with self.database.read() as db:
             due = list(queries.due_to_start(db, now))
             return due, list(queries.held_sessions(db, self.replica, _ACTIVE))
+
+    def _queue(self) -> tuple[list[SessionRow], list[SessionRow]]:
+        """The part of ``_survey`` an accept needs: queue accepted sessions, list those due."""
+        now = self.clock()
+        with self.database.write() as db:
+            queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+        with self.database.read() as db:
+            return list(queries.due_to_start(db, now)), []
 
     def _release(self) -> None:
         with self.database.write() as db:
