@@ -1,11 +1,15 @@
 """How fast a broker answers, and how that scales with what its calendar already holds.
 
-For 0, 1 000 and 10 000 existing bookings it measures, against a real broker process
-over HTTP: the median and p95 latency of ``POST /offersets`` and the rate of accepts
-(clients accepting concurrently). ``GET /health`` is timed in the same run as the
-floor a request cannot go under (HTTP + uvicorn), since these machines are noisy.
+For 0, 1 000, 10 000 and 100 000 existing bookings it measures, against a real broker
+process over HTTP: the median and p95 latency of ``POST /offersets`` and the rate of accepts
+(8 clients accepting concurrently, then a check that nothing is overbooked). ``GET /health``
+is timed in the same run as the floor a request cannot go under (HTTP + uvicorn), and, when
+Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could this start?)
+interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
+level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
 
-    python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000]
+    python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
+        [--database sqlite|postgres]
 
 Prints one JSON object.
 """
@@ -14,20 +18,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import insert, select
 
 from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
 from execbroker.model.sessions import Phase
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
+
+SERVICES_ENV = Path("/var/lib/execbroker/services.env")
 
 BIG_QUOTA = {
     "cores": 100_000,
@@ -55,32 +67,31 @@ def preload(url: str, bookings: int) -> None:
     for index in range(bookings):
         start = now + timedelta(hours=1) + timedelta(days=6) * index / max(1, bookings)
         rows.append(
-            SessionRow(
-                uuid=str(uuid.uuid4()),
-                offerset_uuid=offerset.uuid,
-                owner="bob",
-                phase=Phase.WAITING,
-                created=now,
-                modified=now,
-                expires=now,
-                start=start,
-                end=start + timedelta(hours=1),
-                cores=1 + index % 4,
-                memory_gib=1 + index % 8,
-                storage_gib=0,
-                cost=None,
-                cost_type=None,
-                executable={"kind": "batch-script"},
-                platform="local",
-                handle=None,
-                messages=[],
-                endpoints=[],
-            )
+            {
+                "uuid": str(uuid.uuid4()),
+                "offerset_uuid": offerset.uuid,
+                "owner": "bob",
+                "phase": Phase.WAITING.value,
+                "created": now,
+                "modified": now,
+                "expires": now,
+                "start": start,
+                "end": start + timedelta(hours=1),
+                "cores": 1 + index % 4,
+                "memory_gib": 1 + index % 8,
+                "storage_gib": 0,
+                "executable": {"kind": "batch-script"},
+                "platform": "local",
+                "messages": [],
+                "endpoints": [],
+                "dialect": "execbroker",
+            }
         )
     with database.write() as db:
         db.add(offerset)
         db.flush()
-        db.add_all(rows)
+        for first in range(0, len(rows), 5000):
+            db.execute(insert(SessionRow), rows[first : first + 5000])
     database.close()
 
 
@@ -92,7 +103,8 @@ def _ms(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def _accepts(url: str, count: int, concurrency: int) -> float:
+async def _accepts(url: str, count: int, concurrency: int) -> tuple[float, int]:
+    """Accepts per second with ``concurrency`` clients at once, and how many were refused."""
     headers = {"Authorization": "Bearer demo-alice"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
         offers = []
@@ -101,70 +113,173 @@ async def _accepts(url: str, count: int, concurrency: int) -> float:
             offers.append(answer["offers"][-1]["meta"]["uuid"])
         update = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
         gate = asyncio.Semaphore(concurrency)
+        refused = 0
 
         async def accept(session: str) -> None:
+            nonlocal refused
             async with gate:
-                (await client.post(f"/sessions/{session}", json=update)).raise_for_status()
+                response = await client.post(f"/sessions/{session}", json=update)
+                if response.status_code == 409:
+                    refused += 1
+                else:
+                    response.raise_for_status()
 
         started = time.perf_counter()
         await asyncio.gather(*(accept(session) for session in offers))
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), refused
 
 
-def measure(bookings: int, requests: int, directory: Path) -> dict[str, object]:
-    config = {
-        **LOCAL_CONFIG,
-        "name": f"bench-{bookings}",
-        "quota": BIG_QUOTA,
-        "monitor": {"interval": "PT60S"},
-    }
-    broker = BrokerProcess(config, directory)
-    preload(f"sqlite:///{directory / 'state' / 'broker.db'}", bookings)
-    broker.start()
+def overbooked(url: str) -> int:
+    """Instants at which what the database holds exceeds the quota (must be 0)."""
+    database = Database.open(url)
+    limits = (BIG_QUOTA["cores"], BIG_QUOTA["memory"], BIG_QUOTA["max_sessions"])
+    with database.read() as db:
+        rows = db.execute(
+            select(SessionRow.start, SessionRow.end, SessionRow.cores, SessionRow.memory_gib).where(
+                SessionRow.phase.in_(["ACCEPTED", "WAITING", "PREPARING", "RUNNING"])
+            )
+        ).all()
+    database.close()
+    deltas: dict[datetime, list[int]] = {}
+    for start, end, cores, memory in rows:
+        for at, sign in ((start, 1), (end, -1)):
+            d = deltas.setdefault(at, [0, 0, 0])
+            d[0] += sign * cores
+            d[1] += sign * memory
+            d[2] += sign
+    held, over = [0, 0, 0], 0
+    for at in sorted(deltas):
+        held = [h + d for h, d in zip(held, deltas[at], strict=True)]
+        over += any(h > limit for h, limit in zip(held, limits, strict=True))
+    return over
+
+
+def slurm_up() -> bool:
+    return shutil.which("sbatch") is not None and "EXECBROKER_SLURM_PARTITION" in _services()
+
+
+def _services() -> dict[str, str]:
+    if not SERVICES_ENV.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in SERVICES_ENV.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+
+
+def sbatch_test_only() -> float:
+    """Seconds Slurm takes to say when a 1-core, 1-hour job could start (nothing is queued)."""
+    partition = _services()["EXECBROKER_SLURM_PARTITION"]
+    command = ["sbatch", "--test-only", "-p", partition, "-n", "1", "-t", "60", "--wrap", "true"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd="/tmp", check=False)
+    elapsed = time.perf_counter() - started
+    if "to start at" not in done.stderr:
+        raise RuntimeError(f"sbatch --test-only: {done.stderr.strip()}")
+    return elapsed
+
+
+@contextlib.contextmanager
+def database_url(kind: str, directory: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'state' / 'broker.db'}"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = os.environ.get("EXECBROKER_TEST_POSTGRES_URL") or _services().get(
+        "EXECBROKER_TEST_POSTGRES_URL"
+    )
+    if not base:
+        raise SystemExit("no PostgreSQL: run scripts/services.sh up postgres")
+    url = make_url(base)
+    name = f"execbroker_bench_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        with broker.client() as client:
-            for _ in range(5):  # warm up
-                client.get("/health")
-                client.post("/offersets", json=REQUEST)
-            health, offers = [], []
-            for _ in range(requests):
-                started = time.perf_counter()
-                client.get("/health").raise_for_status()
-                health.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                answer = client.post("/offersets", json=REQUEST).raise_for_status().json()
-                offers.append(time.perf_counter() - started)
-                assert answer["result"] == "YES", answer
-        rate = asyncio.run(_accepts(broker.url, max(20, requests // 2), concurrency=8))
+        yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        broker.stop()
-    return {
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(
+    bookings: int, requests: int, directory: Path, kind: str, slurm: bool
+) -> dict[str, object]:
+    with database_url(kind, directory) as url:
+        config = {
+            **LOCAL_CONFIG,
+            "name": f"bench-{bookings}",
+            "quota": BIG_QUOTA,
+            "monitor": {"interval": "PT60S"},
+            "database": url,
+        }
+        broker = BrokerProcess(config, directory)
+        preload(url, bookings)
+        broker.start()
+        try:
+            # the first booking builds the broker's index of holds: seconds at 100 000
+            with broker.client(timeout=300) as client:
+                for _ in range(5):  # warm up
+                    client.get("/health")
+                    client.post("/offersets", json=REQUEST)
+                health, offers, sbatch = [], [], []
+                for _ in range(requests):
+                    started = time.perf_counter()
+                    client.get("/health").raise_for_status()
+                    health.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    answer = client.post("/offersets", json=REQUEST).raise_for_status().json()
+                    offers.append(time.perf_counter() - started)
+                    assert answer["result"] == "YES", answer
+                    if slurm:
+                        sbatch.append(sbatch_test_only())
+            rate, refused = asyncio.run(_accepts(broker.url, max(100, requests), concurrency=8))
+        finally:
+            broker.stop()
+        over = overbooked(url)
+    result: dict[str, object] = {
         "bookings": bookings,
         "post_offersets": _ms(offers),
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
         "accepts_per_s": round(rate, 1),
+        "accepts_refused": refused,
+        "overbooked_instants": over,
     }
+    if sbatch:
+        result["sbatch_test_only"] = _ms(sbatch)
+        result["offers_over_sbatch"] = round(
+            statistics.median(offers) / statistics.median(sbatch), 2
+        )
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--levels", default="0,1000,10000")
+    parser.add_argument("--levels", default="0,1000,10000,100000")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    slurm = slurm_up()
     with tempfile.TemporaryDirectory(prefix="execbroker-bench-") as temporary:
-        results = [measure(level, args.requests, Path(temporary) / str(level)) for level in levels]
+        results = [
+            measure(level, args.requests, Path(temporary) / str(level), args.database, slurm)
+            for level in levels
+        ]
     first, last = results[0], results[-1]
+    slowdown = last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"]  # type: ignore[index]
     print(
         json.dumps(
             {
                 "benchmark": "offers",
+                "database": args.database,
+                "slurm_compared": slurm,
                 "requests_per_level": args.requests,
+                "load_average": os.getloadavg()[0],
                 "levels": results,
-                "median_slowdown_at_most_bookings": round(
-                    last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"], 2
-                ),
+                "median_slowdown_at_most_bookings": round(slowdown, 2),
+                "min_accepts_per_s": min(r["accepts_per_s"] for r in results),  # type: ignore[type-var]
             }
         )
     )

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install, start, check and stop the services execbroker runs against.
 #
-#   scripts/services.sh up     [docker|postgres|slurm ...]   (no names = all three)
-#   scripts/services.sh status [docker|postgres|slurm ...]
-#   scripts/services.sh down   [docker|postgres|slurm ...]
+#   scripts/services.sh up     [docker|postgres|slurm|chromium ...]   (no names = all)
+#   scripts/services.sh status [docker|postgres|slurm|chromium ...]
+#   scripts/services.sh down   [docker|postgres|slurm|chromium ...]
 #
 # Debian 12 (bookworm), run as root.  Works without systemd: daemons are
 # started directly in the background and left running when the script exits.
@@ -33,7 +33,7 @@ STATE_DIR=${EXECBROKER_STATE_DIR:-/var/lib/execbroker}
 RUN_DIR=/run/execbroker
 ENV_FILE=$STATE_DIR/services.env
 ENV_FRAGMENTS=$STATE_DIR/env.d
-ALL_SERVICES=(docker postgres slurm)
+ALL_SERVICES=(docker postgres slurm chromium)
 
 # How long to wait for a daemon to answer before giving up (seconds).
 WAIT_TIMEOUT=${EXECBROKER_WAIT_TIMEOUT:-120}
@@ -805,6 +805,35 @@ down_slurm() {
     stop_pidfile munged "$MUNGED_PIDFILE" munged
 }
 
+# --- Chromium -----------------------------------------------------------------
+# Debian's chromium, driven by Playwright for Python in the web page's tests
+# (Playwright's own browser download is not reachable here). Nothing to start:
+# each test launches its own headless browser.
+CHROMIUM=/usr/bin/chromium
+
+up_chromium() {
+    ensure_packages chromium fonts-dejavu-core
+    local version
+    version=$("$CHROMIUM" --version 2>>"$LOG_DIR/chromium.log") ||
+        die "chromium: $CHROMIUM --version failed; read $LOG_DIR/chromium.log"
+    set_env_fragment chromium "EXECBROKER_TEST_CHROMIUM=$CHROMIUM"
+    reach "chromium: $version at $CHROMIUM"
+}
+
+status_chromium() {
+    local version
+    if ! version=$("$CHROMIUM" --version 2>/dev/null); then
+        echo "chromium: down (not installed)"
+        return 1
+    fi
+    echo "chromium: up ($version)"
+}
+
+down_chromium() {
+    # A package, not a daemon: nothing runs, so nothing stops (it stays installed).
+    rm -f "$ENV_FRAGMENTS/chromium.env"
+}
+
 # ==============================================================================
 # main
 # ==============================================================================
@@ -843,7 +872,7 @@ main() {
     local t0 total0
     total0=$(now_ms)
     if [ "$cmd" = up ]; then
-        # Always bring services up in a fixed order (docker, postgres, slurm).
+        # Always bring services up in a fixed order (docker, postgres, slurm, chromium).
         for s in "${ALL_SERVICES[@]}"; do
             case " ${services[*]} " in *" $s "*) ;; *) continue ;; esac
             t0=$(now_ms)

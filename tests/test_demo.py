@@ -66,6 +66,9 @@ def test_the_demo_runs_on_the_local_platform_alone() -> None:
     # the kind-only questions
     assert "not docker-container" in out and "no offers: a kind-only question" in out
     assert "skipped: docker is not used (--local-only)" in out
+    # the same sessions through UWS and TES
+    assert re.search(r"UWS job http://127\.0\.0\.1:\d+/uws/jobs/[\w-]{36}: COMPLETED", out)
+    assert re.search(r"TES task [\w-]{36}: COMPLETE", out)
     # every task the plan runs without a service ran and ended as expected; the rest skipped
     tasks = yaml.safe_load((EXAMPLES / "demo.yaml").read_text())["tasks"]
     skipped = sum(1 for task in tasks if task.get("needs"))
@@ -86,6 +89,41 @@ tasks:
 """
     )
     return plan
+
+
+def test_the_demo_runs_a_uws_job_and_a_tes_task(tmp_path: Path) -> None:
+    """The plan's dialect entries: one broker's sessions as a UWS job and a TES task."""
+    plan = yaml.safe_load((EXAMPLES / "demo.yaml").read_text())
+    entries = [task for task in plan["tasks"] if task.get("dialect")]
+    assert {task["dialect"] for task in entries} == {"uws", "tes"}
+    for task in entries:
+        task["file"] = str(EXAMPLES / task["file"])
+        task["brokers"] = ["account-001"]
+    tasks = "\n".join("  " + line for line in yaml.safe_dump(entries).splitlines())
+    done = demo("--config", str(write_plan(tmp_path, tasks)))
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert re.search(r"UWS job created on account-001, PHASE=RUN: http://\S+/uws/jobs/", out)
+    assert re.search(r"result stdout: http://\S+/uws/jobs/[\w-]{36}/results/stdout", out)
+    assert "sum of 1..100: 5050" in out
+    assert "executor 0: exit code 0" in out and "executor 1: exit code 0" in out
+    assert "second executor read 23 bytes" in out
+    assert "demo: all 2 tasks ended as expected" in out
+    assert_all_stopped(broker_urls(out))
+
+
+def test_a_dialect_task_that_ends_otherwise_fails_the_demo(tmp_path: Path) -> None:
+    (tmp_path / "fails.yaml").write_text("script: 'echo oops; exit 3'\n")
+    tasks = f"""\
+  - name: fails
+    dialect: uws
+    file: {tmp_path / "fails.yaml"}
+    expect: {{phase: COMPLETED}}
+"""
+    done = demo("--config", str(write_plan(tmp_path, tasks)))
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert "NOT as expected: expected it to end COMPLETED, it ended ERROR" in out
 
 
 @pytest.mark.docker

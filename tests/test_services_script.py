@@ -317,3 +317,17 @@ def test_slurm_accounts_have_different_limits() -> None:
         assert reason == "PENDING AssocGrpCpuLimit"
     finally:
         subprocess.run(["scancel", job], capture_output=True)
+
+
+# --- chromium ----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_chromium_status_and_warm_up() -> None:
+    first = run_script("up", "chromium")  # what scripts/test.sh runs first
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert_status_up("chromium")
+    assert services_env()["EXECBROKER_TEST_CHROMIUM"] == "/usr/bin/chromium"
+    assert_warm_up("chromium", [])
+    version = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("Chromium "), version.stdout + version.stderr

@@ -22,25 +22,34 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run one broker."""
-    import logging
-
     import uvicorn
 
+    from execbroker import logs
     from execbroker.api.app import create_app
     from execbroker.config import load_config
     from execbroker.platforms.accounts import IsolationError
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     broker = load_config(config)
+    logs.setup(log_level, broker.logging.format)
     try:
-        served = create_app(broker)
+        application = create_app(broker)
     except IsolationError as error:  # it would run one user's tasks where another can reach
         raise SystemExit(f"execbroker serve: refusing to start: {error}") from None
     # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
     # the server is closing at that moment and see a reset.
-    uvicorn.run(served, host=host, port=port, log_level=log_level, timeout_keep_alive=75)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,  # logs.setup's handlers, not uvicorn's own
+            access_log=False,  # the app writes its own, naming user and session
+            timeout_keep_alive=75,
+        )
+    )
+    application.state.server = server  # open event streams end when it is told to stop
+    server.run()
 
 
 @app.command("hash-token")
@@ -211,6 +220,180 @@ def _update(phase: str, doc: str) -> Any:
 app.command("accept")(_update("ACCEPTED", "Accept an offer (the broker rejects its siblings)."))
 app.command("reject")(_update("REJECTED", "Reject an offer, freeing what it holds."))
 app.command("cancel")(_update("CANCELLED", "Cancel a session: its task is stopped."))
+
+
+# -- the other dialects: one broker's sessions as UWS jobs and TES tasks --------------------
+
+uws_app = typer.Typer(help="IVOA UWS 1.1 jobs on one broker (/uws/jobs).", no_args_is_help=True)
+tes_app = typer.Typer(
+    help="GA4GH TES 1.1 tasks on one broker (/ga4gh/tes/v1).", no_args_is_help=True
+)
+app.add_typer(uws_app, name="uws")
+app.add_typer(tes_app, name="tes")
+Timeout = Annotated[float, typer.Option(help="seconds to follow it before giving up")]
+
+
+def _run_dialect(call: Any, success: frozenset[str]) -> None:
+    """Run a dialect command: exit 0 when it ended (or is) in one of ``success``."""
+    import httpx
+
+    async def checked(console: Any) -> int:
+        try:
+            shown = await call(console)
+        except httpx.HTTPError as error:
+            from execbroker.client import BrokerClientError
+
+            raise BrokerClientError(f"no answer: {error}") from None
+        return 0 if shown in success else 1
+
+    _run(checked)
+
+
+def _document(path: Path, what: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())  # JSON is YAML too
+    except (OSError, yaml.YAMLError) as error:
+        raise typer.BadParameter(f"{path}: {error}", param_hint=what) from None
+
+
+@uws_app.command("run")
+def uws_run(
+    broker: OneBroker,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE (image=, script=, cores=, ...)"),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", exists=True, dir_okay=False, help="parameters (YAML)"),
+    ] = None,
+    token: Token = None,
+    timeout: Timeout = 300.0,
+) -> None:
+    """Create a job with PHASE=RUN, follow it, and print its results (exit 0 if COMPLETED)."""
+    from execbroker.client import dialects
+
+    parameters: dict[str, Any] = dict(_document(file, "--file") or {}) if file else {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: give NAME=VALUE", param_hint="--param")
+        parameters[name] = value
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        job = await dialects.run_uws(target.url, target.token, parameters, timeout=timeout)
+        dialects.print_uws(console, job)
+        return job.phase
+
+    _run_dialect(call, frozenset({"COMPLETED"}))
+
+
+@uws_app.command("show")
+def uws_show(
+    job: Annotated[str, typer.Argument(help="the job's id")], broker: OneBroker, token: Token = None
+) -> None:
+    """Print a job: its phase, results and output."""
+    from execbroker.client import dialects
+
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.uws_job(f"{target.url}/uws/jobs/{job}", target.token)
+        dialects.print_uws(console, found)
+        return found.phase
+
+    _run_dialect(call, frozenset(dialects.UWS_PHASES))
+
+
+@tes_app.command("run")
+def tes_run(
+    broker: OneBroker,
+    task: Annotated[
+        Path,
+        typer.Option("--task", "-t", exists=True, dir_okay=False, help="a TES task (JSON/YAML)"),
+    ],
+    token: Token = None,
+    timeout: Timeout = 300.0,
+) -> None:
+    """Create a task, follow it, and print its logs (exit 0 if COMPLETE)."""
+    from execbroker.client import dialects
+
+    document = _document(task, "--task")
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.run_tes(target.url, target.token, document, timeout=timeout)
+        dialects.print_tes(console, found)
+        return found.state
+
+    _run_dialect(call, frozenset({"COMPLETE"}))
+
+
+@tes_app.command("show")
+def tes_show(
+    task_id: Annotated[str, typer.Argument(help="the task's id")],
+    broker: OneBroker,
+    token: Token = None,
+) -> None:
+    """Print a task (FULL view): its state, executors' logs and outputs."""
+    from execbroker.client import dialects
+
+    target = _target(broker, token)
+
+    async def call(console: Any) -> str:
+        found = await dialects.tes_task(target.url, target.token, task_id)
+        dialects.print_tes(console, found)
+        return found.state
+
+    _run_dialect(call, frozenset(dialects.TES_STATES))
+
+
+@app.command()
+def dashboard(
+    broker: Annotated[
+        list[str] | None,
+        typer.Option("--broker", "-b", help="[name=]URL[#token] of a broker; repeat for more"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", exists=True, dir_okay=False, help="a brokers file (brokers: [...])"
+        ),
+    ] = None,
+    token: Token = None,
+    policy: Annotated[
+        str, typer.Option(help="earliest-start, most-resources or cheapest")
+    ] = "earliest-start",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    timeout: Annotated[float, typer.Option(help="seconds each broker has to answer")] = 10.0,
+) -> None:
+    """A web page over many brokers: their state, the last request's offers and choice, live."""
+    import uvicorn
+
+    from execbroker.web.dashboard import create_dashboard, load_targets
+
+    targets = [_target(spec, token) for spec in broker or []]
+    if config is not None:
+        try:
+            targets += load_targets(config, token)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--config") from None
+    if not targets:
+        raise typer.BadParameter(
+            "give --broker URL (repeatable) or --config", param_hint="--broker"
+        )
+    try:
+        page = create_dashboard(targets, policy=policy, timeout=timeout)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from None
+    typer.echo(f"dashboard over {len(targets)} brokers: http://{host}:{port}/")
+    server = uvicorn.Server(uvicorn.Config(page, host=host, port=port, log_level="warning"))
+    page.state.server = server  # open event streams end when it is told to stop
+    server.run()
 
 
 @app.command()

@@ -12,7 +12,7 @@ import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -151,11 +151,36 @@ class MonitorConfig(_Config):
         return self.lease or max(timedelta(seconds=10), 3 * self.interval)
 
 
+class RetentionConfig(_Config):
+    """How long what no longer holds anything is kept before it is purged (see
+    ``execbroker.retention``): offer sets never accepted, and finished sessions with their
+    work directories, logs and outputs. ``null`` keeps them for ever."""
+
+    offers: timedelta | None = timedelta(days=1)
+    sessions: timedelta | None = timedelta(days=30)
+
+    _durations = field_validator("offers", "sessions", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _positive(self) -> RetentionConfig:
+        for name in ("offers", "sessions"):
+            value = getattr(self, name)
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"retention.{name}: must be positive (or null: keep for ever)")
+        return self
+
+
 class TesConfig(_Config):
     """The TES dialect: where ``file://`` inputs may be read and outputs written (nowhere
     unless listed: a task must not read or write the broker host's files by default)."""
 
     file_roots: list[Path] = Field(default_factory=list)
+
+
+class LoggingConfig(_Config):
+    """How the broker writes its log: text lines, or one JSON object a line."""
+
+    format: Literal["text", "json"] = "text"
 
 
 class BrokerConfig(_Config):
@@ -172,6 +197,8 @@ class BrokerConfig(_Config):
     users: list[UserConfig] = Field(default_factory=list)
     monitor: MonitorConfig = MonitorConfig()
     tes: TesConfig = TesConfig()
+    logging: LoggingConfig = LoggingConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:

@@ -36,7 +36,7 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from execbroker.client import display
+from execbroker.client import dialects, display
 from execbroker.client.broker import BrokerClient, BrokerClientError
 from execbroker.client.commands import TaskFileError, kind_only, load_task
 from execbroker.client.fanout import BrokerTarget, Choice, Outcome, ask_all, choose
@@ -86,6 +86,9 @@ class TaskEntry(_Plan):
     about: str = ""
     file: Path | None = None  # an ExecutionRequest (YAML or JSON), relative to the plan
     kind: str | None = None  # or only a kind: the YES/NO question
+    # or a UWS job's parameters / a TES task (the file), run through that dialect on one
+    # broker (the first of ``brokers``): phase, stdout and message are checked
+    dialect: Literal["uws", "tes"] | None = None
     needs: list[str] = Field(default_factory=list)
     brokers: list[str] | None = None  # ask only these (default: every broker started)
     policy: str | None = None
@@ -98,6 +101,15 @@ class TaskEntry(_Plan):
     def _file_or_kind(self) -> TaskEntry:
         if (self.file is None) == (self.kind is None):
             raise ValueError(f"task {self.name}: give either file or kind")
+        if self.dialect is not None:
+            if self.file is None:
+                raise ValueError(f"task {self.name}: a {self.dialect} task needs a file")
+            expect = self.expect
+            if expect.answers or expect.chosen or expect.result or expect.connector:
+                raise ValueError(
+                    f"task {self.name}: a {self.dialect} task is checked by phase, stdout "
+                    "and message only"
+                )
         return self
 
 
@@ -248,6 +260,8 @@ class Demo:
             result.skipped = missing
             self.console.print(f"[yellow]skipped:[/] {escape(missing)}")
             return result
+        if task.dialect is not None:
+            return await self._run_dialect(task, names[0], result, began)
         try:
             request = (
                 load_task(self.base / task.file)
@@ -264,6 +278,53 @@ class Demo:
             await self.cancel_active()
             return result
         result.problems = self._check(task.expect, outcomes)
+        result.seconds = time.monotonic() - began
+        return result
+
+    async def _run_dialect(
+        self, task: TaskEntry, name: str, result: TaskResult, began: float
+    ) -> TaskResult:
+        """A UWS job or TES task on one broker: the same sessions, another client's view."""
+        assert task.file is not None and task.dialect is not None
+        try:
+            document = yaml.safe_load((self.base / task.file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            result.problems.append(f"{task.file}: {error}")
+            return result
+        token = task.token or self.plan.token
+        timeout = task.timeout or self.plan.timeout
+        broker = self.brokers[name]
+        target = BrokerTarget(broker.url, token, name)
+        try:
+            if task.dialect == "uws":
+                url = await dialects.create_uws(broker.url, token, document)
+                self.console.print(f"UWS job created on {name}, PHASE=RUN: {escape(url)}")
+                self.active[url.rsplit("/", 1)[1]] = target  # a job is a session
+                job = await dialects.follow_uws(url, token, timeout=timeout)
+                dialects.print_uws(self.console, job, last=DEMO_LOG_LINES)
+                phase, stdout, said = job.phase, job.stdout, [job.error or ""]
+            else:
+                task_id = await dialects.create_tes(broker.url, token, document)
+                self.console.print(f"TES task created on {name}: {task_id}")
+                self.active[task_id] = target
+                found = await dialects.follow_tes(broker.url, token, task_id, timeout=timeout)
+                dialects.print_tes(self.console, found, last=DEMO_LOG_LINES)
+                phase, stdout, said = found.state, found.stdout, found.system_logs
+        except (BrokerClientError, httpx.HTTPError) as error:
+            result.problems.append(f"{type(error).__name__}: {error}")
+            await self.cancel_active()
+            return result
+        self.active.clear()
+        expect = task.expect
+        if expect.phase is not None and phase != expect.phase:
+            result.problems.append(f"expected it to end {expect.phase}, it ended {phase}")
+        result.problems += [
+            f"expected its output to contain {text!r}"
+            for text in expect.stdout
+            if text not in stdout
+        ]
+        if expect.message is not None and not any(expect.message in text for text in said):
+            result.problems.append(f"expected a message containing {expect.message!r}")
         result.seconds = time.monotonic() - began
         return result
 

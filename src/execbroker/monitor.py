@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from execbroker import logs
 from execbroker.model.executables import AnyExecutable
 from execbroker.model.sessions import Phase
 from execbroker.platforms.base import (
@@ -83,6 +84,9 @@ def next_look(preparing_for: float, interval: float) -> float | None:
     return delay if delay < interval else None
 
 
+_RUNNING = (Phase.AVAILABLE, Phase.RUNNING)
+
+
 def new_replica_id() -> str:
     """A name for this broker process, unique among replicas and across restarts."""
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuids.uuid4().hex[:8]}"
@@ -117,6 +121,7 @@ class Monitor:
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
         self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
+        self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -193,6 +198,8 @@ class Monitor:
         loop = asyncio.get_running_loop()
         survey = self._survey if full else self._queue
         due, held = await loop.run_in_executor(self._surveyor, survey)
+        if full:
+            self.last_pass = time.monotonic()
         for row in due:
             self._spawn(row.uuid, self._launch, row)
         for row in held:
@@ -209,8 +216,10 @@ class Monitor:
         if taken:
             log.info("taking over sessions %s: no live replica holds them", ", ".join(taken))
         with self.database.write() as db:
-            queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            expired = queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            self.service.metrics.expired(expired)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+        self.service.retention.tick()  # purges, when due, in a thread of its own
         with self.database.read() as db:
             due = list(queries.due_to_start(db, now))
             return due, list(queries.held_sessions(db, self.replica, _ACTIVE))
@@ -239,7 +248,9 @@ class Monitor:
         if uuid in self._busy or self._stopping.is_set():
             return False
         self._busy.add(uuid)
-        task = asyncio.create_task(asyncio.to_thread(step, argument))
+        owner = argument.owner if isinstance(argument, SessionRow) else None
+        with logs.bind(session=uuid, user=owner):  # the step's thread inherits these ids
+            task = asyncio.create_task(asyncio.to_thread(step, argument))
         self._tasks.add(task)
 
         def _done(finished: asyncio.Task[float | None]) -> None:
@@ -310,10 +321,13 @@ class Monitor:
             start=row.start,
             deadline=row.end,
             workdir=self.service.workdir(row.uuid),
+            # only a platform that stages data is given any (others said NO to it)
+            data=self.service.data_of(row.uuid) if getattr(platform, "stages_data", False) else (),
         )
         try:
             handle = platform.start(spec)
         except PlatformError as error:
+            self.service.metrics.platform_error(platform.name, "start")
             self._finish(row, Phase.FAILED, f"could not start: {error}")
             return None
         except Exception as error:
@@ -414,6 +428,7 @@ class Monitor:
             text = status.message or f"finished: {phase}"
             if status.state == RunState.LOST:
                 text = f"the platform lost the task: {status.message or handle}"
+                self.service.metrics.platform_error(row.platform, "lost")
             self._finish(row, phase, text, handle, exit_code=status.exit_code)
             return
         endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
@@ -434,6 +449,9 @@ class Monitor:
             )
             if moved and note is not None:
                 queries.add_message(db, row.uuid, message(note, "INFO", self.clock()))
+        if phase in _RUNNING and row.phase not in _RUNNING:
+            since_start = (self.clock() - row.start).total_seconds()
+            self.service.metrics.running(row.uuid, since_start)
 
     def _finish(
         self,
@@ -467,6 +485,8 @@ class Monitor:
             try:
                 platform.release(handle)
             except PlatformError as error:
+                self.service.metrics.platform_error(platform.name, "release")
                 log.warning("releasing session %s: %s", row.uuid, error)
         if done:
+            self.service.metrics.ended(row.uuid, phase)
             log.info("session %s %s: %s", row.uuid, phase, text)

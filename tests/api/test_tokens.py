@@ -58,3 +58,16 @@ def test_hash_token_command_prints_what_the_config_keeps():
     fresh = subprocess.run(command[:-1], capture_output=True, text=True, check=True).stdout
     token = fresh.splitlines()[0].removeprefix("token: ")
     assert len(token) >= 32 and f"token_sha256: {_digest(token)}" in fresh
+
+
+def test_the_page_logs_in_with_a_hashed_token(tmp_path):
+    from tests.web.conftest import ui_cookie
+
+    users = [{"name": "alice", "token_sha256": _digest(ALICE)}]
+    with running_broker(tmp_path, users=users) as broker:
+        page = ui_cookie(broker, ALICE)
+        try:
+            assert page.get("/ui").status_code == 200
+            assert page.cookies.get("execbroker_ui", "").startswith("alice.")
+        finally:
+            page.close()

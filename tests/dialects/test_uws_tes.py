@@ -47,7 +47,9 @@ def test_a_uws_job_runs_through_pyvo_and_every_document_is_valid(broker):
     assert job.phase == "PENDING"
     assert job.execution_duration > 0
     assert job.destruction is not None
-    job.execution_duration = 100  # answered 303; the offer keeps its own duration
+    job.execution_duration = 100  # answered 303: the held offer now lasts 100 s
+    assert job.execution_duration.value == 100  # pyvo's TimeDelta, in seconds
+    assert session().get(f"{url}/executionduration").text == "100"
     job.run()
     job.wait(timeout=60)
     assert job.phase == "COMPLETED"
@@ -67,6 +69,37 @@ def test_a_uws_job_runs_through_pyvo_and_every_document_is_valid(broker):
     with broker.client() as client:
         assert client.get(url).status_code == 404
         assert url.rsplit("/", 1)[1] not in client.get("/uws/jobs").text
+
+
+def test_uws_executionduration_changes_a_pending_job_within_quota_only(broker):
+    url = create_job(broker, script="echo x")
+    with broker.client() as client:
+        before = int(client.get(f"{url}/executionduration").text)
+        changed = client.post(f"{url}/executionduration", data={"EXECUTIONDURATION": "77"})
+        assert changed.status_code == 303, changed.text
+        assert client.get(f"{url}/executionduration").text == "77"
+        quote = client.get(f"{url}/quote").text
+        too_long = client.post(url, data={"EXECUTIONDURATION": str(10**8)})
+        assert too_long.status_code == 409, too_long.text
+        assert "cannot last" in too_long.json()["detail"]
+        assert client.get(f"{url}/executionduration").text == "77"  # nothing half-changed
+        assert client.get(f"{url}/quote").text == quote
+        unlimited = client.post(url, data={"EXECUTIONDURATION": "0"})  # UWS: no limit asked
+        assert unlimited.status_code == 303
+        assert client.get(f"{url}/executionduration").text == "77"
+        bad = client.post(url, data={"EXECUTIONDURATION": "soon"})
+        assert bad.status_code == 422 and "executionduration" in bad.text
+        assert before != 77
+        ran = client.post(url, data={"PHASE": "RUN", "EXECUTIONDURATION": "60"})
+        assert ran.status_code == 303
+        assert client.get(f"{url}/executionduration").text == "60"
+        for _ in range(10):  # blocking WAITs until it has run
+            done = client.get(url, params={"WAIT": "10"}).content
+            if etree.fromstring(done).findtext("{*}phase") == "COMPLETED":
+                break
+        later = client.post(url, data={"EXECUTIONDURATION": "90"})
+        assert later.status_code == 409, later.text  # it has run: too late to change
+        assert client.get(f"{url}/executionduration").text == "60"
 
 
 def test_uws_no_is_an_error_and_another_users_job_is_forbidden(broker):
@@ -162,6 +195,32 @@ def test_tes_lists_in_pages_filters_and_cancels(broker):
     with pytest.raises(requests.HTTPError):
         other.get_task(ids[0])
     assert httpx.get(f"{broker.url}/ga4gh/tes/v1/tasks").status_code == 401
+
+
+def test_tes_pages_hold_when_tasks_are_added_and_tokens_are_opaque(broker):
+    client = tes_client(broker)
+    prefix = "keyset-"
+
+    def make(n: int) -> str:
+        executor = tes.Executor(image="busybox:local", command=["true"])
+        return client.create_task(tes.Task(name=f"{prefix}{n}", executors=[executor]))
+
+    ids = [make(n) for n in range(3)]
+    listed = f"{broker.url}/ga4gh/tes/v1/tasks"
+    http = session()
+    first = http.get(listed, params={"name_prefix": prefix, "page_size": 2}).json()
+    token = first["next_page_token"]
+    assert not token.isdigit()  # not an offset a client could compute
+    # a task made between two pages neither repeats nor hides one
+    ids.append(make(3))
+    second = http.get(
+        listed, params={"name_prefix": prefix, "page_size": 2, "page_token": token}
+    ).json()
+    assert [t["id"] for t in first["tasks"] + second["tasks"]] == ids[2::-1]
+    assert "next_page_token" not in second
+    for forged in ("2", "bm90IGEgdG9rZW4", "W1siYSJdXQ"):
+        answer = http.get(listed, params={"page_token": forged})
+        assert answer.status_code == 422 and "page_token" in answer.text, answer.text
 
 
 def test_tes_backend_parameters_are_refused_only_when_strict(broker):

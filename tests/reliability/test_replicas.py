@@ -14,6 +14,7 @@ import httpx
 import pytest
 from isodate import parse_duration
 
+from execbroker.timeutil import parse_interval
 from tests.brokers import BrokerProcess, batch_request
 from tests.reliability.support import (
     ACCEPT,
@@ -65,6 +66,14 @@ def test_two_replicas_start_each_session_exactly_once(tmp_path: Path, postgres_u
     assert sum(sessions[u]["phase"] == "COMPLETED" for u in uuids) == 60
 
 
+async def _started_one(broker: BrokerProcess, timeout: float = 90) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while " started on " not in broker.log_path.read_text(errors="replace"):
+        assert loop.time() < deadline, f"{broker.name} started no session in {timeout:g}s"
+        await asyncio.sleep(0.05)
+
+
 def test_a_replica_killed_mid_run_has_its_sessions_finished_by_the_other(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -76,7 +85,10 @@ def test_a_replica_killed_mid_run_has_its_sessions_finished_by_the_other(
             accepting = asyncio.create_task(
                 _accept_through_both(brokers, 40, counting_script("sleep 2"))
             )
-            await asyncio.sleep(random.uniform(1.0, 2.5))
+            # Killed once it is running sessions of its own (a loaded machine may take a while
+            # to get there), at a random moment among them.
+            await _started_one(doomed)
+            await asyncio.sleep(random.uniform(0.0, 1.0))
             doomed.kill()
             return await accepting
 
@@ -97,7 +109,7 @@ def _peak(sessions: list[dict]) -> tuple[int, ...]:
     """Most cores, memory and sessions booked at any one instant."""
     spans = []
     for s in sessions:
-        begin = datetime.fromisoformat(s["schedule"]["available"]["start"])
+        begin = parse_interval(s["schedule"]["available"]["start"])[0]
         end = begin + parse_duration(s["schedule"]["available"]["duration"])
         spans.append((begin, end, s["compute"]["cores"]["min"], s["compute"]["memory"]["min"]))
     peak: tuple[int, ...] = (0, 0, 0)

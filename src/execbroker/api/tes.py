@@ -25,6 +25,7 @@ from execbroker.model import tes
 from execbroker.model import tes_script as scripts
 from execbroker.model.requests import ExecutionRequest
 from execbroker.service import BrokerService, User
+from execbroker.store import queries
 from execbroker.store.tables import SessionRow
 from execbroker.timeutil import format_instant
 
@@ -282,29 +283,23 @@ def list_tasks(
     page_token: str | None = None,
     view: tes.View = "MINIMAL",
 ) -> Response:
-    rows = service.list_jobs(user, tes.phases_of(state) if state else ())
-    if state is not None:
-        rows = [row for row in rows if tes.state_of(row.phase, row.exit_code) == state]
-    if name_prefix:
-        rows = [
-            row
-            for row in rows
-            if ((row.dialect_meta or {}).get("name") or "").startswith(name_prefix)
-        ]
-    wanted = list(
-        zip(tag_key or [], [*(tag_value or []), *[None] * len(tag_key or [])], strict=False)
+    keys, values = tag_key or [], tag_value or []
+    where = queries.JobFilter(
+        owner=None,  # the service's: the caller's own, or everyone's for an admin
+        phases=tes.phases_of(state) if state else (),
+        name_prefix=name_prefix or None,
+        tags=[
+            (key, values[index] if index < len(values) else None) for index, key in enumerate(keys)
+        ],
+        exit_error={tes.State.EXECUTOR_ERROR: True, tes.State.SYSTEM_ERROR: False}.get(state)
+        if state
+        else None,
     )
-    if wanted:
-        rows = [row for row in rows if _tagged(row, wanted)]
-    try:
-        start = int(page_token) if page_token else 0
-    except ValueError:
-        raise InvalidRequest(
-            f"page_token: {page_token!r} is not one this service gave", field="page_token"
-        ) from None
     size = min(page_size, MAX_PAGE_SIZE)
-    page = rows[start : start + size]
-    following = str(start + size) if start + size < len(rows) else None
+    before = tes.read_page_token(page_token) if page_token else None
+    rows = service.list_jobs(user, where, before=before, limit=size + 1)
+    page = rows[:size]
+    following = tes.page_token(page[-1].created, page[-1].uuid) if len(rows) > size else None
     tasks = [task_of(row, view, service, user) for row in page]
     return JSONResponse(
         {
@@ -312,11 +307,6 @@ def list_tasks(
             **({"next_page_token": following} if following else {}),
         }
     )
-
-
-def _tagged(row: SessionRow, wanted: list[tuple[str, str | None]]) -> bool:
-    tags = ((row.dialect_meta or {}).get("task") or {}).get("tags") or {}
-    return all(key in tags and (value is None or tags[key] == value) for key, value in wanted)
 
 
 @router.post("/tasks/{uuid}:cancel", summary="Cancel a task")

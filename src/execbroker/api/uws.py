@@ -6,7 +6,7 @@ only translates form parameters into requests and sessions into UWS documents.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -19,11 +19,13 @@ from execbroker.errors import InvalidRequest, NotFound
 from execbroker.model import uws
 from execbroker.model.sessions import Phase
 from execbroker.service import BrokerService, User
+from execbroker.store import queries
 from execbroker.store.tables import SessionRow
 from execbroker.timeutil import format_instant, parse_instant
 
 router = APIRouter(prefix="/uws", tags=["UWS 1.1"])
 
+MAX_LIST = 1000  # jobs in a list without LAST (newest first)
 MAX_WAIT = 60.0  # seconds: the server's cap on a blocking WAIT (WAIT=-1 waits this long)
 XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
@@ -134,14 +136,14 @@ def list_jobs(request: Request, service: Service, user: CurrentUser) -> Response
             f"AFTER: {after!r} is not an ISO-8601 instant", field="AFTER"
         ) from None
     last = uws.whole(params, "last", minimum=0)
-    sessions = [phase for uws_phase in wanted for phase in uws.sessions_in(uws_phase)]
-    rows = service.list_jobs(user, sessions)
-    if not wanted:  # UWS 1.1: ARCHIVED jobs are listed only when asked for
-        rows = [row for row in rows if uws.PHASES[row.phase] != "ARCHIVED"]
-    if since is not None:
-        rows = [row for row in rows if row.created > since]
-    if last is not None:
-        rows = rows[:last]  # newest first already
+    where = queries.JobFilter(
+        owner=None,  # the service's: the caller's own, or everyone's for an admin
+        phases=[phase for uws_phase in wanted for phase in uws.sessions_in(uws_phase)],
+        # UWS 1.1: ARCHIVED jobs are listed only when asked for
+        not_phases=() if wanted else uws.sessions_in("ARCHIVED"),
+        created_after=since,
+    )
+    rows = service.list_jobs(user, where, limit=MAX_LIST if last is None else last)
     base = _base(request)
     return _xml(uws.jobs_element([_summary(row, base) for row in rows]))
 
@@ -232,19 +234,12 @@ async def delete_job(uuid: UUID, request: Request, service: Service, user: Curre
 async def _change(
     params: uws.JobParameters, service: BrokerService, user: User, uuid: UUID
 ) -> None:
-    """Apply PHASE, and check (then keep the broker's own) DESTRUCTION and EXECUTIONDURATION:
-    the offer fixes both, and UWS lets a service answer with the values it keeps."""
-    row = await run_in_threadpool(service.get_job, user, str(uuid))
-    phase = params.one("phase")
-    if phase is not None:
-        action = phase.upper()
-        if action == "RUN":
-            if row.phase == Phase.OFFERED:
-                await run_in_threadpool(service.update_phase, user, str(uuid), Phase.ACCEPTED)
-        elif action == "ABORT":
-            await run_in_threadpool(service.abandon, user, str(uuid))
-        else:
-            raise InvalidRequest(f"PHASE: {phase!r} is not RUN or ABORT", field="PHASE")
+    """Apply EXECUTIONDURATION (the service's ``change_duration``: a job not yet started,
+    re-checked against quota and calendar), then PHASE; DESTRUCTION is checked and the
+    broker's own kept (the offer's expiry; UWS lets a service answer with what it keeps)."""
+    unknown = [name for name in params.values if name not in uws.CONTROL_PARAMETERS]
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: a job cannot be changed by it", field=unknown[0])
     destruction = params.one("destruction")
     if destruction is not None:
         try:
@@ -253,10 +248,19 @@ async def _change(
             raise InvalidRequest(
                 f"DESTRUCTION: {destruction!r} is not an ISO-8601 instant", field="DESTRUCTION"
             ) from None
-    uws.whole(params, "executionduration", minimum=0)
-    unknown = [name for name in params.values if name not in uws.CONTROL_PARAMETERS]
-    if unknown:
-        raise InvalidRequest(f"{unknown[0]}: a job cannot be changed by it", field=unknown[0])
+    phase = params.one("phase")
+    action = phase.upper() if phase is not None else None
+    if action not in (None, "RUN", "ABORT"):
+        raise InvalidRequest(f"PHASE: {phase!r} is not RUN or ABORT", field="PHASE")
+    row = await run_in_threadpool(service.get_job, user, str(uuid))
+    seconds = uws.whole(params, "executionduration", minimum=0)
+    if seconds:  # 0 is UWS's "no limit": a grant always has one, so the broker's is kept
+        wanted = timedelta(seconds=seconds)
+        await run_in_threadpool(service.change_duration, user, str(uuid), lambda _: wanted)
+    if action == "RUN" and row.phase == Phase.OFFERED:
+        await run_in_threadpool(service.update_phase, user, str(uuid), Phase.ACCEPTED)
+    elif action == "ABORT":
+        await run_in_threadpool(service.abandon, user, str(uuid))
 
 
 @router.post("/jobs/{uuid}/{child}", summary="Change phase, destruction or executionduration")

@@ -6,11 +6,16 @@ forbids extras and answers are dumped without the fields left unset.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from execbroker.errors import InvalidRequest
 from execbroker.model.sessions import Phase
 
 
@@ -191,3 +196,27 @@ class ServiceInfo(TesModel):
 
 
 View = Literal["MINIMAL", "BASIC", "FULL"]
+
+
+# -- page tokens: opaque to clients, the last task's key (created, uuid) to us ----------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def page_token(created: datetime, uuid: str) -> str:
+    micros = (created - _EPOCH) // timedelta(microseconds=1)
+    text = json.dumps([micros, uuid], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
+def read_page_token(token: str) -> tuple[datetime, str]:
+    """The key a page token stands for; InvalidRequest naming ``page_token`` if it is not one."""
+    try:
+        micros, uuid = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(micros, int) or not isinstance(uuid, str) or len(uuid) > 64:
+            raise ValueError(token)
+        return _EPOCH + timedelta(microseconds=micros), uuid
+    except (ValueError, TypeError, OverflowError, binascii.Error):
+        raise InvalidRequest(
+            f"page_token: {token[:64]!r} is not one this service gave", field="page_token"
+        ) from None

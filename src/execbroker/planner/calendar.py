@@ -10,10 +10,11 @@ bisects plus a few C-speed ``max`` calls.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate, pairwise
+from typing import overload
 
 from .formatting import fmt_instant
 from .quota import Quota
@@ -137,24 +138,113 @@ def _range_max(values: list[int], blocks: list[int], i: int, j: int) -> int:
     )
 
 
+class Starts(Sequence[datetime]):
+    """``[first, *ends[lo:hi]]`` without copying: the candidate starts of one planning call,
+    which over a crowded week would otherwise be a list of every booking's end."""
+
+    __slots__ = ("_ends", "_first", "_hi", "_lo")
+
+    def __init__(self, first: datetime | None, ends: Sequence[datetime], lo: int, hi: int) -> None:
+        self._first, self._ends, self._lo, self._hi = first, ends, lo, max(lo, hi)
+
+    def __len__(self) -> int:
+        return (self._first is not None) + self._hi - self._lo
+
+    @overload
+    def __getitem__(self, k: int) -> datetime: ...
+    @overload
+    def __getitem__(self, k: slice) -> Starts: ...
+    def __getitem__(self, k: int | slice) -> datetime | Starts:
+        head = self._first is not None
+        if isinstance(k, slice):
+            a, b, step = k.indices(len(self))
+            if step != 1:
+                raise ValueError("Starts slices take no step")
+            if b <= a:
+                return Starts(None, self._ends, 0, 0)
+            if head and a == 0:
+                return Starts(self._first, self._ends, self._lo, self._lo + b - 1)
+            return Starts(None, self._ends, self._lo + a - head, self._lo + b - head)
+        if k < 0:
+            k += len(self)
+        if head:
+            if k == 0:
+                return self._first  # type: ignore[return-value]
+            k -= 1
+        if not 0 <= k < self._hi - self._lo:
+            raise IndexError(k)
+        return self._ends[self._lo + k]
+
+
 class Calendar:
     """An immutable set of bookings, indexed for peak-load queries over any window."""
 
-    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_times")
+    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_source", "_times")
 
     def __init__(self, bookings: Iterable[Booking]) -> None:
-        self._bookings: tuple[Booking, ...] = tuple(bookings)
+        self._bookings: tuple[Booking, ...] | None = tuple(bookings)
+        self._source: Callable[[], tuple[Booking, ...]] | None = None
         self._times, self._columns = _sweep(_pieces(self._bookings))
-        self._blocks = tuple(_block_maxima(col) for col in self._columns)
+        self._blocks: tuple[list[int], ...] | None = None
         self._ends = sorted({b.end for b in self._bookings})
 
+    @classmethod
+    def from_profile(
+        cls,
+        times: list[datetime],
+        columns: tuple[list[int], ...],
+        ends: list[datetime],
+        bookings: Callable[[], tuple[Booking, ...]],
+    ) -> Calendar:
+        """A calendar from its load already swept (see ``HoldIndex``), taking the lists as they
+        are (not copied): ``times`` the boundaries, ``columns`` the load per segment, ``ends``
+        the distinct booking ends, all sorted, exactly as ``__init__`` would compute from what
+        ``bookings`` returns (called only if they are asked for)."""
+        calendar = cls.__new__(cls)
+        calendar._bookings, calendar._source = None, bookings
+        calendar._times, calendar._columns = times, columns
+        calendar._blocks = None
+        calendar._ends = ends
+        return calendar
+
+    def window(self, start: datetime, end: datetime, less: Sequence[_Piece] = ()) -> Calendar:
+        """Only the load over [start, end), less ``less`` (pieces of what it holds): peaks and
+        fits within the window as on the whole, built in time proportional to the window."""
+        i, j = self._span(start, end)
+        if i >= j:
+            return Calendar(())
+        times = self._times[i : j + 1]
+        columns = tuple(column[i:j] for column in self._columns)
+        for lo, hi, c, m, s in less:
+            a = max(bisect_left(times, lo), 0)
+            b = bisect_left(times, hi)
+            for column, amount in zip(columns, (c, m, s, 1), strict=True):
+                for k in range(a, min(b, len(column))):
+                    column[k] -= amount
+        return Calendar.from_profile(times, columns, [], tuple)
+
+    def _maxima(self) -> tuple[list[int], ...]:
+        if self._blocks is None:
+            self._blocks = tuple(_block_maxima(col) for col in self._columns)
+        return self._blocks
+
+    def _all(self) -> tuple[Booking, ...]:
+        if self._bookings is None:
+            assert self._source is not None
+            self._bookings = self._source()
+        return self._bookings
+
+    def profile(self) -> tuple[list[datetime], tuple[list[int], ...], list[datetime]]:
+        """The swept load: boundaries, per-segment (cores, memory, storage, sessions), ends."""
+        return self._times, self._columns, self._ends
+
     def __len__(self) -> int:
-        return len(self._bookings)
+        return len(self._all())
 
     @property
     def bookings(self) -> tuple[Booking, ...]:
         """The bookings this calendar was built from, in the order given."""
-        return self._bookings
+        return self._all()
 
     def _span(self, start: datetime, end: datetime) -> tuple[int, int]:
         """Indices [i, j) of the segments that overlap [start, end); empty when i >= j."""
@@ -174,10 +264,13 @@ class Calendar:
         i, j = self._span(start, end)
         if i >= j:
             return Resources(), 0
-        cores, memory, storage, sessions = (
-            _range_max(col, blocks, i, j)
-            for col, blocks in zip(self._columns, self._blocks, strict=True)
-        )
+        if j - i <= 2 * _BLOCK:  # a short window: no block maxima needed (nor built)
+            cores, memory, storage, sessions = (max(col[i:j]) for col in self._columns)
+        else:
+            cores, memory, storage, sessions = (
+                _range_max(col, blocks, i, j)
+                for col, blocks in zip(self._columns, self._maxima(), strict=True)
+            )
         return Resources(cores, memory, storage), sessions
 
     def fits(self, start: datetime, end: datetime, resources: Resources, quota: Quota) -> bool:
@@ -231,6 +324,11 @@ class Calendar:
             k += 1
         return start
 
+    def candidate_starts(self, first: datetime, until: datetime) -> Starts:
+        """``first``, then ``release_times(first, until)``: where a booking may start."""
+        ends = self._ends
+        return Starts(first, ends, bisect_right(ends, first), bisect_right(ends, until))
+
     def release_times(self, after: datetime, until: datetime) -> list[datetime]:
         """Sorted distinct booking ends e with after < e <= until: when capacity may free up."""
         ends = self._ends
@@ -238,4 +336,4 @@ class Calendar:
 
     def without_group(self, group: str) -> Calendar:
         """This calendar minus one offer set (e.g. to re-check one of its offers on accept)."""
-        return Calendar(b for b in self._bookings if b.group != group)
+        return Calendar(b for b in self._all() if b.group != group)

@@ -153,7 +153,7 @@ def plan_offers(
 
     window_start = max(demand.start.min, now)
     window_end = min(demand.start.max, now + quota.horizon)
-    candidates = [window_start, *calendar.release_times(window_start, window_end)]
+    candidates = calendar.candidate_starts(window_start, window_end)
     longest = min(demand.duration.max, quota.max_duration)
     shortest = demand.duration.min
     expires = now + rules.ttl

@@ -45,6 +45,7 @@ def scoped(platform: Platform, policy: fetch.FetchPolicy) -> Platform:
     run under its own fetch policy. Wrapped on the instance, so its type is unchanged."""
     for method in ("check", "start"):
         setattr(platform, method, _under(getattr(platform, method), policy))
+    platform.fetch_policy = policy  # type: ignore[attr-defined]  # judged at offer time too
     return platform
 
 

@@ -24,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from execbroker.model.data import DataMount
 from execbroker.model.executables import Executable
 from execbroker.planner import Resources
 
@@ -67,6 +68,9 @@ class LaunchSpec:
     start: datetime
     deadline: datetime  # the end of the grant: the task must be stopped by then
     workdir: Path  # a fresh directory for this session, owned by the broker
+    # Files to fetch (in ``start``, under the platform's fetch policy) and mount for the
+    # task; only platforms whose ``stages_data`` is true are given any.
+    data: tuple[DataMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,10 @@ class Platform(Protocol):
 
     def release(self, handle: str) -> None:
         """Free what the finished task still holds (containers, projects); idempotent."""
+
+    def forget(self, handle: str) -> None:
+        """Delete what the platform keeps of a finished, released task (its records, logs),
+        once the broker purges the session; idempotent."""
 
 
 @runtime_checkable

@@ -64,6 +64,7 @@ from execbroker.model.executables import (
 )
 from execbroker.notebooks import task as notebook_files
 from execbroker.planner import Resources
+from execbroker.platforms import docker_data
 from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.container_policy import check_container, hardening
@@ -120,6 +121,7 @@ class DockerOptions(EngineOptions):
 
 class DockerPlatform:
     name = "docker"
+    stages_data = True  # a named volume per resource (``docker_data``)
 
     def __init__(self, options: DockerOptions, *, broker: str, state_dir: Path) -> None:
         self.options = options
@@ -278,6 +280,10 @@ class DockerPlatform:
             **self._limits(spec.resources),
             **hardening(privileged=privileged),
         }
+        if spec.data:
+            arguments["volumes"] = docker_data.stage_volumes(
+                self.engine.client, spec, image=arguments["image"], prefix=name, labels=labels
+            )
         if not self.options.isolate:
             return self._started(self._create(arguments))
         network = self.networks.take(lambda: self._network(name, labels))
@@ -414,8 +420,11 @@ class DockerPlatform:
         with engine_errors("reading the logs"):
             try:
                 return Logs(*engine_.read_logs(self.engine.client.containers.get(handle)))
-            except docker.errors.NotFound:
-                # Released (maybe while we read): ``release`` saved its logs before removing it.
+            except docker.errors.APIError as error:
+                # Released (maybe while we read; 409: being removed): ``release`` saved its
+                # logs before removing it.
+                if error.status_code not in (404, 409):
+                    raise
                 return Logs(
                     engine_.read_text(self.logs_dir / f"{handle}.stdout"),
                     engine_.read_text(self.logs_dir / f"{handle}.stderr"),
@@ -450,6 +459,9 @@ class DockerPlatform:
                     raise
             if self.options.isolate:  # before spares, a network was named after its container
                 self._remove_network(container.labels.get(LABEL_NETWORK, container.name))
+            session = container.labels.get(LABEL_SESSION)
+            if session:
+                docker_data.remove_volumes(self.engine.client, broker=self.broker, session=session)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
-from execbroker.platforms import sandbox
+from execbroker.platforms import sandbox, staging
 from execbroker.platforms.accounts import Account, Accounts, IsolationError, RunAsOptions
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.cgroups import SessionCgroup
@@ -69,6 +69,7 @@ class LocalOptions(BaseModel):
 
 class LocalPlatform:
     name = "local"
+    stages_data = True  # fetched into the run's record, bound into the sandbox
 
     def __init__(
         self,
@@ -112,6 +113,7 @@ class LocalPlatform:
             return str(run.path)
         run.forget_attempt()
         account = self.accounts.for_owner(spec.owner)
+        mounts = self._stage(spec, run, account)
         argv, result = self._prepare(spec, account)
         launch: dict[str, Any] = {
             "session": spec.session_id,
@@ -119,13 +121,17 @@ class LocalPlatform:
             "memory_gib": spec.resources.memory_gib,
             "processes": self.options.max_processes,
             "deadline": spec.deadline.timestamp(),
-            "environment": _environment(spec.executable),
+            "environment": {
+                **_environment(spec.executable),
+                **staging.environment([(str(mount.path), mount) for mount in spec.data]),
+            },
             "argv": argv,
             "result": result,
             "notebook": isinstance(spec.executable, JupyterNotebook),
             "workdir": str(spec.workdir),
             "account": None if account is None else _as_json(account),
             "read_only": [str(path) for path in sandbox.python_dirs()],
+            "mounts": mounts,
             "bwrap": self.bwrap,
         }
         write_json(run.path / "launch.json", launch)  # the marker: before the spawn
@@ -206,10 +212,30 @@ class LocalPlatform:
         if not run.locked():
             self._clean(run)
 
+    def forget(self, handle: str) -> None:
+        """Remove the broker's record of a run (launch marker, status, logs), never one whose
+        runner still holds its lock, nor anything outside this platform's runs."""
+        run = RunDir(Path(handle))
+        if run.path.parent.resolve() != self.runs_dir.resolve() or run.locked():
+            return
+        shutil.rmtree(run.path, ignore_errors=True)
+
     # -- helpers ----------------------------------------------------------------------
 
     def _run(self, session_id: str) -> RunDir:
         return RunDir(self.runs_dir / session_id)
+
+    @staticmethod
+    def _stage(spec: LaunchSpec, run: RunDir, account: Account | None) -> list[dict[str, Any]]:
+        """The session's data fetched into its run record (root's, never visible in the
+        sandbox but through the binds): a READWRITE directory is the account's, a READONLY
+        one root's and bound read-only, so the task reads it but cannot change it."""
+        owner = None if account is None else (account.uid, account.gid)
+        staged = staging.stage_all(spec.data, run.path / "data", owner=owner)
+        return [
+            {"source": str(path), "target": str(mount.path), "readonly": mount.readonly}
+            for path, mount in staged
+        ]
 
     def _prepare(self, spec: LaunchSpec, account: Account | None) -> tuple[list[str], str | None]:
         """Write the task's files into its work directory and hand it to ``account``;

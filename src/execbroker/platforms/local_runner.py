@@ -94,6 +94,7 @@ def run(run: Path) -> int:
         account=_account(launch),
         environment=environment,
         read_only=[Path(path) for path in launch["read_only"]],
+        mounts=[sandbox.Mount(**item) for item in launch.get("mounts", [])],
         bwrap=launch["bwrap"],
     )
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from execbroker.platforms.accounts import Account
@@ -48,6 +49,15 @@ ETC = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A staged directory (``source``, on the host) the task sees at ``target``."""
+
+    source: str
+    target: str
+    readonly: bool = True
+
+
 def python_dirs() -> list[Path]:
     """The directories of this interpreter the task needs beyond ``/usr`` (a venv's)."""
     found = []
@@ -64,6 +74,7 @@ def command(
     account: Account | None,
     environment: Mapping[str, str],
     read_only: Sequence[Path] = (),
+    mounts: Sequence[Mount] = (),
     bwrap: str = "bwrap",
     setpriv: str = "/usr/bin/setpriv",
     root: Path = Path("/"),
@@ -104,7 +115,15 @@ def command(
         args += ["--ro-bind", str(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-    args += ["--bind", str(workdir), str(TASK_DIR), "--chdir", "/", "--cap-drop", "ALL"]
+    args += ["--bind", str(workdir), str(TASK_DIR)]
+    for mount in mounts:  # after /tmp and /task: a mount may lie inside either
+        target = PurePosixPath(mount.target)
+        for parent in reversed(target.parents[:-1]):
+            if Path(parent) not in made and parent not in (TASK_DIR, PurePosixPath("/tmp")):
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(Path(parent))
+        args += ["--ro-bind" if mount.readonly else "--bind", mount.source, str(target)]
+    args += ["--chdir", "/", "--cap-drop", "ALL"]
     args.append("--clearenv")
     for name, value in environment.items():
         args += ["--setenv", name, value]

@@ -96,6 +96,7 @@ from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
 from execbroker.platforms import slurm_states as states
+from execbroker.platforms import staging
 from execbroker.platforms.accounts import Account, Accounts, RunAsOptions
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.slurm_job import (
@@ -189,6 +190,28 @@ def readable_by_others(program: str) -> bool:
     return all(untraversable(p.parent) is None for p in (path.absolute(), real))
 
 
+def stage_into_workdir(spec: LaunchSpec, account: Account | None) -> None:
+    """The session's data in ``<workdir>/data/<index>/content`` (a job has no mount
+    namespace of its own here: no absolute mount path can be made for it), found at its
+    mount path *relative to the job's working directory* (``work/input`` → a link to
+    ``../data/0`` for ``/input``) and as ``$EXECBROKER_DATA_<index>``. READONLY is by
+    modes: root's, 0755/0444, in a directory the account cannot write (when the broker is
+    root; otherwise the broker's own user's, which that user could change)."""
+    owner = None if account is None else (account.uid, account.gid)
+    data = spec.workdir / "data"
+    data.mkdir(mode=0o755, exist_ok=True)
+    for directory, mount in staging.stage_all(spec.data, data, owner=owner):
+        link = spec.workdir / "work" / str(mount.path).lstrip("/")
+        for parent in reversed(link.relative_to(spec.workdir / "work").parents[:-1]):
+            made = spec.workdir / "work" / parent
+            made.mkdir(exist_ok=True)
+            if account is not None:
+                os.lchown(made, account.uid, account.gid)
+        link.symlink_to(os.path.relpath(directory, link.parent))
+        if account is not None:
+            os.lchown(link, account.uid, account.gid)
+
+
 def hand_over(workdir: Path, account: Account) -> None:
     """Give the session's freshly filled directory to the job's account, 0700 at the top.
     Links are changed themselves (``lchown``), never followed."""
@@ -204,6 +227,7 @@ def hand_over(workdir: Path, account: Account) -> None:
 
 class SlurmPlatform:
     name = "slurm"
+    stages_data = True  # into the job's work directory (``stage_into_workdir``)
 
     def __init__(
         self,
@@ -341,6 +365,8 @@ class SlurmPlatform:
             (workdir / name).touch()
         if account is not None:
             hand_over(workdir, account)
+        if spec.data:
+            stage_into_workdir(spec, account)
 
     def _associate(self, account: Account) -> None:
         """Make sure Slurm lets ``account`` run jobs in the broker's Slurm account."""

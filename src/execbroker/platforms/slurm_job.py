@@ -22,6 +22,7 @@ from string import Template
 
 from execbroker.errors import InvalidRequest
 from execbroker.model.executables import BatchScript
+from execbroker.platforms import staging
 from execbroker.platforms.base import LaunchSpec, PlatformError
 
 JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -109,6 +110,9 @@ def job_environment(spec: LaunchSpec) -> dict[str, str]:
         "EXECBROKER_SESSION": spec.session_id,
         "EXECBROKER_CORES": str(spec.resources.cores),
         "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+        **staging.environment(
+            [(str(spec.workdir / "data" / str(mount.index)), mount) for mount in spec.data]
+        ),
     }
 
 

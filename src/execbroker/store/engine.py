@@ -98,8 +98,12 @@ class Database:
     def booking(self) -> Iterator[Session]:
         """A transaction that holds the broker's booking lock until it commits."""
         with self._writer, self._booking() as session, session.begin():
+            # The lock row's version, read under the lock: the booking transactions counted so
+            # far (see ``execbroker.holdings``). SQLite's BEGIN IMMEDIATE already serialises.
+            query = select(BrokerLock.version).where(BrokerLock.id == 1)
             if self.engine.dialect.name != "sqlite":
-                session.execute(select(BrokerLock).where(BrokerLock.id == 1).with_for_update())
+                query = query.with_for_update()
+            session.info["lock_version"] = session.scalar(query) or 0
             yield session
 
     def close(self) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import BigInteger, and_, delete, false, func, not_, or_, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
 from execbroker.planner import Booking, Resources
-from execbroker.store.tables import OfferSetRow, SessionRow
+from execbroker.store.tables import EPOCH, MICROSECOND, BrokerLock, OfferSetRow, SessionRow
 
 # Phases in which a session holds capacity (an OFFERED one only until it expires).
 HOLDING = (
@@ -65,6 +66,97 @@ def holds(
     ]
 
 
+HoldRow = tuple[str, datetime, datetime, int, int, int, str, str, datetime]
+
+
+def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) -> list[HoldRow]:
+    """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
+    holding capacity now or, given ``booked_after``, of every session (in any phase) that a
+    booking transaction counted after that version changed."""
+    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
+    # per-value type processing would cost most of a rebuild of many bookings
+    query = select(
+        SessionRow.uuid,
+        type_coerce(SessionRow.start, BigInteger),
+        type_coerce(SessionRow.end, BigInteger),
+        SessionRow.cores,
+        SessionRow.memory_gib,
+        SessionRow.storage_gib,
+        SessionRow.phase,
+        SessionRow.offerset_uuid,
+        type_coerce(SessionRow.expires, BigInteger),
+    )
+    if booked_after is None:
+        query = query.where(_holding(now))
+    else:
+        query = query.where(SessionRow.booked > booked_after)
+    us = MICROSECOND
+    return [
+        (uuid, EPOCH + start * us, EPOCH + end * us, c, m, s, phase, offerset, EPOCH + exp * us)
+        for uuid, start, end, c, m, s, phase, offerset, exp in db.execute(query)
+    ]
+
+
+def released_since(db: Session, since: datetime) -> list[str]:
+    """Sessions that reached a final phase (holding nothing) at or after ``since``."""
+    query = select(SessionRow.uuid).where(
+        SessionRow.modified >= since, SessionRow.phase.in_([phase.value for phase in FINAL])
+    )
+    return list(db.scalars(query))
+
+
+def bump_lock_version(db: Session, version: int) -> None:
+    db.execute(update(BrokerLock).where(BrokerLock.id == 1).values(version=version))
+
+
+# -- retention ------------------------------------------------------------------------------
+
+_UNACCEPTED = (Phase.REJECTED.value, Phase.EXPIRED.value)
+
+
+def finished_before(db: Session, before: datetime, limit: int) -> list[tuple[str, str, str | None]]:
+    """(uuid, platform, handle) of up to ``limit`` sessions that reached a final phase before
+    ``before`` (oldest first)."""
+    query = (
+        select(SessionRow.uuid, SessionRow.platform, SessionRow.handle)
+        .where(SessionRow.modified < before, SessionRow.phase.in_([p.value for p in FINAL]))
+        .order_by(SessionRow.modified)
+        .limit(limit)
+    )
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+
+
+def unaccepted_before(db: Session, before: datetime, limit: int) -> list[str]:
+    """Up to ``limit`` offer sets made before ``before`` none of whose offers was accepted
+    (every session REJECTED or EXPIRED, or none at all: a NO)."""
+    taken = (
+        select(SessionRow.uuid)
+        .where(SessionRow.offerset_uuid == OfferSetRow.uuid)
+        .where(SessionRow.phase.not_in(_UNACCEPTED))
+    )
+    query = (
+        select(OfferSetRow.uuid)
+        .where(OfferSetRow.created < before, ~taken.exists())
+        .order_by(OfferSetRow.created)
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+def delete_sessions(db: Session, uuids: Sequence[str]) -> int:
+    if not uuids:
+        return 0
+    return db.execute(delete(SessionRow).where(SessionRow.uuid.in_(list(uuids)))).rowcount
+
+
+def delete_offersets(db: Session, uuids: Sequence[str]) -> int:
+    """Delete these offer sets and their sessions (the caller chose sets that hold nothing)."""
+    if not uuids:
+        return 0
+    db.execute(delete(SessionRow).where(SessionRow.offerset_uuid.in_(list(uuids))))
+    return db.execute(delete(OfferSetRow).where(OfferSetRow.uuid.in_(list(uuids)))).rowcount
+
+
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
     db.add(offerset)
     db.flush()  # the offer set first: sessions refer to it
@@ -93,6 +185,64 @@ def list_sessions(
     if phases:
         query = query.where(SessionRow.phase.in_(list(phases)))
     return db.scalars(query.order_by(SessionRow.created.desc()).limit(limit)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which sessions a dialect's job list shows; every part is a SQL condition.
+
+    ``exit_error`` splits FAILED sessions by how their task ended: True keeps those whose
+    task exited non-zero (TES EXECUTOR_ERROR), False the others (SYSTEM_ERROR).
+    """
+
+    owner: str | None
+    phases: Sequence[str] = ()  # any of these (none given: every phase but ``not_phases``)
+    not_phases: Sequence[str] = ()
+    created_after: datetime | None = None
+    name_prefix: str | None = None  # of the name the dialect kept (TES ``name``)
+    tags: Sequence[tuple[str, str | None]] = ()  # TES tags: the key, and its value if given
+    exit_error: bool | None = None
+
+
+def list_jobs(
+    db: Session,
+    where: JobFilter,
+    *,
+    before: tuple[datetime, str] | None = None,
+    limit: int,
+) -> Sequence[SessionRow]:
+    """Dialect jobs (not deleted) matching ``where``, newest first (then by uuid, so a page
+    boundary is exact), those after the ``before`` key (created, uuid) only, ``limit`` of them."""
+    meta = SessionRow.dialect_meta
+    query = select(SessionRow).where(not_(func.coalesce(meta["deleted"].as_boolean(), false())))
+    if where.owner is not None:
+        query = query.where(SessionRow.owner == where.owner)
+    if where.phases:
+        query = query.where(SessionRow.phase.in_(list(where.phases)))
+    if where.not_phases:
+        query = query.where(SessionRow.phase.not_in(list(where.not_phases)))
+    if where.created_after is not None:
+        query = query.where(SessionRow.created > where.created_after)
+    if where.name_prefix:
+        query = query.where(meta["name"].as_string().startswith(where.name_prefix, autoescape=True))
+    for key, value in where.tags:
+        tag = meta[("task", "tags", key)].as_string()
+        query = query.where(tag.is_not(None) if value is None else tag == value)
+    if where.exit_error is not None:
+        exited = and_(SessionRow.exit_code.is_not(None), SessionRow.exit_code != 0)
+        query = query.where(
+            or_(SessionRow.phase != Phase.FAILED, exited if where.exit_error else not_(exited))
+        )
+    if before is not None:
+        created, uuid = before
+        query = query.where(
+            or_(
+                SessionRow.created < created,
+                and_(SessionRow.created == created, SessionRow.uuid < uuid),
+            )
+        )
+    order = (SessionRow.created.desc(), SessionRow.uuid.desc())
+    return db.scalars(query.order_by(*order).limit(limit)).all()
 
 
 def due_to_start(db: Session, now: datetime) -> Sequence[SessionRow]:
@@ -201,3 +351,59 @@ def count_sessions(db: Session) -> int:
 
 def add_session(db: Session, row: SessionRow) -> None:
     db.add(row)
+
+
+# -- pages (the web page reads these) -------------------------------------------------------
+
+SORTABLE = {
+    "created": SessionRow.created,
+    "start": SessionRow.start,
+    "end": SessionRow.end,
+    "phase": SessionRow.phase,
+    "owner": SessionRow.owner,
+    "cores": SessionRow.cores,
+    "memory": SessionRow.memory_gib,
+}
+
+
+def page_sessions(
+    db: Session,
+    *,
+    owner: str | None,
+    phases: Sequence[str],
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[SessionRow], int]:
+    """One page of sessions in ``phases`` (sorted, ties newest first) and how many there are."""
+    where = [SessionRow.phase.in_(list(phases))]
+    if owner is not None:
+        where.append(SessionRow.owner == owner)
+    column = SORTABLE[sort]
+    order = column.desc() if descending else column.asc()
+    query = select(SessionRow).where(*where).order_by(order, SessionRow.created.desc())
+    rows = db.scalars(query.offset(offset).limit(limit)).all()
+    total = db.scalar(select(func.count()).select_from(SessionRow).where(*where)) or 0
+    return rows, total
+
+
+def open_offers(db: Session, *, owner: str | None, now: datetime) -> Sequence[SessionRow]:
+    """Offers not yet accepted, rejected or expired, the soonest to expire first."""
+    query = select(SessionRow).where(SessionRow.phase == Phase.OFFERED, SessionRow.expires > now)
+    if owner is not None:
+        query = query.where(SessionRow.owner == owner)
+    return db.scalars(query.order_by(SessionRow.expires, SessionRow.start)).all()
+
+
+def refusals(db: Session, *, owner: str | None, limit: int) -> Sequence[OfferSetRow]:
+    """The latest NO answers, newest first."""
+    query = select(OfferSetRow).where(OfferSetRow.result == "NO")
+    if owner is not None:
+        query = query.where(OfferSetRow.owner == owner)
+    return db.scalars(query.order_by(OfferSetRow.created.desc()).limit(limit)).all()
+
+
+def phase_counts(db: Session) -> dict[str, int]:
+    query = select(SessionRow.phase, func.count()).group_by(SessionRow.phase)
+    return {phase: count for phase, count in db.execute(query)}

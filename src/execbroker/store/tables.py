@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,6 +53,9 @@ class BrokerLock(Base):
 
     __tablename__ = "broker_lock"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Bumped by every booking transaction: a replica whose index saw an older value reads
+    # the sessions booked since (``SessionRow.booked``) before it answers.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class OfferSetRow(Base):
@@ -50,10 +63,13 @@ class OfferSetRow(Base):
 
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
-    created: Mapped[datetime]
+    created: Mapped[datetime] = mapped_column(index=True)
     result: Mapped[str] = mapped_column(String(3))
     request: Mapped[dict[str, Any]]
     messages: Mapped[list[Any]]
+    # The schema generation the client spelt its kinds in (``kinds.Spelling``): its answers,
+    # now and later, are spelt the same way.
+    spelling: Mapped[str] = mapped_column(String(16), default="current")
 
 
 class SessionRow(Base):
@@ -65,7 +81,7 @@ class SessionRow(Base):
     owner: Mapped[str] = mapped_column(String(64), index=True)
     phase: Mapped[str] = mapped_column(String(16))
     created: Mapped[datetime]
-    modified: Mapped[datetime]
+    modified: Mapped[datetime] = mapped_column(index=True)
     expires: Mapped[datetime]
     start: Mapped[datetime]
     end: Mapped[datetime]
@@ -78,7 +94,7 @@ class SessionRow(Base):
     platform: Mapped[str] = mapped_column(String(32))
     handle: Mapped[str | None] = mapped_column(String(200))
     started: Mapped[datetime | None]
-    finished: Mapped[datetime | None]
+    finished: Mapped[datetime | None] = mapped_column(index=True)
     exit_code: Mapped[int | None]
     messages: Mapped[list[Any]]
     endpoints: Mapped[list[Any]]
@@ -86,7 +102,11 @@ class SessionRow(Base):
     # remembers of it (a TES task's name and executors, a UWS job's runId and parameters).
     dialect: Mapped[str] = mapped_column(String(16), default="execbroker", index=True)
     dialect_meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    spelling: Mapped[str] = mapped_column(String(16), default="current")
     # The replica driving the session (see ``execbroker.monitor``) and until when its lease
     # holds; another replica takes the session over only once the lease has lapsed.
     claimed_by: Mapped[str | None] = mapped_column(String(64), index=True)
     lease_until: Mapped[datetime | None]
+    # The booking transaction (``BrokerLock.version``) that last added or changed what this
+    # session holds.
+    booked: Mapped[int | None] = mapped_column(BigInteger, index=True)

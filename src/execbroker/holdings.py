@@ -1,0 +1,197 @@
+"""This broker process's index of held capacity, kept exact inside every booking transaction.
+
+Reading every booking and sweeping them for each request costs time linear in the calendar;
+the index (``planner.index.HoldIndex``) is kept in memory instead and only brought up to date:
+
+* What adds capacity happens only in booking transactions, which hold the broker's lock and
+  bump ``broker_lock.version``, marking the rows they book with it (``sessions.booked``). A
+  transaction that reads a version other than the one this index has seen reads the rows booked
+  since (another replica's) before it plans, so nothing another replica holds is ever missed.
+* Offers stop holding at their expiry, by the index's own clock, as the database's holds do.
+* Released capacity (rejected, cancelled, finished) is learned at once for this process's own
+  changes, and within ``SWEEP_EVERY`` for others' by a sweep of recently finished rows. Until
+  then the index holds more than the database, never less: late, never unsafe. Before a
+  refusal (no offer, or an accept that no longer fits) the index sweeps at once and, if that
+  finds nothing, is rebuilt from the database (at most every ``REBUILD_AFTER``), so a release
+  missed by the sweeps (purged while this replica was idle) does not refuse for long.
+* Any failure in a transaction that changed the index drops the index; the next one rebuilds
+  it from the database, as does start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from execbroker.model.sessions import Phase
+from execbroker.planner import Booking, Calendar, Resources
+from execbroker.planner.index import Hold, HoldIndex
+from execbroker.store import queries
+from execbroker.store.engine import Database
+from execbroker.store.tables import SessionRow
+
+SWEEP_EVERY = timedelta(milliseconds=100)
+# How far back each sweep looks again: a release committed up to this long after it was stamped
+# (a slow transaction, a replica's clock behind ours) is still seen.
+SWEEP_MARGIN = timedelta(seconds=2)
+# A refusal made on an index that may miss a release even so (a replica idle while retention
+# purged it, a clock far behind) is checked on an index rebuilt, at most this often.
+REBUILD_AFTER = timedelta(seconds=10)
+
+_HOLDING = {phase.value for phase in queries.HOLDING}
+
+
+def _hold(row: queries.HoldRow | SessionRow) -> Hold:
+    if isinstance(row, SessionRow):
+        uuid, start, end = row.uuid, row.start, row.end
+        cores, memory, storage = row.cores, row.memory_gib, row.storage_gib
+        phase, offerset, expires = row.phase, row.offerset_uuid, row.expires
+    else:
+        uuid, start, end, cores, memory, storage, phase, offerset, expires = row
+    del uuid
+    offered = phase == Phase.OFFERED
+    booking = Booking(
+        start, end, Resources(cores, memory, storage), group=offerset if offered else None
+    )
+    return Hold(booking, expires if offered else None)
+
+
+@dataclass
+class Booker:
+    """What a booking transaction sees and changes: the calendar, and the holds it books."""
+
+    db: Session
+    now: datetime
+    _holdings: Holdings
+    _booked: list[SessionRow] = field(default_factory=list)
+    _released: set[str] = field(default_factory=set)
+
+    def calendar(self) -> Calendar:
+        return self._holdings.index.calendar()
+
+    def without(self, offerset: str, start: datetime, end: datetime) -> Calendar:
+        """The load over [start, end) less one offer set's (the alternatives being accepted)."""
+        index = self._holdings.index
+        return index.calendar().window(start, end, index.group_pieces(offerset))
+
+    def refresh(self) -> bool:
+        """Before a refusal: learn every release up to now, or failing any, rebuild the index
+        from the database (if not done lately); whether the index changed."""
+        if self._holdings.sweep(self.db, self.now):
+            return True
+        return self._holdings.rebuild_if_due(self.db, self.now)
+
+    def book(self, rows: Iterable[SessionRow]) -> None:
+        """Count these rows' holds (new offers, an accepted session) from this transaction."""
+        self._booked.extend(rows)
+
+    def release(self, uuids: Iterable[str]) -> None:
+        self._released.update(uuids)
+
+
+class Holdings:
+    """The index and the version of the booking transactions it has seen, behind one lock."""
+
+    def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
+        self.database = database
+        self.clock = clock
+        self.index = HoldIndex()
+        self._version: int | None = None  # None: rebuild before use
+        self._lock = threading.Lock()
+        self._swept: datetime | None = None
+        self._rebuilt: datetime | None = None
+
+    @contextmanager
+    def booking(self) -> Iterator[Booker]:
+        """A booking transaction (see ``Database.booking``) with the index brought up to date."""
+        with self._lock:
+            booker: Booker | None = None
+            try:
+                with self.database.booking() as db:
+                    now = self.clock()
+                    self._catch_up(db, now)
+                    booker = Booker(db, now, self)
+                    yield booker
+                    self._record(booker)
+            except BaseException:
+                # a refusal before any change leaves the index right; anything else (a
+                # failed commit above all) may not have: the next transaction rebuilds it
+                if booker is None or booker._booked or booker._released:
+                    self._version = None
+                raise
+
+    def released(self, uuids: Iterable[str]) -> None:
+        """Sessions this process moved to a final phase (after that transaction committed)."""
+        with self._lock:
+            for uuid in uuids:
+                self.index.discard(uuid)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._version = None
+
+    # -- inside the booking transaction ------------------------------------------------------
+
+    def _catch_up(self, db: Session, now: datetime) -> None:
+        version = db.info["lock_version"]
+        if self._version is None:
+            self.rebuild(db, now)
+            return
+        if version != self._version:
+            for row in queries.hold_rows(db, now, booked_after=self._version):
+                self._learn(row[0], row[6], _hold(row), now)
+            self._version = version
+        if self._swept is None or now - self._swept >= SWEEP_EVERY:
+            self.sweep(db, now)
+        self.index.expire(now)
+
+    def sweep(self, db: Session, now: datetime) -> bool:
+        """Forget the sessions that reached a final phase since the last sweep (and a margin)."""
+        since = (self._swept or now) - SWEEP_MARGIN
+        known = [uuid for uuid in queries.released_since(db, since) if uuid in self.index]
+        for uuid in known:
+            self.index.discard(uuid)
+        self._swept = now
+        return bool(known)
+
+    def rebuild_if_due(self, db: Session, now: datetime) -> bool:
+        if self._rebuilt is not None and now - self._rebuilt < REBUILD_AFTER:
+            return False
+        before = self.index.holds()
+        self.rebuild(db, now)
+        return self.index.holds() != before
+
+    def rebuild(self, db: Session, now: datetime) -> None:
+        self.index = HoldIndex(
+            {row[0]: _hold(row) for row in queries.hold_rows(db, now)}  # type: ignore[misc]
+        )
+        self.index.expire(now)
+        self._version = db.info["lock_version"]
+        self._swept = self._rebuilt = now
+
+    def _learn(self, uuid: str, phase: str, hold: Hold, now: datetime) -> None:
+        live = phase in _HOLDING and (hold.expires is None or hold.expires > now)
+        if live:
+            self.index.put(uuid, hold)
+        else:
+            self.index.discard(uuid)
+
+    def _record(self, booker: Booker) -> None:
+        if not booker._booked and not booker._released:
+            return
+        version = booker.db.info["lock_version"] + 1
+        for row in booker._booked:  # before the UPDATE below flushes them: one write per row
+            row.booked = version
+        queries.bump_lock_version(booker.db, version)
+        for uuid in booker._released:
+            self.index.discard(uuid)
+        for row in booker._booked:
+            self._learn(row.uuid, row.phase, _hold(row), booker.now)
+        # the version moves on only once the transaction commits (see ``booking``); were it
+        # to fail, the except clause drops the index instead
+        self._version = version

@@ -1,0 +1,244 @@
+"""What is held, kept up to date booking by booking instead of rebuilt for every question.
+
+``Calendar`` sorts every booking each time it is built: linear-logarithmic in the bookings,
+which at 10 000 of them is most of a request. ``HoldIndex`` keeps the same step function (the
+boundary times, and per segment the cores, memory, storage and sessions held) in lists that
+each change edits in place: a booking inserts at most two boundaries (C-speed list inserts)
+and adds its load to the segments it covers, so a change costs the segments it spans, not the
+calendar's size. Its ``calendar`` is a ``Calendar`` with exactly the load ``Calendar`` would
+compute from the same bookings, which the property tests check against the sweep.
+
+Offers expire: a booking given an ``expires`` instant stops counting once ``expire(now)``
+passes it, as the database's holds stop counting an OFFERED session after its expiry.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from .calendar import Booking, Calendar, _Piece, _pieces, _sweep
+
+_COLUMNS = 4  # cores, memory, storage, sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One session's booking and, for an offer, when it stops holding."""
+
+    booking: Booking
+    expires: datetime | None = None
+
+
+class HoldIndex:
+    """A mutable calendar keyed by session: ``put``, ``discard``, ``expire``, then ``calendar``.
+
+    Not thread-safe: callers serialise access (the broker does under its own lock).
+    """
+
+    def __init__(self, holds: dict[str, Hold] | None = None) -> None:
+        self._times: list[datetime] = []
+        self._refs: list[int] = []  # pieces starting or ending at each boundary
+        self._columns: tuple[list[int], ...] = tuple([] for _ in range(_COLUMNS))
+        self._ends: list[datetime] = []  # distinct booking ends, sorted
+        self._end_refs: dict[datetime, int] = {}
+        self._holds: dict[str, Hold] = {}
+        self._groups: dict[str, set[str]] = {}  # offer set -> its sessions here
+        self._applied: dict[str, list[_Piece]] = {}  # "s:"+key or "g:"+group -> its pieces
+        self._expiry: list[tuple[datetime, str]] = []  # heap; stale entries are skipped
+        self._view: Calendar | None = None
+        if holds:
+            self._bulk(holds)
+
+    def _bulk(self, holds: dict[str, Hold]) -> None:
+        """Start from many holds at once: one sort, as ``Calendar`` does, not one insert each."""
+        grouped: dict[str, list[Booking]] = {}
+        for key, hold in holds.items():
+            self._holds[key] = hold
+            self._end_refs[hold.booking.end] = self._end_refs.get(hold.booking.end, 0) + 1
+            if hold.expires is not None:
+                self._expiry.append((hold.expires, key))
+            group = hold.booking.group
+            if group is None:
+                pieces = _pieces([hold.booking])
+                if pieces:
+                    self._applied[f"s:{key}"] = pieces
+            else:
+                self._groups.setdefault(group, set()).add(key)
+                grouped.setdefault(group, []).append(hold.booking)
+        for group, members in grouped.items():
+            pieces = _pieces(members)
+            if pieces:
+                self._applied[f"g:{group}"] = pieces
+        every = [piece for pieces in self._applied.values() for piece in pieces]
+        self._times, self._columns = _sweep(every)
+        refs = Counter(t for piece in every for t in (piece[0], piece[1]))
+        self._refs = [refs[t] for t in self._times]
+        self._ends = sorted(self._end_refs)
+        heapq.heapify(self._expiry)
+
+    def __len__(self) -> int:
+        return len(self._holds)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._holds
+
+    def get(self, key: str) -> Hold | None:
+        return self._holds.get(key)
+
+    def holds(self) -> dict[str, Hold]:
+        return dict(self._holds)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def put(self, key: str, hold: Hold) -> None:
+        """Add the session ``key``'s hold, or replace the one it had."""
+        if self._holds.get(key) == hold:
+            return
+        self.discard(key)
+        self._holds[key] = hold
+        self._end_ref(hold.booking.end, +1)
+        if hold.expires is not None:
+            heapq.heappush(self._expiry, (hold.expires, key))
+        group = hold.booking.group
+        if group is None:
+            self._apply(f"s:{key}", _pieces([hold.booking]))
+        else:
+            self._groups.setdefault(group, set()).add(key)
+            self._regroup(group)
+        self._view = None
+
+    def discard(self, key: str) -> None:
+        """Forget the session ``key`` (it no longer holds anything); no-op if unknown."""
+        hold = self._holds.pop(key, None)
+        if hold is None:
+            return
+        self._end_ref(hold.booking.end, -1)
+        group = hold.booking.group
+        if group is None:
+            self._apply(f"s:{key}", [])
+        else:
+            members = self._groups[group]
+            members.discard(key)
+            if not members:
+                del self._groups[group]
+            self._regroup(group)
+        self._view = None
+
+    def expire(self, now: datetime) -> list[str]:
+        """Drop every hold whose ``expires`` is at or before ``now``; returns their keys."""
+        dropped = []
+        while self._expiry and self._expiry[0][0] <= now:
+            expires, key = heapq.heappop(self._expiry)
+            hold = self._holds.get(key)
+            if hold is not None and hold.expires == expires:
+                self.discard(key)
+                dropped.append(key)
+        if len(self._expiry) > 2 * len(self._holds) + 64:  # replaced holds leave stale entries
+            self._expiry = [(h.expires, k) for k, h in self._holds.items() if h.expires]
+            heapq.heapify(self._expiry)
+        return dropped
+
+    def group_members(self, group: str) -> list[str]:
+        return sorted(self._groups.get(group, ()))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def calendar(self) -> Calendar:
+        """A ``Calendar`` of what is held now, valid until the index next changes.
+
+        It reads the index's own lists, not a copy (copying would cost what the index saves):
+        ask again after a change, never keep one across it.
+        """
+        if self._view is None:
+            self._view = Calendar.from_profile(
+                self._times, self._columns, self._ends, self._holds_view
+            )
+        return self._view
+
+    def group_pieces(self, group: str) -> list[_Piece]:
+        """What an offer set's alternatives add to the load, collapsed (see ``Calendar``)."""
+        return list(self._applied.get(f"g:{group}", ()))
+
+    def _holds_view(self) -> tuple[Booking, ...]:
+        return tuple(hold.booking for hold in self._holds.values())
+
+    # -- the step function -----------------------------------------------------------------
+
+    def _regroup(self, group: str) -> None:
+        members = [self._holds[key].booking for key in self._groups.get(group, ())]
+        self._apply(f"g:{group}", _pieces(members) if members else [])
+
+    def _apply(self, owner: str, pieces: list[_Piece]) -> None:
+        """Make ``owner``'s contribution ``pieces`` (removing what it contributed before)."""
+        old = self._applied.pop(owner, [])
+        for piece in old:
+            self._add(piece, -1)
+        for piece in pieces:
+            self._add(piece, +1)
+        if pieces:
+            self._applied[owner] = pieces
+        for piece in old:  # boundaries last, once every column is back to its plain sum
+            self._unref(piece[0])
+            self._unref(piece[1])
+
+    def _add(self, piece: _Piece, sign: int) -> None:
+        start, end, cores, memory, storage = piece
+        if sign > 0:
+            i = self._ref(start)
+            j = self._ref(end)
+        else:
+            i = bisect_left(self._times, start)
+            j = bisect_left(self._times, end)
+        for column, amount in zip(self._columns, (cores, memory, storage, 1), strict=True):
+            delta = sign * amount
+            if delta:  # a slice at once: a third of the time of an indexed loop
+                column[i:j] = [value + delta for value in column[i:j]]
+
+    def _ref(self, time: datetime) -> int:
+        """The index of boundary ``time``, inserting it (splitting a segment) if new."""
+        times = self._times
+        k = bisect_left(times, time)
+        if k < len(times) and times[k] == time:
+            self._refs[k] += 1
+            return k
+        times.insert(k, time)
+        self._refs.insert(k, 1)
+        # segment k-1 [times[k-1], times[k+1]) splits in two of equal load; at either end of
+        # the calendar the new segment holds nothing
+        inside = 0 < k < len(times) - 1
+        for column in self._columns:
+            if len(times) == 1:
+                continue
+            if k == len(times) - 1:
+                column.append(0)
+            else:
+                column.insert(k, column[k - 1] if inside else 0)
+        return k
+
+    def _unref(self, time: datetime) -> None:
+        times = self._times
+        k = bisect_left(times, time)
+        self._refs[k] -= 1
+        if self._refs[k]:
+            return
+        # nothing starts or ends here any more: the load is the same on both sides
+        del times[k]
+        del self._refs[k]
+        for column in self._columns:
+            if not column:
+                continue
+            del column[min(k, len(column) - 1)]
+
+    def _end_ref(self, end: datetime, sign: int) -> None:
+        count = self._end_refs.get(end, 0) + sign
+        if count:
+            if count == 1 and sign > 0:
+                insort(self._ends, end)
+            self._end_refs[end] = count
+        else:
+            del self._end_refs[end]
+            del self._ends[bisect_left(self._ends, end)]

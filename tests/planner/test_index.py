@@ -1,0 +1,147 @@
+"""The hold index, changed a booking at a time, always equals the sweep over the raw bookings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from execbroker.planner import Booking, Calendar, Quota, Resources
+from execbroker.planner.index import Hold, HoldIndex
+
+from .helpers import T0, load_at
+
+KEYS = [f"s{k}" for k in range(12)]
+GROUPS = [None, None, "a", "b", "c"]
+
+instants = st.integers(0, 40).map(lambda k: T0 + timedelta(minutes=15 * k))
+
+
+@st.composite
+def holds(draw: st.DrawFn) -> Hold:
+    start = draw(instants)
+    length = draw(st.integers(0, 16)) * timedelta(minutes=15)
+    resources = Resources(draw(st.integers(0, 4)), draw(st.integers(0, 8)), draw(st.integers(0, 3)))
+    expires = draw(st.none() | instants)
+    return Hold(Booking(start, start + length, resources, draw(st.sampled_from(GROUPS))), expires)
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.sampled_from(KEYS), holds()),
+        st.tuples(st.just("discard"), st.sampled_from(KEYS), st.none()),
+        st.tuples(st.just("expire"), st.none(), instants),
+    ),
+    max_size=60,
+)
+
+
+def _live(model: dict[str, Hold], now: datetime | None) -> list[Booking]:
+    return [
+        h.booking for h in model.values() if h.expires is None or now is None or h.expires > now
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_index_equals_sweep_after_every_change(ops: list[tuple[str, object, object]]) -> None:
+    index = HoldIndex()
+    model: dict[str, Hold] = {}
+    for op, key, arg in ops:
+        if op == "put":
+            assert isinstance(key, str) and isinstance(arg, Hold)
+            index.put(key, arg)
+            model[key] = arg
+        elif op == "discard":
+            assert isinstance(key, str)
+            index.discard(key)
+            model.pop(key, None)
+        else:
+            assert isinstance(arg, datetime)
+            index.expire(arg)
+            model = {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
+        swept = Calendar(_live(model, None))
+        assert index.calendar().profile() == swept.profile()
+        assert len(index) == len(model)
+        assert HoldIndex(model).calendar().profile() == swept.profile()  # rebuilt at once
+
+
+@settings(max_examples=100, deadline=None)
+@given(operations, instants, instants)
+def test_index_answers_as_the_brute_force_model(
+    ops: list[tuple[str, object, object]], lo: datetime, hi: datetime
+) -> None:
+    index = HoldIndex()
+    model: dict[str, Hold] = {}
+    for op, key, arg in ops:
+        if op == "put":
+            assert isinstance(key, str) and isinstance(arg, Hold)
+            index.put(key, arg)
+            model[key] = arg
+        elif op == "discard":
+            assert isinstance(key, str)
+            index.discard(key)
+            model.pop(key, None)
+    bookings = list(model.values())
+    calendar = index.calendar()
+    start, end = min(lo, hi), max(lo, hi)
+    instants_in = sorted(
+        {start}
+        | {t for h in bookings for t in (h.booking.start, h.booking.end) if start <= t < end}
+    )
+    if start < end:
+        peak = Resources()
+        most = 0
+        for instant in instants_in:
+            held, sessions = load_at([h.booking for h in bookings], instant)
+            peak = peak.max_with(held)
+            most = max(most, sessions)
+        assert calendar.peak(start, end) == (peak, most)
+        quota = Quota(Resources(6, 12, 4), max_sessions=3, max_duration=timedelta(days=1))
+        assert calendar.fits(start, end, Resources(1, 1, 0), quota) == Calendar(
+            [h.booking for h in bookings]
+        ).fits(start, end, Resources(1, 1, 0), quota)
+
+
+def test_a_view_follows_changes_once_asked_again() -> None:
+    index = HoldIndex()
+    hour = timedelta(hours=1)
+    index.put("x", Hold(Booking(T0, T0 + hour, Resources(2, 2, 0))))
+    assert index.calendar().peak(T0, T0 + hour) == (Resources(2, 2, 0), 1)
+    index.put("y", Hold(Booking(T0, T0 + hour, Resources(1, 1, 0))))
+    assert index.calendar().peak(T0, T0 + hour) == (Resources(3, 3, 0), 2)
+    index.discard("x")
+    index.discard("y")
+    assert index.calendar().profile() == ([], ([], [], [], []), [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, instants, instants, st.sampled_from(["a", "b", "c"]))
+def test_a_window_less_one_group_equals_the_sweep_without_it(
+    ops: list[tuple[str, object, object]], lo: datetime, hi: datetime, group: str
+) -> None:
+    index = HoldIndex()
+    for op, key, arg in ops:
+        if op == "put":
+            assert isinstance(key, str) and isinstance(arg, Hold)
+            index.put(key, arg)
+        elif op == "discard":
+            assert isinstance(key, str)
+            index.discard(key)
+    start, end = min(lo, hi), max(lo, hi) + timedelta(minutes=15)
+    rest = Calendar(h.booking for h in index.holds().values() if h.booking.group != group)
+    window = index.calendar().window(start, end, index.group_pieces(group))
+    assert window.peak(start, end) == rest.peak(start, end)
+    quota = Quota(Resources(6, 12, 4), max_sessions=3, max_duration=timedelta(days=1))
+    for size in (Resources(1, 1, 0), Resources(3, 6, 2)):
+        assert window.fits(start, end, size, quota) == rest.fits(start, end, size, quota)
+
+
+def test_an_offer_stops_holding_when_it_expires() -> None:
+    index = HoldIndex()
+    hour = timedelta(hours=1)
+    index.put("o", Hold(Booking(T0, T0 + hour, Resources(1, 1, 0), "set"), expires=T0))
+    index.put("o", Hold(Booking(T0, T0 + hour, Resources(1, 1, 0)), expires=None))  # accepted
+    assert index.expire(T0 + hour) == []
+    assert index.calendar().peak(T0, T0 + hour) == (Resources(1, 1, 0), 1)
