@@ -280,7 +280,8 @@ class Monitor:
             row = queries.get_session(db, uuid)
         if row is None or row.claimed_by != self.replica or row.phase not in _ACTIVE:
             return None  # another replica's, or nothing left to follow
-        return self._follow(row)
+        with logs.bind(user=row.owner):  # known only now that the row is read
+            return self._follow(row)
 
     def _platform(self, row: SessionRow) -> Platform | None:
         return self.service.platforms.get(row.platform)
