@@ -1,18 +1,30 @@
 """How long a broker takes from an accepted offer to a running task, next to the platform's
 own way of starting the same task, measured side by side in one run (these machines are
-noisy: compare the ratios, not the absolute times).
+noisy: compare the ratios, not the absolute times); and how long after a task ends its
+session is seen COMPLETED.
 
-Each platform is one function ``measure_<name>(repeats, directory) -> dict`` in PLATFORMS.
+Each platform is one function ``measure_<name>(repeats, directory) -> dict`` in PLATFORMS
+(``local``, ``docker``, ``slurm``; a new backend adds one).
+
+local: a batch script (``sleep 60``) through a broker from accept to RUNNING, next to the
+same platform driven directly (``LocalPlatform.start`` until its status says RUNNING: the
+sandboxed runner, without the broker); and a script that prints the time as its last act,
+from that moment until a GET shows its session COMPLETED.
 
 docker: a real broker process (platform ``docker``) runs ``busybox:local``; the time from
 the accepting ``POST /sessions/{uuid}`` to the first ``GET`` that shows the session RUNNING
 (a ``sleep``: no ports) or AVAILABLE (``httpd`` with a published HTTP port, which the broker
 reports only once it answers). Next to it, the same containers started directly: ``docker run
 -d`` (the CLI) and ``containers.run(detach=True)`` (the Python SDK); for httpd also until its
-URL answers. The broker's monitor polls every ``monitor_interval_s``, which bounds how soon it
-can notice a phase change.
+URL answers. The broker's monitor passes come every ``monitor_interval_s``; an accept, the
+engine's events and a start under way bring them sooner. Completion: a container that
+sleeps and exits, from the engine's ``die`` event (its time, read by this process from the
+event stream) until a GET shows the session COMPLETED.
 
-    python benchmarks/launch.py [--repeats 5] [--platforms docker]
+slurm: see ``measure_slurm``; completion from the time the job's script prints as its last
+act (read from its log) until a GET shows COMPLETED.
+
+    python benchmarks/launch.py [--repeats 5] [--platforms local,docker,slurm]
 
 Prints one JSON object.
 """
@@ -20,28 +32,32 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
+import threading
 import time
+import uuid as uuids
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.brokers import BASE_CONFIG, BrokerProcess, accept
+from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
 
 IMAGE = "busybox:local"
 SLEEP = ["sleep", "60"]
 HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 POLL_S = 0.01
 MONITOR_INTERVAL = "PT0.2S"
+BASE_CONFIG: dict[str, Any] = {**LOCAL_CONFIG, "monitor": {"interval": MONITOR_INTERVAL}}
+ENDED_AT = "ended at "  # what a task prints, with the epoch time, as its last act
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -54,6 +70,17 @@ def _wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("gave up waiting")
         time.sleep(POLL_S)
+
+
+def _ratio(numerator: list[float], denominator: list[float]) -> float:
+    return round(statistics.median(numerator) / statistics.median(denominator), 2)
+
+
+def accept(client: httpx.Client, uuid: str) -> httpx.Response:
+    return client.post(
+        f"/sessions/{uuid}",
+        json={"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"},
+    )
 
 
 def _answers(url: str) -> bool:
@@ -82,28 +109,127 @@ def _request(command: list[str], ports: bool) -> dict[str, Any]:
     }
 
 
+def _accepted(client: httpx.Client, body: dict[str, Any]) -> str:
+    """The uuid of the first offer for ``body``, accepted."""
+    answer = client.post("/requests", json=body).raise_for_status().json()
+    uuid = str(answer["offers"][0]["meta"]["uuid"])
+    accept(client, uuid).raise_for_status()
+    return uuid
+
+
+def _until_phase(client: httpx.Client, uuid: str, phase: str, timeout: float = 60) -> None:
+    def reached() -> bool:
+        session = client.get(f"/sessions/{uuid}").raise_for_status().json()
+        if session["phase"] in {"FAILED", "CANCELLED", "COMPLETED"} - {phase}:
+            raise RuntimeError(f"session {uuid} {session['phase']}: {session['meta']['messages']}")
+        return bool(session["phase"] == phase)
+
+    _wait_until(reached, timeout)
+
+
 def _through_broker(client: httpx.Client, body: dict[str, Any], phase: str) -> float:
     """Seconds from sending the accept to the first GET that shows ``phase``."""
     answer = client.post("/requests", json=body).raise_for_status().json()
     uuid = answer["offers"][0]["meta"]["uuid"]
     started = time.perf_counter()
     accept(client, uuid).raise_for_status()
-    session: dict[str, Any] = {}
-
-    def reached() -> bool:
-        nonlocal session
-        session = client.get(f"/sessions/{uuid}").raise_for_status().json()
-        if session["phase"] in ("FAILED", "CANCELLED"):
-            raise RuntimeError(f"session {uuid} {session['phase']}: {session['meta']['messages']}")
-        return session["phase"] == phase
-
-    _wait_until(reached)
+    _until_phase(client, uuid, phase)
     elapsed = time.perf_counter() - started
     client.post(
         f"/sessions/{uuid}",
         json={"kind": "uri:enum-value-update", "path": "phase", "value": "CANCELLED"},
     ).raise_for_status()
     return elapsed
+
+
+def _completion_seen(client: httpx.Client, uuid: str, ended: Callable[[], float]) -> float:
+    """Seconds from the task's end (``ended()``, epoch time, asked once the session is seen
+    COMPLETED) until then."""
+    _until_phase(client, uuid, "COMPLETED", timeout=120)
+    seen = time.time()
+    return seen - ended()
+
+
+def _printed_end(client: httpx.Client, uuid: str) -> float:
+    """The epoch time a task printed (``ENDED_AT``) as its last act, from its logs."""
+    stdout = client.get(f"/sessions/{uuid}/logs").raise_for_status().json()["stdout"]
+    return float(stdout.rsplit(ENDED_AT, 1)[1].split()[0])
+
+
+def _batch_body(script: str) -> dict[str, Any]:
+    return {
+        "executable": {"kind": "batch-script", "script": script},
+        "compute": {"cores": {"min": 1, "max": 1}, "memory": {"min": 1, "max": 1}},
+        "schedule": {"requested": {"duration": "PT10M"}},
+    }
+
+
+ENDING_SCRIPT = f'sleep 0.3\necho "{ENDED_AT}$(date +%s.%N)"\n'
+
+
+# -- local ------------------------------------------------------------------------------
+
+
+def _local_direct(platform: Any, directory: Path) -> float:
+    """Seconds for the local platform itself (no broker) to start ``sleep 60`` until its
+    status says RUNNING; stopped afterwards."""
+    from execbroker.model.executables import BatchScript
+    from execbroker.planner import Resources
+    from execbroker.platforms.base import LaunchSpec, RunState
+
+    session = str(uuids.uuid4())
+    now = datetime.now(UTC)
+    spec = LaunchSpec(
+        session_id=session,
+        broker="bench-local-direct",
+        owner="alice",
+        executable=BatchScript(script="sleep 60\n"),
+        resources=Resources(1, 1, 0),
+        start=now,
+        deadline=now + timedelta(minutes=10),
+        workdir=directory / "sessions" / session,
+    )
+    started = time.perf_counter()
+    handle = platform.start(spec)
+    _wait_until(lambda: platform.status(handle).state == RunState.RUNNING)
+    elapsed = time.perf_counter() - started
+    platform.stop(handle)
+    platform.release(handle)
+    return elapsed
+
+
+def measure_local(repeats: int, directory: Path) -> dict[str, Any]:
+    """A batch script through a broker (platform ``local``) next to the platform itself."""
+    from execbroker.config import BrokerConfig
+    from execbroker.platforms import create_platform
+
+    config = {**BASE_CONFIG, "name": "bench-local"}
+    broker = BrokerProcess(config, directory / "broker").start()
+    direct_config = BrokerConfig.model_validate(
+        {**config, "name": "bench-local-direct", "state_dir": str(directory / "direct")}
+    )
+    platform = create_platform({"type": "local"}, broker=direct_config)
+    timings: dict[str, list[float]] = {"broker": [], "platform_direct": [], "completion": []}
+    try:
+        with broker.client() as client:
+            _through_broker(client, _batch_body("sleep 60\n"), "RUNNING")  # warm up
+            _local_direct(platform, directory / "direct")
+            for _ in range(repeats):  # interleaved, so drift hits both alike
+                timings["broker"].append(
+                    _through_broker(client, _batch_body("sleep 60\n"), "RUNNING")
+                )
+                timings["platform_direct"].append(_local_direct(platform, directory / "direct"))
+                uuid = _accepted(client, _batch_body(ENDING_SCRIPT))
+                timings["completion"].append(
+                    _completion_seen(client, uuid, functools.partial(_printed_end, client, uuid))
+                )
+    finally:
+        broker.stop()
+    results: dict[str, Any] = {"monitor_interval_s": 0.2}
+    results.update({f"{key}_median_ms": _median_ms(value) for key, value in timings.items()})
+    results["completion_max_ms"] = round(max(timings["completion"]) * 1000, 1)
+    results["broker_over_platform_direct"] = _ratio(timings["broker"], timings["platform_direct"])
+    return results
 
 
 # -- directly ---------------------------------------------------------------------------
@@ -161,6 +287,36 @@ def _docker_broker(directory: Path, name: str, **options: Any) -> BrokerProcess:
     return BrokerProcess(config, directory / name).start()
 
 
+class _DeathWatch:
+    """The engine's ``die`` events for one broker's containers, by session: when each ended."""
+
+    def __init__(self, broker: str) -> None:
+        import docker
+
+        self.ended: dict[str, float] = {}
+        self._client = docker.from_env(timeout=None)
+        filters = {"type": "container", "event": ["die"], "label": [f"execbroker.broker={broker}"]}
+        self._stream = self._client.api.events(decode=True, filters=filters)
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        try:
+            for event in self._stream:
+                session = event["Actor"]["Attributes"].get("execbroker.session")
+                if session:
+                    self.ended[session] = event["timeNano"] / 1e9
+        except Exception:  # closed
+            return
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _docker_completion(client: httpx.Client, deaths: _DeathWatch) -> float:
+    uuid = _accepted(client, _request(["sleep", "0.3"], ports=False))
+    return _completion_seen(client, uuid, lambda: deaths.ended[uuid])
+
+
 def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
     """busybox through a broker (a network per session, as configured by default; and on
     docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK."""
@@ -171,8 +327,12 @@ def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
     isolated = _docker_broker(directory, "bench-launch")
     shared = _docker_broker(directory, "bench-launch-shared", isolate=False)
     results: dict[str, Any] = {"monitor_interval_s": 0.2, "image": IMAGE}
+    deaths = _DeathWatch("bench-launch")
     try:
         with isolated.client() as client, shared.client() as shared_client:
+            completion = [_docker_completion(client, deaths) for _ in range(repeats + 1)][1:]
+            results["completion_median_ms"] = _median_ms(completion)
+            results["completion_max_ms"] = round(max(completion) * 1000, 1)
             for name, command, ports, phase in (
                 ("sleep_to_running", SLEEP, False, "RUNNING"),
                 ("httpd_to_available", HTTPD, True, "AVAILABLE"),
@@ -201,6 +361,9 @@ def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
                 medians = {f"{key}_median_ms": _median_ms(value) for key, value in timings.items()}
                 if answered:
                     medians["docker_run_until_http_answers_median_ms"] = _median_ms(answered)
+                    medians["broker_over_docker_run_until_http_answers"] = _ratio(
+                        timings["broker"], answered
+                    )
                 broker = statistics.median(timings["broker"])
                 medians["broker_over_docker_run"] = round(
                     broker / statistics.median(timings["docker_run"]), 2
@@ -210,6 +373,7 @@ def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
                 )
                 results[name] = medians
     finally:
+        deaths.close()
         isolated.stop()
         shared.stop()
     return results
@@ -278,12 +442,13 @@ def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
     script = directory / "direct" / "script.sh"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text("#!/bin/sh\n" + SLURM_SCRIPT)
-    body = {
-        "executable": {"kind": "batch-script", "script": SLURM_SCRIPT},
-        "compute": {"cores": {"min": 1, "max": 1}, "memory": {"min": 1, "max": 1}},
-        "schedule": {"requested": {"duration": "PT10M"}},
+    body = _batch_body(SLURM_SCRIPT)
+    timings: dict[str, list[float]] = {
+        "broker": [],
+        "sbatch_returns": [],
+        "sbatch_to_running": [],
+        "completion": [],
     }
-    timings: dict[str, list[float]] = {"broker": [], "sbatch_returns": [], "sbatch_to_running": []}
     try:
         with broker.client() as client:
             _through_broker(client, body, "RUNNING")  # warm up
@@ -297,6 +462,12 @@ def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
                 )
                 timings["sbatch_returns"].append(returned)
                 timings["sbatch_to_running"].append(running)
+            for _ in range(repeats):
+                _slurm_settle(platform["account"])
+                uuid = _accepted(client, _batch_body(ENDING_SCRIPT))
+                timings["completion"].append(
+                    _completion_seen(client, uuid, functools.partial(_printed_end, client, uuid))
+                )
     finally:
         broker.stop()
     results: dict[str, Any] = {"monitor_interval_s": 0.2, "account": platform["account"]}
@@ -306,10 +477,12 @@ def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
     # Slurm's 0-1 s pass makes the ratio noisy at 5 repeats; the difference is the broker's
     # own cost (HTTP, a monitor pass to submit and one to see R).
     results["broker_minus_sbatch_to_running_ms"] = round((broker_s - direct_s) * 1000, 1)
+    results["completion_max_ms"] = round(max(timings["completion"]) * 1000, 1)
     return results
 
 
 PLATFORMS: dict[str, Callable[[int, Path], dict[str, Any]]] = {
+    "local": measure_local,
     "docker": measure_docker,
     "slurm": measure_slurm,
 }
@@ -325,6 +498,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown platforms {unknown}; known: {sorted(PLATFORMS)}")
     with tempfile.TemporaryDirectory(prefix="execbroker-launch-") as temporary:
+        os.chmod(temporary, 0o711)  # Slurm jobs run as their owners' accounts pass through
         results = {name: PLATFORMS[name](args.repeats, Path(temporary) / name) for name in names}
     print(json.dumps({"benchmark": "launch", "repeats": args.repeats, "platforms": results}))
 

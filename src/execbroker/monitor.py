@@ -16,6 +16,14 @@ renews its leases on every pass, and takes over a started session only when nobo
 it or its holder's lease has lapsed (the holder died). Leases are renewed on a thread of
 their own, so a replica busy starting slow tasks never lets them lapse. A restarted broker
 is a new replica: it takes its predecessor's sessions over once their leases lapse.
+
+The passes are the guarantee; wake-ups only make them come sooner. An accept wakes the
+loop at once (``wake``); a platform that can tell when a task changes (docker's event
+stream, a local runner's exit) calls ``notify`` with the session id and the session is
+looked at right away; a session just started is looked at again at once, and one still
+PREPARING (a queued job, a server not answering yet) again soon, less often the longer it
+takes, until the passes alone cover it. A wake-up that is lost changes nothing but how
+soon the next pass notices.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import uuid as uuids
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from execbroker import logs
 from execbroker.model.executables import AnyExecutable
@@ -40,6 +49,7 @@ from execbroker.platforms.base import (
     PlatformError,
     RunState,
     RunStatus,
+    Watching,
     stop_and_release,
 )
 from execbroker.service import BrokerService, message
@@ -48,6 +58,7 @@ from execbroker.store.tables import SessionRow
 from execbroker.timeutil import format_duration
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _PHASE_OF_STATE = {
     RunState.PREPARING: Phase.PREPARING,
@@ -59,6 +70,20 @@ _PHASE_OF_STATE = {
     RunState.LOST: Phase.FAILED,
 }
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
+# A session still PREPARING is looked at again after this share of the time it has been
+# preparing (at least FAST_LOOK seconds): often while a start is quick, rarely while a job
+# waits in a queue, and once that is as slow as the passes, by the passes alone.
+FAST_LOOK = 0.02
+LOOK_SHARE = 0.05
+
+
+def next_look(preparing_for: float, interval: float) -> float | None:
+    """Seconds until a session that has been PREPARING for ``preparing_for`` seconds is
+    looked at again, or None when the passes every ``interval`` seconds come as often."""
+    delay = max(FAST_LOOK, preparing_for * LOOK_SHARE)
+    return delay if delay < interval else None
+
+
 _RUNNING = (Phase.AVAILABLE, Phase.RUNNING)
 
 
@@ -88,8 +113,11 @@ class Monitor:
         self.lease = lease or service.config.monitor.lease_length
         self.replica = replica or new_replica_id()
         self._busy: set[str] = set()  # sessions with a step under way
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._again: set[str] = set()  # busy sessions to look at again once their step ends
+        self._tasks: set[asyncio.Task[float | None]] = set()
         self._stopping = asyncio.Event()
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
         self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
@@ -105,32 +133,77 @@ class Monitor:
         log.info(
             "monitor started for broker %s as replica %s", self.service.config.name, self.replica
         )
+        self._loop = asyncio.get_running_loop()
+        self.service.wakers.append(self.wake)
+        for platform in self.service.platforms.values():
+            if isinstance(platform, Watching):
+                platform.watch(self.notify)
+        next_pass = time.monotonic()
         while not self._stopping.is_set():
+            # A wake-up (an accept) only queues and starts what is due; the full pass (leases,
+            # take-overs, expiries, following) still comes every interval, however many wake-ups.
+            full = time.monotonic() >= next_pass
+            if full:
+                next_pass = time.monotonic() + self.interval
+            self._woken.clear()
             try:
-                await self.tick()
+                await self.tick(full=full)
             except Exception:
                 log.exception("monitor tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            await self._pause(max(0.0, next_pass - time.monotonic()))
+        self.service.wakers.remove(self.wake)
         await self.settle()
+        for platform in self.service.platforms.values():
+            if isinstance(platform, Watching):
+                try:
+                    platform.close()
+                except Exception:
+                    log.exception("closing platform %s", platform.name)
         try:
             await asyncio.get_running_loop().run_in_executor(self._surveyor, self._release)
         except Exception:
             log.exception("ending the leases of replica %s", self.replica)
         self._surveyor.shutdown(wait=False)
 
+    async def _pause(self, seconds: float) -> None:
+        """Until the next pass is due, a wake-up, or ``stop``."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self._woken)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
     async def stop(self) -> None:
         self._stopping.set()
         await self.settle()
 
-    async def tick(self) -> None:
+    def wake(self) -> None:
+        """Make the next pass come now (after an accept). Callable from any thread."""
+        self._call_soon(self._woken.set)
+
+    def notify(self, session_id: str) -> None:
+        """A platform's word that a session's task may have changed: look at it now, if
+        this replica drives it. Callable from any thread."""
+        self._call_soon(self._look, session_id)
+
+    def _call_soon(self, call: Callable[..., None], *arguments: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not running: the first pass will see it
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(call, *arguments)
+
+    async def tick(self, *, full: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        due, held = await loop.run_in_executor(self._surveyor, self._survey)
-        self.last_pass = time.monotonic()
+        survey = self._survey if full else self._queue
+        due, held = await loop.run_in_executor(self._surveyor, survey)
+        if full:
+            self.last_pass = time.monotonic()
         for row in due:
-            self._spawn(row, self._launch)
+            self._spawn(row.uuid, self._launch, row)
         for row in held:
-            self._spawn(row, self._follow)
+            self._spawn(row.uuid, self._follow, row)
 
     def _survey(self) -> tuple[list[SessionRow], list[SessionRow]]:
         """Renew this replica's leases, take over sessions whose holder is gone, expire old
@@ -151,6 +224,14 @@ class Monitor:
             due = list(queries.due_to_start(db, now))
             return due, list(queries.held_sessions(db, self.replica, _ACTIVE))
 
+    def _queue(self) -> tuple[list[SessionRow], list[SessionRow]]:
+        """The part of ``_survey`` an accept needs: queue accepted sessions, list those due."""
+        now = self.clock()
+        with self.database.write() as db:
+            queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
+        with self.database.read() as db:
+            return list(queries.due_to_start(db, now)), []
+
     def _release(self) -> None:
         with self.database.write() as db:
             queries.release_leases(db, self.replica, self.clock())
@@ -160,30 +241,54 @@ class Monitor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _spawn(self, row: SessionRow, step: Callable[[SessionRow], None]) -> None:
-        """Run one step for one session in a worker thread (steps block on I/O), one at a time."""
-        uuid = row.uuid
-        if uuid in self._busy:
-            return
+    def _spawn(self, uuid: str, step: Callable[[_T], float | None], argument: _T) -> bool:
+        """Run one step for one session in a worker thread (steps block on I/O), one at a
+        time; False if one is under way. A step returns when to look at the session again
+        (seconds), or None to leave it to the passes."""
+        if uuid in self._busy or self._stopping.is_set():
+            return False
         self._busy.add(uuid)
-        with logs.bind(session=uuid, user=row.owner):  # the step's thread inherits these ids
-            task = asyncio.create_task(asyncio.to_thread(step, row))
+        owner = argument.owner if isinstance(argument, SessionRow) else None
+        with logs.bind(session=uuid, user=owner):  # the step's thread inherits these ids
+            task = asyncio.create_task(asyncio.to_thread(step, argument))
         self._tasks.add(task)
 
-        def _done(finished: asyncio.Task[None]) -> None:
+        def _done(finished: asyncio.Task[float | None]) -> None:
             self._tasks.discard(finished)
             self._busy.discard(uuid)
+            again = None
             if not finished.cancelled() and finished.exception() is not None:
                 log.error("session %s step failed", uuid, exc_info=finished.exception())
+            elif not finished.cancelled():
+                again = finished.result()
+            if uuid in self._again:
+                self._again.discard(uuid)
+                again = 0
+            if again is not None and not self._stopping.is_set():
+                finished.get_loop().call_later(again, self._look, uuid)
 
         task.add_done_callback(_done)
+        return True
+
+    def _look(self, uuid: str) -> None:
+        """Follow one session now (or as soon as its step under way ends)."""
+        if not self._spawn(uuid, self._refollow, uuid) and not self._stopping.is_set():
+            self._again.add(uuid)
+
+    def _refollow(self, uuid: str) -> float | None:
+        with self.database.read() as db:
+            row = queries.get_session(db, uuid)
+        if row is None or row.claimed_by != self.replica or row.phase not in _ACTIVE:
+            return None  # another replica's, or nothing left to follow
+        with logs.bind(user=row.owner):  # known only now that the row is read
+            return self._follow(row)
 
     def _platform(self, row: SessionRow) -> Platform | None:
         return self.service.platforms.get(row.platform)
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _launch(self, row: SessionRow) -> None:
+    def _launch(self, row: SessionRow) -> float | None:
         """Claim a due session and start it. The claim is WAITING → PREPARING with this
         replica's lease in one conditional update: whichever replica gets there first
         starts it, and the others find it PREPARING and leave it."""
@@ -200,14 +305,14 @@ class Monitor:
                 lease_until=now + self.lease,
             )
             if not claimed:
-                return
+                return None
         platform = self._platform(row)
         if platform is None:
             self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")
-            return
+            return None
         if row.end <= now:
             self._finish(row, Phase.FAILED, "the granted time ended before the session could start")
-            return
+            return None
         spec = LaunchSpec(
             session_id=row.uuid,
             broker=self.service.config.name,
@@ -225,13 +330,13 @@ class Monitor:
         except PlatformError as error:
             self.service.metrics.platform_error(platform.name, "start")
             self._finish(row, Phase.FAILED, f"could not start: {error}")
-            return
+            return None
         except Exception as error:
             log.exception("starting session %s", row.uuid)
             self._finish(
                 row, Phase.FAILED, f"could not start: internal error ({type(error).__name__})"
             )
-            return
+            return None
         with self.database.write() as db:
             kept = queries.transition(
                 db,
@@ -248,18 +353,21 @@ class Monitor:
                 current.handle = handle  # type: ignore[union-attr]
         if cancelled:
             stop_and_release(platform, handle)
-        elif not kept:
+            return None
+        if not kept:
             # Only if this replica stalled for longer than its lease: the replica that took
             # the session over finds this task by its session id, so it is left alone.
             log.warning("session %s: lease lost while starting it as %s", row.uuid, handle)
-            return
+            return None
         log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
+        row.handle = handle  # (this copy only: the database has it already)
+        return self._follow(row)  # how it is doing: at once
 
-    def _follow(self, row: SessionRow) -> None:
+    def _follow(self, row: SessionRow) -> float | None:
         platform = self._platform(row)
         if platform is None:
             self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")
-            return
+            return None
         handle = row.handle
         if handle is None:
             # Started (or not) by a replica that died (this one's predecessor, or another):
@@ -277,7 +385,7 @@ class Monitor:
                         claimed_by=None,
                         lease_until=None,
                     )
-                    return
+                    return None
                 adopted = queries.transition(
                     db,
                     row.uuid,
@@ -288,7 +396,7 @@ class Monitor:
                     handle=handle,
                 )
             if not adopted:
-                return
+                return None
             log.info("session %s re-adopted as %s", row.uuid, handle)
         status = platform.status(handle)
         now = self.clock()
@@ -298,7 +406,7 @@ class Monitor:
                     db, row.uuid, [row.phase], Phase.RELEASING, now, holder=self.replica
                 )
             if not releasing:  # cancelled meanwhile (the cancel stops it), or not ours now
-                return
+                return None
             granted = format_duration(row.end - row.start)
             stop_and_release(platform, handle)
             if status.state == RunState.AVAILABLE:
@@ -308,8 +416,12 @@ class Monitor:
                 self._finish(
                     row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
                 )
-            return
+            return None
         self._record(row, status, handle)
+        if status.state != RunState.PREPARING:
+            return None
+        preparing_for = (now - (row.started or now)).total_seconds()
+        return next_look(preparing_for, self.interval)
 
     def _record(self, row: SessionRow, status: RunStatus, handle: str) -> None:
         phase = _PHASE_OF_STATE[status.state]

@@ -93,6 +93,9 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
+        # Called after an accept (the monitor's ``wake``), so a session starts without
+        # waiting for the monitor's next pass; the pass would start it anyway.
+        self.wakers: list[Callable[[], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
 
@@ -405,7 +408,11 @@ class BrokerService:
                 field="update.value",
             ) from None
         with logs.bind(session=uuid, user=user.name):
-            return action(user, uuid)
+            row = action(user, uuid)
+        if action == self._accept:
+            for wake in self.wakers:
+                wake()
+        return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
         with self.holdings.booking() as booker:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -124,7 +125,8 @@ def _peak(sessions: list[dict]) -> tuple[int, ...]:
 def test_quota_holds_across_replicas_under_concurrent_accepts(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    # Nothing starts (a long interval): only the bookings are under test.
+    # Nothing starts (a long interval, and a start an hour away: an accept wakes the
+    # monitor, which then only queues the session): only the bookings are under test.
     monitor = {"interval": "PT60S"}
     with replicas(tmp_path, 2, database=postgres_url, quota=QUOTA, monitor=monitor) as brokers:
 
@@ -135,7 +137,8 @@ def test_quota_holds_across_replicas_under_concurrent_accepts(
                 asked = await asyncio.gather(
                     *(
                         clients[n % 2].post(
-                            "/requests", json=_request(rng.choice([1, 2]), rng.choice([1, 4]))
+                            "/requests",
+                            json=_request(rng.choice([1, 2]), rng.choice([1, 4]), later=True),
                         )
                         for n in range(30)
                     )
@@ -153,11 +156,16 @@ def test_quota_holds_across_replicas_under_concurrent_accepts(
         statuses = asyncio.run(race())
         sessions = all_sessions(brokers[0].url)
     assert set(statuses) <= {200, 409}, statuses
-    booked = [s for s in sessions.values() if s["phase"] == "ACCEPTED"]
+    booked = [s for s in sessions.values() if s["phase"] in ("ACCEPTED", "WAITING")]
     assert len(booked) == statuses.count(200) >= 1
     cores, memory, count = _peak(booked)
     assert cores <= QUOTA["cores"] and memory <= QUOTA["memory"] and count <= QUOTA["max_sessions"]
 
 
-def _request(cores: int, memory: int) -> dict:
-    return batch_request("true", cores=(1, cores), memory=(1, memory), duration="PT10M")
+def _request(cores: int, memory: int, *, later: bool = False) -> dict:
+    request = batch_request("true", cores=(1, cores), memory=(1, memory), duration="PT10M")
+    if later:  # a start an hour away
+        begin = datetime.now(UTC) + timedelta(hours=1)
+        window = f"{begin:%Y-%m-%dT%H:%M:%SZ}/{begin + timedelta(hours=2):%Y-%m-%dT%H:%M:%SZ}"
+        request["schedule"]["requested"]["start"] = window
+    return request

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -161,6 +162,20 @@ class Platform(Protocol):
     def forget(self, handle: str) -> None:
         """Delete what the platform keeps of a finished, released task (its records, logs),
         once the broker purges the session; idempotent."""
+
+
+@runtime_checkable
+class Watching(Protocol):
+    """A backend that can tell when a task may have changed (an engine's event stream, a
+    process's exit). An optimisation only: the monitor still asks ``status`` on every pass,
+    so an event that is missed costs time, never correctness."""
+
+    def watch(self, notify: Callable[[str], None]) -> None:
+        """From now on, call ``notify`` (from any thread) with the session id of a task
+        whose state may have changed."""
+
+    def close(self) -> None:
+        """Stop watching, and free what was prepared ahead (the broker is stopping)."""
 
 
 def stop_and_release(platform: Platform, handle: str) -> None:

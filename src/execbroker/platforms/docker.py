@@ -8,7 +8,9 @@ Limits are the grant's, as hard limits: CPU time (``nano_cpus``; a host has no m
 it has, so a grant beyond them is held to the host's), memory with no extra swap, a pids
 limit, and the writable layer's size where the storage driver can hold it to one (a log line
 says so when it cannot). Each session gets a bridge network of its own, so one user's
-container cannot reach another's over docker's shared default bridge. Ports are published on
+container cannot reach another's over docker's shared default bridge; networks are made
+ahead (``docker_networks``: ``network_spares``) and each is given to one session only, which
+removes it with its container. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
 only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
 with ``access: false`` is not published; ``external`` ports and addresses a request names are
@@ -35,12 +37,16 @@ is ``/session/work`` to keep Jupyter's own files with the task.
 Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``EngineOptions``,
 e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
 ``allow: {privileged: true}``, ``isolate: false``, ``notebook_image: null`` (no notebooks).
+
+The monitor hears of a container starting or ending from the engine's event stream
+(``watch``) rather than at its next pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,9 +77,12 @@ from execbroker.platforms.docker_engine import (
     LABEL_SESSION,
     Engine,
     EngineOptions,
+    EventFollower,
     PortPlan,
     engine_errors,
 )
+from execbroker.platforms.docker_networks import LABEL_NETWORK, NetworkPool
+from execbroker.platforms.docker_networks import remove as remove_network
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,9 @@ _NOTEBOOK_DIRS = {notebooks.OUTPUTS_DIR: 0o755, "work": 0o700}
 
 class DockerOptions(EngineOptions):
     isolate: bool = True  # a bridge network per session (else: docker's shared default bridge)
+    network_spares: int = Field(
+        default=1, ge=0, le=8, description="per-session networks made ahead (0: at each start)"
+    )
     notebook_image: str | None = Field(
         default="execbroker/python:local", description="runs notebooks; null: no notebooks"
     )
@@ -115,6 +127,10 @@ class DockerPlatform:
         self.options = options
         self.broker = broker
         self.engine = Engine(options)
+        self.networks = NetworkPool(
+            self.engine, broker=broker, platform=self.name, spares=options.network_spares
+        )
+        self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self.logs_dir = state_dir / "docker-logs"
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
@@ -192,9 +208,8 @@ class DockerPlatform:
             return self._start(spec, executable)
 
     def _start(self, spec: LaunchSpec, executable: DockerContainer) -> str:
-        existing = self._container_of(spec.session_id)
-        if existing is not None:  # started before a crash: never a second one
-            return self._started(existing)
+        # Started before a crash: the container's name is the session's, so ``_create``
+        # finds it (the engine refuses a second) and starts no other.
         assert executable.image is not None
         image = engine_.obtain_image(self.engine, executable.image, pull=self.options.pull)
         arguments: dict[str, Any] = {
@@ -271,13 +286,20 @@ class DockerPlatform:
             )
         if not self.options.isolate:
             return self._started(self._create(arguments))
-        arguments["network"] = self._network(name, labels)
+        network = self.networks.take(lambda: self._network(name, labels))
+        arguments["network"] = network
+        arguments["labels"][LABEL_NETWORK] = network
         try:
             container = self._create(arguments)
         except PlatformError:
-            self._remove_network(name)
+            self._remove_network(network)
             raise
-        return self._started(container)
+        if container.labels.get(LABEL_NETWORK) != network:  # another start's container
+            self._remove_network(network)
+        try:
+            return self._started(container)
+        finally:
+            self.networks.refill()
 
     def _limits(self, grant: Resources) -> dict[str, Any]:
         cpus = min(grant.cores, self.engine.host_cpus())
@@ -315,13 +337,14 @@ class DockerPlatform:
         try:
             return self.engine.client.containers.create(**arguments)
         except docker.errors.APIError as error:
-            if error.status_code == 409:  # a start racing a re-adoption: take the one there
+            if error.status_code == 409:  # made before a crash, or by a start racing a
+                # re-adoption: take the one there
                 return self.engine.client.containers.get(arguments["name"])
             reason = engine_.ok_or_reason(error)
             raise PlatformError(f"could not create the container: {reason}") from None
 
     def _started(self, container: Container) -> str:
-        container.reload()
+        container.reload()  # (fresh from ``create`` or not: another start may be under way)
         if container.status == "created":
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
@@ -333,6 +356,14 @@ class DockerPlatform:
                 raise PlatformError(f"could not start the container: {reason}") from None
         return container.id
 
+    def watch(self, notify: Callable[[str], None]) -> None:
+        """Tell ``notify`` the session id of each container that starts or ends."""
+        self.events.start(notify)
+
+    def close(self) -> None:
+        self.events.stop()
+        self.networks.close()
+
     def find(self, session_id: str) -> str | None:
         with engine_errors("looking for the session's container"):
             container = self._container_of(session_id)
@@ -340,6 +371,8 @@ class DockerPlatform:
 
     def status(self, handle: str) -> RunStatus:
         self._sweep()
+        if handle in self.events.completed:  # as ``container_state`` would say, sooner
+            return RunStatus(RunState.COMPLETED, "completed", 0)
         with engine_errors("asking the Docker engine"):
             try:
                 container = self.engine.client.containers.get(handle)
@@ -409,6 +442,7 @@ class DockerPlatform:
         """Keep the logs (a finished task's output can still be fetched) and a notebook's
         outputs, then remove the container and its network."""
         self._ready.discard(handle)
+        self.events.completed.discard(handle)
         with engine_errors("removing the container"):
             try:
                 container = self.engine.client.containers.get(handle)
@@ -423,8 +457,8 @@ class DockerPlatform:
             except docker.errors.APIError as error:
                 if error.status_code not in (404, 409):  # 409: a removal under way already
                     raise
-            if self.options.isolate:
-                self._remove_network(container.name)
+            if self.options.isolate:  # before spares, a network was named after its container
+                self._remove_network(container.labels.get(LABEL_NETWORK, container.name))
             session = container.labels.get(LABEL_SESSION)
             if session:
                 docker_data.remove_volumes(self.engine.client, broker=self.broker, session=session)
@@ -497,11 +531,7 @@ class DockerPlatform:
         (self.logs_dir / f"{container.id}.stderr").write_text(stderr)
 
     def _remove_network(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            try:
-                self.engine.client.networks.get(name).remove()
-            except docker.errors.APIError as error:
-                log.warning("could not remove network %s: %s", name, engine_.ok_or_reason(error))
+        remove_network(self.engine, name)
 
     def _sweep(self) -> None:
         for container in self.engine.expired(broker=self.broker, platform=self.name):

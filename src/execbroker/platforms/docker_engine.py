@@ -22,7 +22,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -521,3 +521,70 @@ def copy_out(container: Container, path: str, target: Path, *, limit: int) -> li
         if partial is not None:
             partial.unlink(missing_ok=True)
     return copied
+
+
+# -- events -----------------------------------------------------------------------------
+
+EVENTS = ["start", "die", "oom", "health_status"]  # what may change a container's status
+COMPLETED_KEPT = 10_000
+
+
+class EventFollower:
+    """The engine's event stream for one broker's containers on one platform, on a thread
+    of its own (with a connection of its own): each event that may change a container's
+    status is passed on as its session id. A dropped stream is opened again; what happened
+    meanwhile is the monitor's passes' to notice.
+
+    A container (not a notebook's) that exits with code 0 is remembered as ``completed``:
+    inspecting it just after it ends waits for the engine to tear its network down (~0.1 s),
+    and for exit code 0 there is nothing more to learn there."""
+
+    def __init__(self, engine: Engine, *, broker: str, platform: str) -> None:
+        self.engine = engine
+        self.filters = {
+            "type": "container",
+            "event": EVENTS,
+            "label": [f"{LABEL_BROKER}={broker}", f"{LABEL_PLATFORM}={platform}"],
+        }
+        self._stopping = threading.Event()
+        self._stream: Any = None
+        self.completed: set[str] = set()  # ids of containers that exited with code 0
+
+    def start(self, notify: Callable[[str], None]) -> None:
+        thread = threading.Thread(
+            target=self._follow, args=(notify,), name="docker-events", daemon=True
+        )
+        thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def _follow(self, notify: Callable[[str], None]) -> None:
+        while not self._stopping.is_set():
+            try:
+                client = self._client()
+                self._stream = client.api.events(decode=True, filters=self.filters)
+                for event in self._stream:
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    clean = attributes.get("exitCode") == "0" and LABEL_NOTEBOOK not in attributes
+                    if event.get("Action") == "die" and clean:
+                        if len(self.completed) >= COMPLETED_KEPT:  # others' (replicas'), never
+                            self.completed.clear()  # released here: forget (only speed is lost)
+                        self.completed.add(str(event.get("id")))
+                    session = attributes.get(LABEL_SESSION)
+                    if session:
+                        notify(session)
+            except Exception as error:  # the engine went away, a timeout: open it again
+                if not self._stopping.is_set():
+                    log.debug("docker event stream ended (%s); opening it again", error)
+            self._stopping.wait(1.0)
+
+    def _client(self) -> docker.DockerClient:
+        # No read timeout: the stream is quiet for as long as nothing happens.
+        if self.engine.options.docker_host:
+            return docker.DockerClient(base_url=self.engine.options.docker_host, timeout=None)
+        return docker.from_env(timeout=None)

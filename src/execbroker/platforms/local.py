@@ -21,6 +21,10 @@ A notebook runs as ``notebooks.prepare`` describes it (its self-contained runner
 this interpreter, whose venv is bound read-only); an interactive one's Jupyter server
 binds ``publish_host`` on a free port (the runner picks it) and is reported as an HTTP
 endpoint once it answers.
+
+The monitor hears of a task's end from its runner's exit (``watch``: the runner writes the
+final status and only then exits, dropping the lock), not at its next pass; a runner started
+by an earlier broker is watched from the first status that finds it alive.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ from execbroker.platforms import sandbox, staging
 from execbroker.platforms.accounts import Account, Accounts, IsolationError, RunAsOptions
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.cgroups import SessionCgroup
+from execbroker.platforms.exits import ExitWatcher
 from execbroker.platforms.local_runs import LockHeld, Progress, RunDir, write_json
 
 log = logging.getLogger(__name__)
@@ -84,6 +90,7 @@ class LocalPlatform:
         self.accounts = accounts
         self.options = options or LocalOptions()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._exits: ExitWatcher | None = None
 
     def check(self, executable: Executable) -> str | None:
         if executable.kind == kinds.BATCH_SCRIPT:
@@ -137,7 +144,18 @@ class LocalPlatform:
         finally:
             os.close(lock)  # the runner's copy now holds the lock alone
         self._children[str(run.path)] = child
+        if self._exits is not None:
+            self._exits.add(child.pid, spec.session_id)
         return str(run.path)
+
+    def watch(self, notify: Callable[[str], None]) -> None:
+        """Tell ``notify`` the session id of each runner that exits (its task has ended)."""
+        self._exits = ExitWatcher(notify)
+
+    def close(self) -> None:
+        if self._exits is not None:
+            self._exits.close()
+            self._exits = None
 
     def find(self, session_id: str) -> str | None:
         run = self._run(session_id)
@@ -150,6 +168,7 @@ class LocalPlatform:
         if launch is None or progress is Progress.NEVER_BEGAN:
             return RunStatus(RunState.LOST, "the task never began")
         if progress is Progress.ALIVE:
+            self._watch_adopted(run)
             if launch.get("notebook"):
                 return notebooks.running(Path(launch["workdir"]))
             return RunStatus(RunState.RUNNING)
@@ -254,6 +273,15 @@ class LocalPlatform:
                 pass_fds=(lock,),
                 start_new_session=True,
             )
+
+    def _watch_adopted(self, run: RunDir) -> None:
+        """Watch a runner this process did not start (a restarted broker's), once."""
+        exits, session = self._exits, run.path.name
+        if exits is None or str(run.path) in self._children or exits.watching(session):
+            return
+        pid = run.runner_pid()
+        if pid is not None:
+            exits.add(pid, session, check=lambda: self._is_runner(pid, run))
 
     def _reap(self, run: RunDir) -> None:
         child = self._children.get(str(run.path))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def _limit(launch: dict[str, Any], group: SessionCgroup | None, seconds: float) 
 
 
 def _status(run: Path, **status: object) -> None:
-    local_runs.write_json(run / local_runs.STATUS, status)
+    local_runs.write_json(run / local_runs.STATUS, status, durable=False)  # see _let_go
 
 
 def _account(launch: dict[str, Any]) -> Account | None:
@@ -131,9 +132,7 @@ def _supervise(
     finally:
         os.close(out)
         os.close(err)
-    deadline = time.monotonic() + seconds
-    while child.poll() is None and not stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait(child, stopped, time.monotonic() + seconds)
     if child.poll() is not None:
         return child.returncode
     _end(child, group)
@@ -142,6 +141,33 @@ def _supervise(
     else:
         _status(run, state="FAILED", message="stopped: exceeded the granted duration")
     return None
+
+
+def _wait(child: subprocess.Popen[bytes], stopped: list[str], deadline: float) -> None:
+    """Until the task ends, a stop is asked for (SIGTERM) or the deadline: heard at once
+    through the child's pidfd and the signal's wake-up pipe, so the end is reported (and
+    the broker hears of it) without waiting for a poll."""
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    previous = signal.set_wakeup_fd(woken)
+    try:
+        pidfd = os.pidfd_open(child.pid)
+    except OSError:  # no pidfds: poll
+        pidfd = None
+    try:
+        while child.poll() is None and not stopped:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if pidfd is None:
+                time.sleep(min(left, 0.05))
+            else:
+                select.select([pidfd, wake], [], [], min(left, 1.0))
+    finally:
+        signal.set_wakeup_fd(previous)
+        for fd in (wake, woken, pidfd):
+            if fd is not None:
+                os.close(fd)
 
 
 def _end(child: subprocess.Popen[bytes], group: SessionCgroup | None) -> None:
@@ -183,11 +209,27 @@ def _reported(launch: dict[str, Any]) -> str | None:
     return str(message) if message else None
 
 
-def main(arguments: list[str]) -> int:
+def main(arguments: list[str]) -> None:
     run_dir, lock = Path(arguments[0]), int(arguments[1])
     os.fstat(lock)  # the run's lock must be ours to keep: without it no broker could tell
-    return run(run_dir)
+    _let_go(run_dir, lock, run(run_dir))
+    return 0  # not reached
+
+
+def _let_go(run: Path, lock: int, code: int) -> None:
+    """The status is in place: let go of the lock and end now, so the broker (watching this
+    process) hears at once; a child of it puts the status on disk meanwhile, which can take
+    a second on a busy disk. A host crash before that finds the run as one whose runner
+    died, as it would have had the crash come a moment before the status was written."""
+    os.close(lock)
+    sys.stderr.flush()
+    if os.fork() == 0:
+        try:
+            local_runs.make_durable(run / local_runs.STATUS)
+        finally:
+            os._exit(0)
+    os._exit(code)  # nothing is left to tidy: not the interpreter's slow way out
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

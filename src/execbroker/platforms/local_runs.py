@@ -48,15 +48,27 @@ class LockHeld(Exception):
     """Another process holds the run's lock: its runner is alive (or being spawned)."""
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomically, owner-only."""
+def write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Atomically, owner-only; on disk before it is in place unless not ``durable`` (then
+    ``make_durable`` it later)."""
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as stream:
         json.dump(data, stream)
         stream.flush()
-        os.fsync(stream.fileno())
+        if durable:
+            os.fsync(stream.fileno())
     temporary.replace(path)
+
+
+def make_durable(path: Path) -> None:
+    """Put a file written by ``write_json(durable=False)``, and its name, on disk."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(target, flags | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_json(path: Path) -> Any:
