@@ -67,6 +67,7 @@ class ExecutionSession(WireModel):
     executable: dict[str, Any]
     compute: SimpleComputeResource
     storage: list[SimpleStorageResource] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)
     schedule: ScheduledExecutionSchedule
     costs: list[SimpleCost] = Field(default_factory=list)
     connectors: list[Connector] = Field(default_factory=list)
