@@ -58,6 +58,8 @@ def test_offers_and_sessions_show_the_requested_data_storage_and_volumes(broker)
                 assert data["storage"] == "scratch"
                 assert [s["meta"]["name"] for s in session["storage"]] == ["scratch"]
                 assert session["compute"]["meta"]["name"] == "worker"
+                # The schema's compute is a lifecycle component: it has the session's schedule.
+                assert session["compute"]["schedule"] == session["schedule"]
                 [volume] = session["compute"]["volumes"]
                 assert (volume["resource"], volume["path"]) == ("catalogue", "/in")
             update(client, offer["meta"]["uuid"], "REJECTED").raise_for_status()

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from execbroker.model.common import ComponentMetadata, EnumValueOption, MessageItem, MinMaxInt
-from execbroker.model.resources import SimpleComputeResource, SimpleCost, SimpleStorageResource
+from execbroker.model.resources import SimpleCost, SimpleStorageResource
 from execbroker.model.sessions import (
     Connector,
     ExecutionSession,
+    OfferedCompute,
     OfferSetResponse,
     Phase,
     ScheduledExecutionSchedule,
@@ -81,11 +82,13 @@ def _storage(row: SessionRow, requested: Mapping[str, Any]) -> list[SimpleStorag
     return [SimpleStorageResource(meta=meta, size=_exactly(row.storage_gib))]
 
 
-def _compute(row: SessionRow, requested: Mapping[str, Any]) -> SimpleComputeResource:
-    """The booked cores and memory, with the name and volumes the request gave its compute."""
+def _compute(row: SessionRow, requested: Mapping[str, Any]) -> OfferedCompute:
+    """The booked cores and memory on the session's schedule, with the name and volumes the
+    request gave its compute."""
     asked = _identified(requested.get("compute") or {}, row.uuid, "compute")
-    return SimpleComputeResource(
+    return OfferedCompute(
         meta=ComponentMetadata.model_validate(asked["meta"]),
+        schedule=schedule(row),
         cores=_exactly(row.cores),
         memory=_exactly(row.memory_gib),
         volumes=list(asked.get("volumes", [])),
