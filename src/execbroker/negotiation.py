@@ -97,7 +97,8 @@ def max_cost(request: ExecutionRequest, cost_type: str | None) -> float | None:
 def data_plan(request: ExecutionRequest) -> DataPlan:
     """The request's data resources as files to stage and where to mount them."""
     volumes = request.compute.volumes if request.compute is not None else []
-    return plan_data([item.model_dump(mode="json") for item in request.data], volumes)
+    storage = [item.model_dump(mode="json") for item in request.storage]
+    return plan_data([item.model_dump(mode="json") for item in request.data], volumes, storage)
 
 
 def unsupported(

@@ -544,6 +544,12 @@ class BrokerService:
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
 
+    def requested(self, row: SessionRow) -> dict[str, Any]:
+        """The request ``row`` was offered for, as stored (empty if its offer set is gone)."""
+        with self.database.read() as db:
+            answer = queries.get_offerset(db, row.offerset_uuid)
+        return dict(answer.request or {}) if answer is not None else {}
+
     def data_of(self, session_id: str) -> tuple[DataMount, ...]:
         """The data a session's task is to be given, as its request asked (checked then)."""
         with self.database.read() as db:

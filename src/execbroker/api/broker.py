@@ -102,7 +102,7 @@ def _direct(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = render.session(row, _base(request))
+        document = render.session(row, _base(request), service.requested(row))
         location = {"Location": document.meta.url or ""}
         return respond(request, document, headers=location, spelling=parsed.spelling)
 
@@ -167,7 +167,9 @@ def list_sessions(
     phase: Annotated[list[Phase] | None, Query(description="only sessions in these phases")] = None,
 ) -> Response:
     rows = service.list_sessions(user, [item.value for item in phase or []])
-    document = SessionList(sessions=[render.session(row, _base(request)) for row in rows])
+    document = SessionList(
+        sessions=[render.session(row, _base(request), service.requested(row)) for row in rows]
+    )
     return respond(request, document, root="sessions")
 
 
@@ -179,7 +181,11 @@ def list_sessions(
 )
 def get_session(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     row = service.get_session(user, str(uuid))
-    return respond(request, render.session(row, _base(request)), spelling=Spelling(row.spelling))
+    return respond(
+        request,
+        render.session(row, _base(request), service.requested(row)),
+        spelling=Spelling(row.spelling),
+    )
 
 
 @router.post(
@@ -197,7 +203,11 @@ async def update_session(
         row = await run_in_threadpool(service.change_duration, user, str(uuid), update.duration)
     else:
         row = await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
-    return respond(request, render.session(row, _base(request)), spelling=Spelling(row.spelling))
+    return respond(
+        request,
+        render.session(row, _base(request), service.requested(row)),
+        spelling=Spelling(row.spelling),
+    )
 
 
 @router.get(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
 from execbroker.model.common import ComponentMetadata, EnumValueOption, MessageItem, MinMaxInt
-from execbroker.model.resources import SimpleComputeResource, SimpleCost, SimpleStorageResource
+from execbroker.model.resources import SimpleCost, SimpleStorageResource
 from execbroker.model.sessions import (
     Connector,
     ExecutionSession,
+    OfferedCompute,
     OfferSetResponse,
     Phase,
     ScheduledExecutionSchedule,
@@ -47,7 +52,55 @@ def schedule(row: SessionRow) -> ScheduledExecutionSchedule:
     )
 
 
-def session(row: SessionRow, base_url: str) -> ExecutionSession:
+def _component_uuid(session_uuid: str, part: str) -> str:
+    """The UUID of one component of a session (``executable``, ``compute``, ``storage/0``):
+    the schema has the service assign every component one; derived, so it is the same at
+    every reading and unique across sessions without being stored."""
+    return str(uuid.uuid5(uuid.UUID(session_uuid), part))
+
+
+def _identified(item: Mapping[str, Any], session_uuid: str, part: str) -> dict[str, Any]:
+    """``item`` (a stored component) with a UUID: the one the client gave it, which its
+    volumes may refer to it by, else the one this service derives for it."""
+    meta = dict(item.get("meta") or {})
+    meta["uuid"] = meta.get("uuid") or _component_uuid(session_uuid, part)
+    return {**item, "meta": meta}
+
+
+def _storage(row: SessionRow, requested: Mapping[str, Any]) -> list[SimpleStorageResource]:
+    """The storage the request named (so its data's ``storage`` references resolve in the
+    offer), sized as booked when it is the only one and gave no size; else the booked total."""
+    asked = [
+        SimpleStorageResource.model_validate(_identified(item, row.uuid, f"storage/{index}"))
+        for index, item in enumerate(requested.get("storage", []))
+    ]
+    if len(asked) == 1 and asked[0].size is None and row.storage_gib:
+        asked[0].size = _exactly(row.storage_gib)
+    if asked or not row.storage_gib:
+        return asked
+    meta = ComponentMetadata(uuid=_component_uuid(row.uuid, "storage/0"))
+    return [SimpleStorageResource(meta=meta, size=_exactly(row.storage_gib))]
+
+
+def _compute(row: SessionRow, requested: Mapping[str, Any]) -> OfferedCompute:
+    """The booked cores and memory on the session's schedule, with the name and volumes the
+    request gave its compute."""
+    asked = _identified(requested.get("compute") or {}, row.uuid, "compute")
+    return OfferedCompute(
+        meta=ComponentMetadata.model_validate(asked["meta"]),
+        schedule=schedule(row),
+        cores=_exactly(row.cores),
+        memory=_exactly(row.memory_gib),
+        volumes=list(asked.get("volumes", [])),
+    )
+
+
+def session(
+    row: SessionRow, base_url: str, requested: Mapping[str, Any] | None = None
+) -> ExecutionSession:
+    """``requested``: the request the session was offered for, as stored; its data and
+    storage resources are part of the session the schema describes."""
+    requested = requested or {}
     finished = row.phase not in CANCELLABLE and row.phase != Phase.OFFERED
     return ExecutionSession(
         meta=ComponentMetadata(
@@ -60,9 +113,13 @@ def session(row: SessionRow, base_url: str) -> ExecutionSession:
         ),
         phase=Phase(row.phase),
         expires=row.expires if row.phase == Phase.OFFERED else None,
-        executable=row.executable,
-        compute=SimpleComputeResource(cores=_exactly(row.cores), memory=_exactly(row.memory_gib)),
-        storage=[SimpleStorageResource(size=_exactly(row.storage_gib))] if row.storage_gib else [],
+        executable=_identified(row.executable, row.uuid, "executable"),
+        compute=_compute(row, requested),
+        storage=_storage(row, requested),
+        data=[
+            _identified(item, row.uuid, f"data/{index}")
+            for index, item in enumerate(requested.get("data", []))
+        ],
         schedule=schedule(row),
         costs=[SimpleCost(type=row.cost_type, min=row.cost, max=row.cost)]
         if row.cost is not None
@@ -84,5 +141,5 @@ def offerset(answer: OfferSet, base_url: str) -> OfferSetResponse:
             messages=[MessageItem.model_validate(item) for item in row.messages],
         ),
         result=row.result,  # type: ignore[arg-type]
-        offers=[session(item, base_url) for item in answer.sessions],
+        offers=[session(item, base_url, row.request) for item in answer.sessions],
     )

@@ -196,14 +196,36 @@ def _volumes(
     return chosen
 
 
-def plan_data(data: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> DataPlan:
+def _storage_reason(item: dict[str, Any], storage: list[dict[str, Any]]) -> str | None:
+    """Why a data resource's ``storage`` reference is unusable: it must name exactly one of
+    the request's storage resources (none given: the broker places the data itself)."""
+    wanted = item.get("storage")
+    if wanted is None:
+        return None
+    matches = [s for s in storage if isinstance(wanted, str) and wanted in _names(s)]
+    if len(matches) == 1:
+        return None
+    what = "names no" if not matches else "names more than one"
+    return f"{wanted!r} {what} storage resource of this request (by meta.name, name or meta.uuid)"
+
+
+def plan_data(
+    data: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    storage: list[dict[str, Any]] | None = None,
+) -> DataPlan:
     """What to stage and mount for a request's ``data[]`` and ``compute.volumes[]``,
-    or the reasons (one per problem, naming the field) this broker must answer NO."""
+    or the reasons (one per problem, naming the field) this broker must answer NO;
+    ``storage``: the request's ``storage[]``, which data's ``storage`` fields refer to."""
     reasons: list[str] = []
     chosen = _volumes(volumes, data, reasons)
     mounts: list[DataMount] = []
     for index, item in enumerate(data):
         field = f"data[{index}]"
+        dangling = _storage_reason(item, storage or [])
+        if dangling is not None:
+            reasons.append(f"{field}.storage: {dangling}")
+            continue
         kind = kinds.canonical(str(item.get("kind", "")))
         if kind in UNSTAGEABLE:
             reasons.append(f"{field}: cannot stage a {kinds.alias(kind)}: {UNSTAGEABLE[kind]}")

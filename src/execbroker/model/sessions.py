@@ -56,6 +56,14 @@ class ScheduledExecutionSchedule(WireModel):
     releasing: ScheduleStartDurationInstant | None = None
 
 
+class OfferedCompute(SimpleComputeResource):
+    """A session's compute resource: the schema makes it a lifecycle component, with the
+    schedule it is prepared, available and released on (the session's). Output only: a
+    request's compute has no schedule of its own."""
+
+    schedule: ScheduledExecutionSchedule | None = None
+
+
 class ExecutionSession(WireModel):
     """A ``scheduled-execution-session``: the schema's session that carries a schedule."""
 
@@ -65,8 +73,9 @@ class ExecutionSession(WireModel):
     phase: Phase
     expires: datetime | None = None
     executable: dict[str, Any]
-    compute: SimpleComputeResource
+    compute: OfferedCompute
     storage: list[SimpleStorageResource] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)
     schedule: ScheduledExecutionSchedule
     costs: list[SimpleCost] = Field(default_factory=list)
     connectors: list[Connector] = Field(default_factory=list)

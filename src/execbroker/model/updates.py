@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from execbroker import kinds
 from execbroker.model.common import WireModel
@@ -36,13 +36,28 @@ MAX_SECONDS = 10 * 365 * 24 * 3600
 Units = Literal[tuple(UNITS)]  # type: ignore[valid-type]
 
 
-class EnumValueUpdate(WireModel):
+def dotted(path: Any) -> Any:
+    """A path written as a JSON Pointer (``/phase``, ``/schedule/available/duration``), as
+    the schema leaves its form open and clients send it, in this broker's dotted form."""
+    if isinstance(path, str) and path.startswith("/"):
+        return path[1:].replace("/", ".")
+    return path
+
+
+class _Update(WireModel):
+    @field_validator("path", mode="before", check_fields=False)
+    @classmethod
+    def _dotted_path(cls, value: Any) -> Any:
+        return dotted(value)
+
+
+class EnumValueUpdate(_Update):
     kind: Literal["uri:enum-value-update"] = kinds.ENUM_VALUE_UPDATE  # type: ignore[assignment]
     path: Literal["phase"]
     value: str
 
 
-class StringValueUpdate(WireModel):
+class StringValueUpdate(_Update):
     kind: Literal["uri:string-value-update"] = kinds.STRING_VALUE_UPDATE  # type: ignore[assignment]
     path: Literal["phase"]
     value: str
@@ -54,7 +69,7 @@ def _check_path(path: str) -> str:
     return DURATION
 
 
-class _DurationUpdate(WireModel):
+class _DurationUpdate(_Update):
     path: str
     units: Units = "seconds"
 
