@@ -240,3 +240,29 @@ def test_tes_backend_parameters_are_refused_only_when_strict(broker):
     assert http.post(url, json=task(False)).status_code == 200
     info = http.get(f"{broker.url}/ga4gh/tes/v1/service-info").json()
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
+
+
+def test_a_tes_file_output_a_sandboxed_task_cannot_write_is_refused_saying_why(tmp_path):
+    """A task on local runs sandboxed under its owner's account: it cannot write the broker
+    host's directories, so a file:// output is a SYSTEM_ERROR with the reason, never a
+    task that fails half-way (outside the allowed roots it is a 422 as before)."""
+    with running_broker(tmp_path, tes={"file_roots": [str(tmp_path)]}) as broker:
+        client = tes.HTTPClient(f"{broker.url}/ga4gh/tes", user="alice", password="demo-alice")
+        output = tes.Output(path="/out/a.txt", url=f"file://{tmp_path}/a.txt")
+        task = tes.Task(
+            executors=[tes.Executor(image="busybox:local", command=["echo", "hi"])],
+            outputs=[output],
+        )
+        found = client.wait(client.create_task(task), timeout=30)
+        assert found.state == "SYSTEM_ERROR"
+        logs = client.get_task(found.id, view="FULL").logs[0].system_logs
+        assert any("cannot deliver outputs to file URLs" in line for line in logs), logs
+        assert not (tmp_path / "a.txt").exists()
+        outside = tes.Output(path="/out/b.txt", url="file:///etc/b.txt")
+        with broker.client() as http:
+            body = {
+                "executors": [{"image": "busybox:local", "command": ["true"]}],
+                "outputs": [{"path": outside.path, "url": outside.url}],
+            }
+            answer = http.post("/ga4gh/tes/v1/tasks", json=body)
+            assert answer.status_code == 422, answer.text

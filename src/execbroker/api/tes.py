@@ -123,8 +123,13 @@ def translate(
                 f"{field}: outputs are delivered by batch platforms only, not from containers"
             )
         else:
-            target = _local_file(item.url, roots, field)
-            deliveries.append(scripts.Delivery(item.path, str(target), item.url))
+            _local_file(item.url, roots, field)  # a URL outside the roots is a 422 still
+            # The task runs sandboxed under its owner's own account and cannot write the
+            # broker host's directories; until the broker delivers outputs itself, say so.
+            reasons.append(
+                f"{field}: this broker cannot deliver outputs to file URLs yet (tasks run "
+                "sandboxed under their own accounts and cannot write the broker's directories)"
+            )
     images = {executor.image for executor in task.executors}
     if containers and len(images) > 1:
         raise InvalidRequest(
