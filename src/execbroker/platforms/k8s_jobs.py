@@ -116,6 +116,7 @@ class PodPlan:
     ports: tuple[Port, ...] = ()
     run_as_user: int | None = None
     privileged: bool = False
+    workdir: str | None = None  # an empty directory of the pod's own, made the working directory
 
 
 def container_security(*, privileged: bool) -> dict[str, Any]:
@@ -168,6 +169,14 @@ def job_manifest(
         container["command"] = plan.command
     if plan.args:
         container["args"] = plan.args
+    volumes: list[dict[str, Any]] = []
+    if plan.workdir:
+        container["workingDir"] = plan.workdir
+        container["volumeMounts"] = [{"name": "work", "mountPath": plan.workdir}]
+        empty: dict[str, Any] = {}
+        if resources.storage_gib:
+            empty["sizeLimit"] = f"{resources.storage_gib}Gi"
+        volumes.append({"name": "work", "emptyDir": empty})
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if plan.run_as_user is not None:
         pod_security |= {
@@ -201,6 +210,7 @@ def job_manifest(
                     "terminationGracePeriodSeconds": 10,
                     "securityContext": pod_security,
                     "containers": [container],
+                    "volumes": volumes,
                 },
             },
         },

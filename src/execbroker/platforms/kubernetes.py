@@ -16,11 +16,14 @@ QoS); ``activeDeadlineSeconds`` is the grant's time left, so Kubernetes ends the
 grant's end even while the broker is down (the session then FAILS with that reason).
 
 Closed by default, as on docker: the same container policy (``allow``), and every pod runs
-without a service-account token, with no host network, PID or IPC namespace and no volumes
-at all, its container with ``allowPrivilegeEscalation: false``, every capability dropped and
-the runtime's default seccomp profile. Batch scripts and notebooks run in images this
-platform names, as a non-root user (``script_user``); containers run as their image says
-unless ``container_user`` is set.
+without a service-account token, with no host network, PID or IPC namespace and no volume
+but a batch script's empty working directory; its container with
+``allowPrivilegeEscalation: false``, every capability dropped and the runtime's default
+seccomp profile. Batch scripts run in the image this platform names (``script_image``), as
+a non-root user (``script_user``); containers run as their image says unless
+``container_user`` is set. (The cluster set up by scripts/services.sh also refuses
+privileged pods and host paths itself: ``--allow-privileged=false`` and a restrictive
+PodSecurityPolicy.)
 
 Reaching a pod: only through the API, never by its IP (the node's container bridge is a
 private range). Logs come from the pod (kept in the broker's state directory when the Job is
@@ -69,6 +72,7 @@ from execbroker.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 20  # seconds for one API call
+SCRIPT_WORKDIR = "/work"  # a batch script's working directory: an emptyDir of its pod
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
@@ -294,8 +298,9 @@ class KubernetesPlatform:
                 image=self.options.script_image,
                 command=["/bin/sh", "-c", executable.script, "script.sh"],
                 args=None,
-                environment={**executable.environment, **environment},
+                environment={**executable.environment, "HOME": SCRIPT_WORKDIR, **environment},
                 run_as_user=self.options.script_user,
+                workdir=SCRIPT_WORKDIR,
             )
         assert isinstance(executable, DockerContainer)
         if executable.missing():
