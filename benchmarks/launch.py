@@ -24,7 +24,6 @@ import json
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,9 +32,32 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from execbroker import launcher
 
-from tests.brokers import BASE_CONFIG, BrokerProcess, accept
+BASE_CONFIG: dict[str, Any] = {
+    "name": "bench",
+    "quota": {"cores": 4, "memory": 8, "storage": 20, "max_sessions": 8, "max_duration": "PT1H"},
+    "offers": {"max": 4, "ttl": "PT5M"},
+    "platforms": [{"type": "local"}],
+    "users": [{"name": "alice", "token": "demo-alice"}],
+}
+
+
+class BrokerProcess(launcher.BrokerProcess):
+    """A broker process and an HTTP client that asks it as alice."""
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": "Bearer demo-alice"}, timeout=timeout
+        )
+
+
+def accept(client: httpx.Client, uuid: str) -> httpx.Response:
+    return client.post(
+        f"/sessions/{uuid}",
+        json={"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"},
+    )
+
 
 IMAGE = "busybox:local"
 SLEEP = ["sleep", "60"]
@@ -309,9 +331,120 @@ def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
     return results
 
 
+# -- kubernetes -------------------------------------------------------------------------
+
+K8S_EXAMPLE = Path(__file__).resolve().parents[1] / "examples/brokers/k8s-namespace-003.yaml"
+
+
+def _k8s_direct(api: Any, namespace: str, kubectl: list[str] | None) -> tuple[float, float]:
+    """(seconds until the Job's creation returns, seconds until its pod is Running) for the
+    same Job the broker makes (``k8s_jobs.job_manifest``, the same grant and hardening),
+    created with ``kubectl create -f`` when there is a kubectl, else the Python client;
+    polled with the Python client, deleted with its pod afterwards."""
+    import uuid as uuids
+    from datetime import timedelta
+
+    from kubernetes.client import BatchV1Api, CoreV1Api
+
+    from execbroker.planner import Resources
+    from execbroker.platforms import k8s_jobs
+    from execbroker.timeutil import utcnow
+
+    session = str(uuids.uuid4())
+    now = utcnow()
+    job = k8s_jobs.job_manifest(
+        broker="bench-direct",
+        session_id=session,
+        owner="bench",
+        namespace=namespace,
+        plan=k8s_jobs.PodPlan(image=IMAGE, command=None, args=SLEEP, environment={}),
+        resources=Resources(1, 1, 0),
+        deadline=now + timedelta(minutes=10),
+        now=now,
+        pull_policy="Never",
+    )
+    core, batch = CoreV1Api(api), BatchV1Api(api)
+    started = time.perf_counter()
+    if kubectl:
+        subprocess.run(
+            [*kubectl, "create", "-f", "-", "-o", "name"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    else:
+        batch.create_namespaced_job(namespace, job)
+    returned = time.perf_counter() - started
+    selector = f"job-name={job['metadata']['name']}"
+
+    def running() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        return any(pod.status.phase == "Running" for pod in pods)
+
+    try:
+        _wait_until(running)
+        return returned, time.perf_counter() - started
+    finally:
+        batch.delete_namespaced_job(
+            job["metadata"]["name"], namespace, propagation_policy="Foreground"
+        )
+
+
+def measure_kubernetes(repeats: int, directory: Path) -> dict[str, Any]:
+    """``busybox sleep`` as a docker-container through a broker (platform ``kubernetes``,
+    k8s-namespace-003's example config) from accept to RUNNING, next to a direct creation of
+    the same Job (``kubectl create`` when $EXECBROKER_KUBECTL or a kubectl on PATH is there)
+    until its pod is Running. The broker's monitor polls every ``monitor_interval_s``."""
+    import os
+    import shutil
+
+    import yaml
+    from kubernetes import config as kube_config
+
+    kubeconfig = os.environ.get(
+        "EXECBROKER_KUBECONFIG", "/var/lib/execbroker/kubernetes/admin.kubeconfig"
+    )
+    api = kube_config.new_client_from_config(config_file=kubeconfig)
+    found = os.environ.get("EXECBROKER_KUBECTL") or shutil.which("kubectl")
+    kubectl = [found, "--kubeconfig", kubeconfig] if found else None
+    config = yaml.safe_load(K8S_EXAMPLE.read_text())
+    namespace = config["platforms"][0]["namespace"]
+    config["platforms"][0]["kubeconfig"] = kubeconfig
+    config.update(name="bench-k8s", monitor={"interval": MONITOR_INTERVAL})
+    broker = BrokerProcess(config, directory / "bench-k8s").start()
+    body = _request(SLEEP, ports=False)
+    timings: dict[str, list[float]] = {"broker": [], "create_returns": [], "create_to_running": []}
+
+    def direct() -> tuple[float, float]:
+        return _k8s_direct(api, namespace, kubectl)
+
+    try:
+        with broker.client() as client:
+            _through_broker(client, body, "RUNNING")  # warm up
+            direct()
+            for _ in range(repeats):  # interleaved, so drift hits both alike
+                timings["broker"].append(_through_broker(client, body, "RUNNING"))
+                returned, running = direct()
+                timings["create_returns"].append(returned)
+                timings["create_to_running"].append(running)
+    finally:
+        broker.stop()
+    results: dict[str, Any] = {
+        "monitor_interval_s": 0.2,
+        "namespace": namespace,
+        "direct": "kubectl create" if kubectl else "python client create_namespaced_job",
+    }
+    results.update({f"{key}_median_ms": _median_ms(value) for key, value in timings.items()})
+    broker_s, direct_s = (statistics.median(timings[k]) for k in ("broker", "create_to_running"))
+    results["broker_over_create_to_running"] = round(broker_s / direct_s, 2)
+    return results
+
+
 PLATFORMS: dict[str, Callable[[int, Path], dict[str, Any]]] = {
     "docker": measure_docker,
     "slurm": measure_slurm,
+    "kubernetes": measure_kubernetes,
 }
 
 
