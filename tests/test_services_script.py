@@ -317,3 +317,48 @@ def test_slurm_accounts_have_different_limits() -> None:
         assert reason == "PENDING AssocGrpCpuLimit"
     finally:
         subprocess.run(["scancel", job], capture_output=True)
+
+
+# --- kubernetes --------------------------------------------------------------------------
+
+KUBE_DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+KUBE_PIDFILES = [f"/run/execbroker/kubernetes-{d}.pid" for d in KUBE_DAEMONS]
+
+
+@pytest.mark.kubernetes
+def test_kubernetes_status_and_warm_up() -> None:
+    assert_status_up("kubernetes")
+    env = services_env()
+    assert Path(env["EXECBROKER_KUBECONFIG"]).is_file()
+    assert (
+        env["EXECBROKER_K8S_NAMESPACES"] == "k8s-namespace-001,k8s-namespace-002,k8s-namespace-003"
+    )
+    assert env["EXECBROKER_K8S_SERVER"] == "https://127.0.0.1:6443"
+    assert_warm_up("kubernetes", KUBE_PIDFILES)
+
+
+@pytest.mark.kubernetes
+def test_kubernetes_leaves_the_host_as_it_was() -> None:
+    """Loopback only, no iptables chain of its own, the kernel's tunables unchanged (the
+    kubelet would set these three unless told to only warn), nothing in the host paths the
+    kubelet uses by default."""
+    pids = {read_pid(p) for p in KUBE_PIDFILES}
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
+    ours = [
+        line for line in listening.stdout.splitlines() if any(f"pid={p}," in line for p in pids)
+    ]
+    assert ours, listening.stdout
+    for line in ours:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), line
+    if shutil.which("iptables-save"):
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+        assert "KUBE-" not in rules.stdout
+    # What the kubelet would set them to: left as they are, it only says they differ.
+    wanted = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
+    different = [n for n, v in wanted.items() if Path(f"/proc/sys/{n}").read_text().strip() != v]
+    said = Path("/var/lib/execbroker/kubernetes/log/kubelet.log").read_text()
+    for name in different:
+        assert f"Invalid kernel flag: {name}" in said, name
+    for path in ("/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/dockershim"):
+        assert not Path(path).exists(), path
