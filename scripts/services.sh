@@ -1004,6 +1004,11 @@ up_kubernetes() {
         --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
         --bind-address 127.0.0.1 --secure-port 10259 --port 0 --leader-elect=false \
         --cert-dir "$KUBE_DIR/scheduler"
+    if ! kube_alive kubelet; then # what the kubelet finds, to show it leaves them so
+        for f in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
+            printf '%s=%s\n' "$f" "$(cat "/proc/sys/$f" 2>/dev/null)"
+        done >"$KUBE_DIR/sysctls-before-kubelet"
+    fi
     kube_start kubelet "$KUBE_BIN/kubelet" --config "$KUBE_DIR/kubelet-config.yaml" --kubeconfig "$kc" \
         --root-dir "$KUBE_DIR/kubelet" --cert-dir "$KUBE_DIR/kubelet/pki" \
         --experimental-dockershim-root-directory "$KUBE_DIR/dockershim" \
