@@ -963,7 +963,7 @@ kube_pause_image() { # the pod sandbox image, from the pause.c built with the bi
 }
 
 up_kubernetes() {
-    ensure_packages golang-go jq rsync build-essential dpkg-dev etcd-server openssl curl perl
+    ensure_packages golang-go jq rsync build-essential dpkg-dev etcd-server openssl curl perl socat util-linux
     docker_ok || up_docker
     export DOCKER_HOST=unix://$DOCKER_SOCK
     install -d -m 0755 "$KUBE_DIR" "$KUBE_LOG" "$KUBE_CACHE"

@@ -25,6 +25,7 @@ LABEL_PLATFORM = "execbroker.org/platform"
 ANNOTATION_OWNER = "execbroker.org/owner"
 ANNOTATION_DEADLINE = "execbroker.org/deadline"
 ANNOTATION_PORTS = "execbroker.org/ports"
+ANNOTATION_NOTEBOOK = "execbroker.org/notebook"  # batch | interactive
 CONTAINER = "task"
 GIB = 1024**3
 
@@ -117,6 +118,8 @@ class PodPlan:
     run_as_user: int | None = None
     privileged: bool = False
     workdir: str | None = None  # an empty directory of the pod's own, made the working directory
+    files: str | None = None  # a ConfigMap of the task's files, mounted read-only at /files
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 def container_security(*, privileged: bool) -> dict[str, Any]:
@@ -154,6 +157,7 @@ def job_manifest(
         ANNOTATION_OWNER: owner,
         ANNOTATION_DEADLINE: deadline.isoformat(),
         ANNOTATION_PORTS: json.dumps([[p.port, p.protocol, p.path] for p in plan.ports]),
+        **dict(plan.annotations),
     }
     limits = grant(resources)
     container: dict[str, Any] = {
@@ -177,6 +181,11 @@ def job_manifest(
         if resources.storage_gib:
             empty["sizeLimit"] = f"{resources.storage_gib}Gi"
         volumes.append({"name": "work", "emptyDir": empty})
+    if plan.files:
+        container.setdefault("volumeMounts", []).append(
+            {"name": "files", "mountPath": "/files", "readOnly": True}
+        )
+        volumes.append({"name": "files", "configMap": {"name": plan.files, "defaultMode": 0o444}})
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if plan.run_as_user is not None:
         pod_security |= {

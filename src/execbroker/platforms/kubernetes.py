@@ -1,5 +1,8 @@
 """The ``kubernetes`` backend: each session is one batch/v1 Job in the broker's namespace.
 
+It runs docker-container, batch-script (in ``script_image``) and jupyter-notebook (batch
+and interactive, in ``notebook_image``; see ``k8s_notebooks`` for how files go in and out).
+
 Virtual platforms on one cluster are brokers with different namespaces (``k8s-namespace-001``
 ...), each namespace with its own ResourceQuota and LimitRange. ``free()`` reads the quota's
 ``hard`` and ``used`` (adding back what this broker's own pods hold, which the broker's
@@ -31,14 +34,16 @@ removed); a container's ports are forwarded from ``127.0.0.1`` of the broker's h
 the API's port-forward (``k8s_forward``), and reported as connectors once they answer.
 Cancel deletes the Job with its pods (foreground propagation).
 
-APIs used: batch/v1 Job, v1 Pod (and its log and portforward subresources), v1 Event, v1
-ResourceQuota, v1 Node: all stable long before 1.20, which is what was run here.
+APIs used: batch/v1 Job, v1 Pod (and its log, portforward and exec subresources), v1
+ConfigMap, v1 Event, v1 ResourceQuota, v1 Node: all stable long before 1.20, which is what
+was run here.
 
 Options (``platforms: [{type: kubernetes, namespace: ..., ...}]``): see ``KubernetesOptions``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -51,10 +56,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from execbroker import kinds
-from execbroker.model.executables import BatchScript, DockerContainer, Executable
+from execbroker import kinds, notebooks
+from execbroker.model.executables import BatchScript, DockerContainer, Executable, JupyterNotebook
+from execbroker.notebooks import task as notebook_files
 from execbroker.planner import Resources
 from execbroker.platforms import k8s_jobs as jobs
+from execbroker.platforms import k8s_notebooks as nb
 from execbroker.platforms.base import (
     LOG_TAIL_BYTES,
     Endpoint,
@@ -90,6 +97,12 @@ class KubernetesOptions(BaseModel):
     )
     script_image: str | None = Field(default="busybox:local", description="runs batch scripts")
     script_user: int | None = Field(default=65534, ge=0, description="uid of scripts' pods")
+    notebook_image: str | None = Field(
+        default="execbroker/python:local", description="runs notebooks; null: no notebooks"
+    )
+    notebook_outputs_limit: int = Field(
+        default=8 * 1024**2, ge=0, description="bytes of a notebook's outputs brought back"
+    )
     container_user: int | None = Field(default=None, ge=0, description="uid of containers' pods")
     connector_host: str = "127.0.0.1"  # where forwarded ports listen (the broker's host)
     probe_grace: float = Field(default=30, ge=0, description="seconds before a port counts as up")
@@ -97,6 +110,10 @@ class KubernetesOptions(BaseModel):
 
 
 _PULL = {"never": "Never", "missing": "IfNotPresent", "always": "Always"}
+# What the notebook image has (``scripts/images/python``), as on the docker platform.
+NOTEBOOK_SUPPORT = notebooks.Support(
+    batch="papermill", interactive="jupyter_server", kernels=frozenset({"python3"})
+)
 
 
 @contextlib.contextmanager
@@ -134,6 +151,7 @@ class KubernetesPlatform:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.logs_dir = state_dir / "kubernetes-logs"
+        self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._forwards: dict[str, list[tuple[jobs.Port, Forward]]] = {}
         self._ready: set[str] = set()
         self._lock = threading.Lock()
@@ -141,13 +159,18 @@ class KubernetesPlatform:
     # -- offers ---------------------------------------------------------------------------
 
     def check(self, executable: Executable) -> str | None:
+        if isinstance(executable, JupyterNotebook):
+            if not self.options.notebook_image:
+                return "the kubernetes platform here runs no notebooks (it has no notebook_image)"
+            return notebooks.refusal(executable, NOTEBOOK_SUPPORT, platform=self.name)
         if isinstance(executable, BatchScript):
             if not self.options.script_image:
                 return "the kubernetes platform here runs no batch scripts (no script_image)"
             return None
         if not isinstance(executable, DockerContainer):
             return (
-                "the kubernetes platform runs docker-container and batch-script executables, "
+                "the kubernetes platform runs docker-container, batch-script and "
+                "jupyter-notebook executables, "
                 f"not {kinds.alias(executable.kind)}"
             )
         refusal = check_container(executable, self.options.allow)
@@ -274,9 +297,13 @@ class KubernetesPlatform:
 
         with api_errors("creating the Job"):
             try:
-                self.batch.create_namespaced_job(
+                if plan.files:  # first, so the pod finds them when it starts
+                    self._create_files(plan.files, manifest["metadata"]["labels"], spec.workdir)
+                created = self.batch.create_namespaced_job(
                     self.namespace, manifest, _request_timeout=REQUEST_TIMEOUT
                 )
+                if plan.files:
+                    self._own_files(plan.files, created)
             except ApiException as error:
                 if error.status != 409:  # 409: there already (a start after a crash)
                     raise
@@ -290,6 +317,8 @@ class KubernetesPlatform:
     def _plan(self, spec: LaunchSpec) -> jobs.PodPlan:
         executable = spec.executable
         environment = _session_environment(spec)
+        if isinstance(executable, JupyterNotebook):
+            return self._notebook_plan(spec, environment)
         if isinstance(executable, BatchScript):
             assert self.options.script_image
             if not executable.script:
@@ -320,6 +349,72 @@ class KubernetesPlatform:
             run_as_user=self.options.container_user,
             privileged=executable.privileged,
         )
+
+    def _notebook_plan(self, spec: LaunchSpec, environment: dict[str, str]) -> jobs.PodPlan:
+        """The runner in the notebook image, its files from a ConfigMap (``k8s_notebooks``);
+        an interactive server on the pod's own loopback, reached by port-forward only."""
+        assert self.options.notebook_image
+        try:
+            task = notebooks.prepare(
+                spec, python="python3", task_dir=nb.SESSION_DIR, host="127.0.0.1",
+                port=nb.NOTEBOOK_PORT,
+            )  # fmt: skip
+        except notebooks.NotebookError as error:
+            raise PlatformError(str(error)) from None
+        task.write(spec.workdir)
+        command, pack = nb.command("python3", task.argv, limit=self.options.notebook_outputs_limit)
+        ports = (jobs.Port(nb.NOTEBOOK_PORT, "HTTP"),) if task.mode == "interactive" else ()
+        return jobs.PodPlan(
+            image=self.options.notebook_image,
+            command=command,
+            args=None,
+            environment={
+                "HOME": str(nb.SESSION_DIR / "work"),
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                "EXECBROKER_PACK": pack,
+                **environment,
+            },
+            ports=ports,
+            run_as_user=self.options.script_user,
+            workdir=str(nb.SESSION_DIR),
+            files=jobs.job_name(spec.session_id) + "-files",
+            annotations=((jobs.ANNOTATION_NOTEBOOK, task.mode),),
+        )
+
+    def _own_files(self, name: str, job: Any) -> None:
+        """The Job owns its files' ConfigMap, so deleting the Job deletes them too."""
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": job.metadata.name,
+            "uid": job.metadata.uid,
+            "blockOwnerDeletion": True,
+        }
+        self.core.patch_namespaced_config_map(
+            name,
+            self.namespace,
+            {"metadata": {"ownerReferences": [owner]}},
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def _create_files(self, name: str, labels: dict[str, str], workdir: Path) -> None:
+        """The task's files (written by ``notebooks.prepare``) as a ConfigMap."""
+        from kubernetes.client.exceptions import ApiException
+
+        files = (notebook_files.RUNNER_FILE, notebook_files.TASK_FILE, notebook_files.INPUT_FILE)
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels},
+            "binaryData": {f: base64.b64encode((workdir / f).read_bytes()).decode() for f in files},
+        }
+        try:
+            self.core.create_namespaced_config_map(
+                self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
 
     def find(self, session_id: str) -> str | None:
         from kubernetes.client.exceptions import ApiException
@@ -360,6 +455,29 @@ class KubernetesPlatform:
             return self._state(handle, job, pod)
 
     def _state(self, handle: str, job: dict[str, Any], pod: dict[str, Any] | None) -> RunStatus:
+        state = self._job_state(handle, job, pod)
+        mode = (job["metadata"].get("annotations") or {}).get(jobs.ANNOTATION_NOTEBOOK)
+        if mode is None:
+            return state
+        workdir = self._workdir(job)
+        if state.state.final:
+            if pod is not None:
+                self._collect(pod, workdir)
+            said = notebooks.result(workdir)
+            return state if said is None else RunStatus(said.state, said.message, state.exit_code)
+        if state.state not in (RunState.RUNNING, RunState.AVAILABLE) or pod is None:
+            return state
+        if mode != "interactive":
+            return RunStatus(RunState.RUNNING)
+        forwards = self._forwards.get(handle) or []
+        if not forwards:
+            return RunStatus(RunState.PREPARING, "starting the Jupyter server")
+        self._server_file(pod, workdir)
+        return notebooks.running(
+            workdir, host=self.options.connector_host, port=forwards[0][1].port
+        )
+
+    def _job_state(self, handle: str, job: dict[str, Any], pod: dict[str, Any] | None) -> RunStatus:
         code, reason = jobs.container_end(pod) if pod else (None, None)
         failure = jobs.job_failure(job)
         if failure is not None:
@@ -413,11 +531,10 @@ class KubernetesPlatform:
         name = self._name(handle)
         with api_errors("reading the logs"):
             pod = self._pod(name)
-            if pod is None:
-                return Logs(read_tail(self._kept(name)), "")
-            return Logs(self._pod_log(pod), "")
+            text = read_tail(self._kept(name)) if pod is None else self._pod_log(pod)
+            return Logs(nb.split_logs(text)[0], "")
 
-    def _pod_log(self, pod: dict[str, Any]) -> str:
+    def _pod_log(self, pod: dict[str, Any], *, whole: bool = False) -> str:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -426,7 +543,7 @@ class KubernetesPlatform:
                     pod["metadata"]["name"],
                     self.namespace,
                     container=jobs.CONTAINER,
-                    limit_bytes=LOG_TAIL_BYTES,
+                    limit_bytes=None if whole else LOG_TAIL_BYTES,
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             )
@@ -504,6 +621,46 @@ class KubernetesPlatform:
         plain = self.api_client.sanitize_for_serialization(obj)
         assert isinstance(plain, dict)
         return plain
+
+    def _workdir(self, job: dict[str, Any]) -> Path:
+        session = (job["metadata"].get("labels") or {}).get(jobs.LABEL_SESSION, "")
+        if not session or "/" in session or session.startswith("."):
+            raise PlatformError(f"Job {job['metadata']['name']} has no session label")
+        return self.sessions_dir / session
+
+    def _collect(self, pod: dict[str, Any], workdir: Path) -> None:
+        """An ended notebook task's outputs and result, from its log, once."""
+        if (workdir / notebook_files.RESULT_FILE).exists():
+            return
+        _, payload = nb.split_logs(self._pod_log(pod, whole=True))
+        if payload:
+            nb.unpack(payload, workdir, limit=self.options.notebook_outputs_limit)
+
+    def _server_file(self, pod: dict[str, Any], workdir: Path) -> None:
+        """The runner's word that its server answers, read in the running container."""
+        from kubernetes.stream import stream
+
+        if (workdir / notebook_files.SERVER_FILE).exists():
+            return
+        text = stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod["metadata"]["name"],
+            self.namespace,
+            container=jobs.CONTAINER,
+            command=["cat", str(nb.SESSION_DIR / notebook_files.SERVER_FILE)],
+            stderr=False,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        try:
+            json.loads(text)
+        except (TypeError, ValueError):
+            return
+        temporary = workdir / f".{notebook_files.SERVER_FILE}.part"
+        temporary.write_text(text)
+        temporary.replace(workdir / notebook_files.SERVER_FILE)
 
     def _kept(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
