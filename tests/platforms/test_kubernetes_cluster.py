@@ -37,6 +37,7 @@ from tests.brokers import (
     update,
     wait_for_phase,
 )
+from tests.notebooks.notebooks import notebook, notebook_request
 
 pytestmark = pytest.mark.kubernetes
 
@@ -452,3 +453,62 @@ def test_privileged_and_host_path_requests_are_refused(broker: BrokerProcess, ap
         with pytest.raises(ApiException) as refused_pod:
             core(api).create_namespaced_pod("k8s-namespace-003", pod)
         assert refused_pod.value.status in (403, 422), refused_pod.value
+
+
+# -- notebooks --------------------------------------------------------------------------
+
+
+def test_a_batch_notebook_runs_and_its_executed_copy_comes_back(
+    broker: BrokerProcess, api: Any
+) -> None:
+    content = notebook("print(f'{label}: {6 * 7}')", parameters="label = 'x'")
+    body = notebook_request(content, parameters={"label": "the answer"})
+    with broker.client() as client:
+        uuid = _run(client, body)
+        done = wait_for_phase(client, uuid, FINISHED, timeout=120)
+        assert done["phase"] == "COMPLETED", _messages(done)
+        executed = client.get(f"/sessions/{uuid}/outputs/notebook.ipynb").raise_for_status().json()
+        printed = [
+            "".join(o.get("text", ""))
+            for cell in executed["cells"]
+            for o in cell.get("outputs", [])
+        ]
+        assert "the answer: 42\n" in printed
+        logs = client.get(f"/sessions/{uuid}/logs").json()["stdout"]
+        assert "execbroker: the notebook's outputs follow" not in logs
+    wait_gone(api, "k8s-namespace-003", uuid)
+    left = core(api).list_namespaced_config_map(
+        "k8s-namespace-003", label_selector=f"{jobs.LABEL_SESSION}={uuid}"
+    )
+    assert left.items == [], "the task's files outlived its Job"
+
+
+def test_an_interactive_notebook_is_served_on_loopback_behind_its_token(
+    broker: BrokerProcess, api: Any
+) -> None:
+    content = notebook("print(x)", parameters="x = 1")
+    body = notebook_request(content, mode="interactive", parameters={"x": 5}, duration="PT5M")
+    with broker.client() as client:
+        uuid = _run(client, body)
+        session = wait_for_phase(client, uuid, {"AVAILABLE"} | FINISHED, timeout=120)
+        assert session["phase"] == "AVAILABLE", _messages(session)
+        (connector,) = session["connectors"]
+        location, _, token = connector["location"].partition("?token=")
+        base = location.rstrip("/")
+        assert base.startswith("http://127.0.0.1:") and len(token) >= 40
+        assert httpx.get(f"{base}/api/status", timeout=10).status_code == 403
+        assert (
+            httpx.get(f"{base}/api/status", params={"token": token}, timeout=10).status_code == 200
+        )
+        path = f"{base}/api/contents/notebook.ipynb"
+        opened = httpx.get(path, params={"token": token}, timeout=10).raise_for_status().json()
+        cells = opened["content"]["cells"]
+        assert any("x = 5" in "".join(cell["source"]) for cell in cells)
+        cells.append({**cells[-1], "id": "mine", "source": "print('mine')"})
+        saved = {"type": "notebook", "format": "json", "content": opened["content"]}
+        assert httpx.put(path, params={"token": token}, json=saved, timeout=10).status_code == 200
+        update(client, uuid, "CANCELLED").raise_for_status()
+        assert wait_for_phase(client, uuid, FINISHED)["phase"] == "CANCELLED"
+        kept = client.get(f"/sessions/{uuid}/outputs/notebook.ipynb").raise_for_status().json()
+        assert "print('mine')" in ["".join(cell["source"]) for cell in kept["cells"]]
+    wait_gone(api, "k8s-namespace-003", uuid)

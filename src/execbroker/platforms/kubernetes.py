@@ -571,6 +571,7 @@ class KubernetesPlatform:
             pod = self._pod(name)
             if pod is not None:
                 self._keep_logs(name, self._pod_log(pod))
+                self._save_notebook(pod)
             try:
                 self.batch.delete_namespaced_job(
                     name,
@@ -623,6 +624,7 @@ class KubernetesPlatform:
         return plain
 
     def _workdir(self, job: dict[str, Any]) -> Path:
+        """The session's work directory, from the session label of its Job or pod."""
         session = (job["metadata"].get("labels") or {}).get(jobs.LABEL_SESSION, "")
         if not session or "/" in session or session.startswith("."):
             raise PlatformError(f"Job {job['metadata']['name']} has no session label")
@@ -636,24 +638,45 @@ class KubernetesPlatform:
         if payload:
             nb.unpack(payload, workdir, limit=self.options.notebook_outputs_limit)
 
-    def _server_file(self, pod: dict[str, Any], workdir: Path) -> None:
-        """The runner's word that its server answers, read in the running container."""
+    def _save_notebook(self, pod: dict[str, Any]) -> None:
+        """A running notebook task's outputs (what a user saved in a server), packed in the
+        container through the API's exec, before its Job is deleted."""
+        annotations = pod["metadata"].get("annotations") or {}
+        if jobs.ANNOTATION_NOTEBOOK not in annotations:
+            return
+        if (pod.get("status") or {}).get("phase") != "Running":
+            return
+        workdir = self._workdir(pod)
+        if (workdir / notebook_files.RESULT_FILE).exists():
+            return
+        packed = self._exec(
+            pod, ["sh", "-c", f'cd {nb.SESSION_DIR} && python3 -c "$EXECBROKER_PACK"']
+        )
+        nb.unpack(packed.strip(), workdir, limit=self.options.notebook_outputs_limit)
+
+    def _exec(self, pod: dict[str, Any], command: list[str]) -> str:
         from kubernetes.stream import stream
 
+        return str(
+            stream(
+                self.core.connect_get_namespaced_pod_exec,
+                pod["metadata"]["name"],
+                self.namespace,
+                container=jobs.CONTAINER,
+                command=command,
+                stderr=False,
+                stdin=False,
+                stdout=True,
+                tty=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
+    def _server_file(self, pod: dict[str, Any], workdir: Path) -> None:
+        """The runner's word that its server answers, read in the running container."""
         if (workdir / notebook_files.SERVER_FILE).exists():
             return
-        text = stream(
-            self.core.connect_get_namespaced_pod_exec,
-            pod["metadata"]["name"],
-            self.namespace,
-            container=jobs.CONTAINER,
-            command=["cat", str(nb.SESSION_DIR / notebook_files.SERVER_FILE)],
-            stderr=False,
-            stdin=False,
-            stdout=True,
-            tty=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
+        text = self._exec(pod, ["cat", str(nb.SESSION_DIR / notebook_files.SERVER_FILE)])
         try:
             json.loads(text)
         except (TypeError, ValueError):
