@@ -284,7 +284,7 @@ def test_the_deadline_ends_a_long_task_as_failed_with_the_reason(tmp_path: Path,
     broker = BrokerProcess(_config(3), tmp_path).start()
     try:
         with broker.client() as client:
-            uuid = _run(client, batch_request("echo started; sleep 600", duration="PT6S"))
+            uuid = _run(client, batch_request("echo started; sleep 600", duration="PT15S"))
             wait_for_phase(client, uuid, {"RUNNING"}, timeout=60)
         broker.kill()
         name = jobs.job_name(uuid)
