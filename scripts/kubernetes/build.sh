@@ -20,7 +20,7 @@
 # Bump RECIPE_VERSION whenever the changes below change, so caches rebuild.
 set -euo pipefail
 
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 CACHE_DIR=${1:?usage: build.sh CACHE_DIR KUBE_DIR}
 KUBE_DIR=${2:?usage: build.sh CACHE_DIR KUBE_DIR}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
@@ -63,12 +63,11 @@ main() {
     cd tree
 
     # --- the changes this sandbox needs --------------------------------------------
-    # patch_line FILE OLD NEW: replace the exact text OLD in FILE, failing loudly when
-    # it is not there (a newer source must be looked at, not silently mis-built).
+    # patch_line FILE OLD NEW: replace the text OLD (one line) in FILE, failing loudly
+    # when it is not there: a newer source must be looked at, not silently mis-built.
     patch_line() {
-        local file=$1 old=$2 new=$3
-        grep -qF -- "$old" "$file" || { echo "build.sh: '$old' not found in $file" >&2; exit 1; }
-        OLD=$old NEW=$new perl -0pi -e 's/\Q$ENV{OLD}\E/$ENV{NEW}/g' "$file"
+        OLD=$2 NEW=$3 perl -pi -e '$n += s/\Q$ENV{OLD}\E/$ENV{NEW}/g; END { exit($n ? 0 : 3) }' "$1" ||
+            { echo "build.sh: '$2' not found in $1" >&2; exit 1; }
     }
     # Root here lacks CAP_SYS_RESOURCE, so runc fails to set a negative
     # oom_score_adj: the sandbox's and Guaranteed pods' adjustments become 0.
@@ -76,17 +75,11 @@ main() {
     patch_line pkg/kubelet/qos/policy.go 'guaranteedOOMScoreAdj int = -997' 'guaranteedOOMScoreAdj int = 0'
     # The host's sysctls are reported when they differ from what the kubelet wants,
     # never changed (it would otherwise set vm.overcommit_memory, kernel.panic...).
-    patch_line pkg/kubelet/cm/container_manager_linux.go '	b := KernelTunableModify
-    ' '	b := KernelTunableWarn // execbroker: report, never change, the host'"'"'s sysctls
-    '
+    patch_line pkg/kubelet/cm/container_manager_linux.go 'b := KernelTunableModify' \
+        'b := KernelTunableWarn // execbroker: report, never change, the host sysctls'
     # The node lives on loopback only (nothing listens on another address).
-    patch_line pkg/kubelet/kubelet_node_status.go \
-        'if nodeIP.IsLoopback() {
-    		return fmt.Errorf("nodeIP can'"'"'t be loopback address")
-    	}' \
-        'if false && nodeIP.IsLoopback() { // execbroker: single-node cluster on loopback
-    		return fmt.Errorf("nodeIP can'"'"'t be loopback address")
-    	}'
+    patch_line pkg/kubelet/kubelet_node_status.go 'if nodeIP.IsLoopback() {' \
+        'if false && nodeIP.IsLoopback() { // execbroker: a single node on loopback'
     # Hard-coded host paths, moved under the service's own directory.
     patch_line pkg/kubelet/kubelet.go 'ContainerLogsDir = "/var/log/containers"' "ContainerLogsDir = \"$KUBE_DIR/log/containers\""
     patch_line pkg/kubelet/kuberuntime/legacy.go 'legacyContainerLogsDir = "/var/log/containers"' "legacyContainerLogsDir = \"$KUBE_DIR/log/containers\""
