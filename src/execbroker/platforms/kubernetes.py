@@ -570,8 +570,11 @@ class KubernetesPlatform:
         with api_errors("removing the Job"):
             pod = self._pod(name)
             if pod is not None:
-                self._keep_logs(name, self._pod_log(pod))
-                self._save_notebook(pod)
+                try:  # what can be kept is kept; the Job goes regardless
+                    self._keep_logs(name, self._pod_log(pod))
+                    self._save_notebook(pod)
+                except (ApiException, OSError, ValueError) as error:
+                    log.warning("keeping what %s wrote: %s", handle, error)
             try:
                 self.batch.delete_namespaced_job(
                     name,
