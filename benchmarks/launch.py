@@ -391,6 +391,15 @@ def _k8s_direct(api: Any, namespace: str, kubectl: list[str] | None) -> tuple[fl
         )
 
 
+def _k8s_settle(api: Any, namespace: str) -> None:
+    """Wait until the namespace's last (deleted) pod has gone: until then it holds the
+    quota, and the next sample would wait for it, through a broker or not."""
+    from kubernetes.client import CoreV1Api
+
+    core = CoreV1Api(api)
+    _wait_until(lambda: not core.list_namespaced_pod(namespace).items, timeout=120)
+
+
 def measure_kubernetes(repeats: int, directory: Path) -> dict[str, Any]:
     """``busybox sleep`` as a docker-container through a broker (platform ``kubernetes``,
     k8s-namespace-003's example config) from accept to RUNNING, next to a direct creation of
@@ -422,9 +431,12 @@ def measure_kubernetes(repeats: int, directory: Path) -> dict[str, Any]:
     try:
         with broker.client() as client:
             _through_broker(client, body, "RUNNING")  # warm up
+            _k8s_settle(api, namespace)
             direct()
             for _ in range(repeats):  # interleaved, so drift hits both alike
+                _k8s_settle(api, namespace)
                 timings["broker"].append(_through_broker(client, body, "RUNNING"))
+                _k8s_settle(api, namespace)
                 returned, running = direct()
                 timings["create_returns"].append(returned)
                 timings["create_to_running"].append(running)

@@ -196,7 +196,13 @@ class KubernetesPlatform:
             return Resources(0, 0, 0)
 
     def _free(self) -> Resources:
-        own_pods = self._live_pods(self.namespace, jobs.selector(self.broker))
+        # A pod being deleted (a cancelled session's) still holds quota until it has gone,
+        # but no longer this broker's calendar: it counts as someone else's until then.
+        own_pods = [
+            pod
+            for pod in self._live_pods(self.namespace, jobs.selector(self.broker))
+            if not pod["metadata"].get("deletionTimestamp")
+        ]
         own = _sum_holds(own_pods)
         cpus, memory = Decimal("Infinity"), Decimal("Infinity")
         for quota in self._quotas():
@@ -490,6 +496,9 @@ class KubernetesPlatform:
             return RunStatus(RunState.COMPLETED, "the task ended with exit code 0", code or 0)
         if pod is None:
             refused = self._refusal(self._name(handle))
+            if refused is not None and "exceeded quota" in refused:
+                # The Job controller tries again: a pod that held the quota may be ending.
+                return RunStatus(RunState.PREPARING, f"waiting for quota: {refused}")
             if refused is not None:
                 return RunStatus(RunState.FAILED, f"Kubernetes refused the pod: {refused}")
             return RunStatus(RunState.PREPARING, "waiting for the Job's pod")
