@@ -596,6 +596,14 @@ class KubernetesPlatform:
             except ApiException as error:
                 if error.status != 404:
                     raise
+            # At once, not when the garbage collector comes to them: until a pod is marked
+            # deleted it counts as this broker's own in ``free()``.
+            self.core.delete_collection_namespaced_pod(
+                self.namespace,
+                label_selector=f"job-name={name}",
+                grace_period_seconds=5,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
 
     # -- helpers --------------------------------------------------------------------------
 
