@@ -512,3 +512,27 @@ def test_an_interactive_notebook_is_served_on_loopback_behind_its_token(
         kept = client.get(f"/sessions/{uuid}/outputs/notebook.ipynb").raise_for_status().json()
         assert "print('mine')" in ["".join(cell["source"]) for cell in kept["cells"]]
     wait_gone(api, "k8s-namespace-003", uuid)
+
+
+def test_a_cancelled_pod_still_ending_is_not_offered_again(broker: BrokerProcess, api: Any) -> None:
+    """A cancelled session's pod holds its namespace's quota until it has gone (seconds:
+    its grace period). Until then the broker must not offer that room again, or
+    Kubernetes refuses the next pod; once it has gone, it offers it again."""
+    both = container_request(["sleep", "600"], cores=2)
+    with broker.client() as client:
+        uuid = _run(client, both)
+        wait_for_phase(client, uuid, {"RUNNING"}, timeout=60)
+        update(client, uuid, "CANCELLED").raise_for_status()
+        seen_ending = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, pods = session_objects(api, "k8s-namespace-003", uuid)
+            answer = _offers(client, both)["result"]
+            if not pods:
+                break
+            seen_ending += 1
+            assert answer == "NO", "offered the cores a deleted pod still holds"
+            time.sleep(0.2)
+        assert seen_ending > 0, "the pod went before it could be asked about"
+        wait_gone(api, "k8s-namespace-003", uuid)
+        assert _offers(client, both)["result"] == "YES"
