@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -25,12 +24,10 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
 from execbroker.model.sessions import Phase
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
-from tests.brokers import BASE_CONFIG, BrokerProcess
 
 BIG_QUOTA = {
     "cores": 100_000,
@@ -116,7 +113,7 @@ async def _accepts(url: str, count: int, concurrency: int) -> float:
 
 def measure(bookings: int, requests: int, directory: Path) -> dict[str, object]:
     config = {
-        **BASE_CONFIG,
+        **LOCAL_CONFIG,
         "name": f"bench-{bookings}",
         "quota": BIG_QUOTA,
         "monitor": {"interval": "PT60S"},

@@ -15,6 +15,10 @@ if [ ! -x .venv/bin/python ]; then
         "$python" -m venv .venv
     fi
 fi
+# The local platform's sandbox (Debian's bubblewrap); installed once, as root only.
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null
+fi
 stamp=.venv/.execbroker-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then

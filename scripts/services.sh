@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install, start, check and stop the services execbroker runs against.
 #
-#   scripts/services.sh up     [docker|postgres|slurm|kubernetes ...]   (no names: all but kubernetes)
-#   scripts/services.sh status [docker|postgres|slurm|kubernetes ...]
-#   scripts/services.sh down   [docker|postgres|slurm|kubernetes ...]
+#   scripts/services.sh up     [docker|postgres|slurm|chromium|kubernetes ...]   (no names: all but kubernetes)
+#   scripts/services.sh status [docker|postgres|slurm|chromium|kubernetes ...]
+#   scripts/services.sh down   [docker|postgres|slurm|chromium|kubernetes ...]
 #
 # Debian 12 (bookworm), run as root.  Works without systemd: daemons are
 # started directly in the background and left running when the script exits.
@@ -33,9 +33,9 @@ STATE_DIR=${EXECBROKER_STATE_DIR:-/var/lib/execbroker}
 RUN_DIR=/run/execbroker
 ENV_FILE=$STATE_DIR/services.env
 ENV_FRAGMENTS=$STATE_DIR/env.d
-ALL_SERVICES=(docker postgres slurm kubernetes)
+ALL_SERVICES=(docker postgres slurm chromium kubernetes)
 # What no names means: Kubernetes (a ~10 minute build the first time) only when named.
-DEFAULT_SERVICES=(docker postgres slurm)
+DEFAULT_SERVICES=(docker postgres slurm chromium)
 
 # How long to wait for a daemon to answer before giving up (seconds).
 WAIT_TIMEOUT=${EXECBROKER_WAIT_TIMEOUT:-120}
@@ -702,7 +702,8 @@ slurm_tres_norm() {
 }
 
 up_slurm() {
-    ensure_packages slurm-wlm slurmdbd munge mariadb-server
+    # python3-nbclient, python3-ipykernel: a python any job account can run batch notebooks with
+    ensure_packages slurm-wlm slurmdbd munge mariadb-server python3-nbclient python3-ipykernel
     if ! id "$SLURM_TEST_USER" >/dev/null 2>&1; then
         log "slurm: adding Unix user $SLURM_TEST_USER"
         useradd --system --create-home --shell /bin/bash "$SLURM_TEST_USER"
@@ -804,6 +805,35 @@ down_slurm() {
     stop_pidfile slurmdbd "$SLURMDBD_PIDFILE" slurmdbd
     stop_pidfile MariaDB "$MARIADB_PIDFILE" mariadbd 60
     stop_pidfile munged "$MUNGED_PIDFILE" munged
+}
+
+# --- Chromium -----------------------------------------------------------------
+# Debian's chromium, driven by Playwright for Python in the web page's tests
+# (Playwright's own browser download is not reachable here). Nothing to start:
+# each test launches its own headless browser.
+CHROMIUM=/usr/bin/chromium
+
+up_chromium() {
+    ensure_packages chromium fonts-dejavu-core
+    local version
+    version=$("$CHROMIUM" --version 2>>"$LOG_DIR/chromium.log") ||
+        die "chromium: $CHROMIUM --version failed; read $LOG_DIR/chromium.log"
+    set_env_fragment chromium "EXECBROKER_TEST_CHROMIUM=$CHROMIUM"
+    reach "chromium: $version at $CHROMIUM"
+}
+
+status_chromium() {
+    local version
+    if ! version=$("$CHROMIUM" --version 2>/dev/null); then
+        echo "chromium: down (not installed)"
+        return 1
+    fi
+    echo "chromium: up ($version)"
+}
+
+down_chromium() {
+    # A package, not a daemon: nothing runs, so nothing stops (it stays installed).
+    rm -f "$ENV_FRAGMENTS/chromium.env"
 }
 
 # ==============================================================================
@@ -1122,7 +1152,7 @@ main() {
     local t0 total0
     total0=$(now_ms)
     if [ "$cmd" = up ]; then
-        # Always bring services up in a fixed order (docker, postgres, slurm, kubernetes).
+        # Always bring services up in a fixed order (docker, postgres, slurm, chromium, kubernetes).
         for s in "${ALL_SERVICES[@]}"; do
             case " ${services[*]} " in *" $s "*) ;; *) continue ;; esac
             t0=$(now_ms)

@@ -4,7 +4,7 @@
 # Arguments go to pytest (e.g. scripts/test.sh tests/planner -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/services.sh up postgres docker slurm kubernetes
+scripts/services.sh up postgres docker slurm chromium kubernetes
 scripts/bootstrap.sh
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks

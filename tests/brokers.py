@@ -17,27 +17,12 @@ import httpx
 from execbroker import launcher
 from execbroker.launcher import free_port as free_port  # re-exported for tests
 
+# A restarted broker takes its own earlier sessions over once their leases lapse.
 BASE_CONFIG: dict[str, Any] = {
-    "name": "test",
-    "quota": {"cores": 4, "memory": 8, "storage": 20, "max_sessions": 8, "max_duration": "PT1H"},
-    "offers": {"max": 4, "ttl": "PT5M"},
-    "platforms": [{"type": "local"}],
-    "users": [
-        {"name": "alice", "token": "demo-alice"},
-        {"name": "bob", "token": "demo-bob"},
-        {"name": "admin", "token": "demo-admin", "admin": True},
-    ],
-    "monitor": {"interval": "PT0.2S"},
+    **launcher.LOCAL_CONFIG,
+    "monitor": {**launcher.LOCAL_CONFIG["monitor"], "lease": "PT2S"},
 }
-
-
-class BrokerProcess(launcher.BrokerProcess):
-    """A broker process, plus an authenticated HTTP client for a test."""
-
-    def client(self, token: str = "demo-alice", timeout: float = 30) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+BrokerProcess = launcher.BrokerProcess
 
 
 @contextmanager

@@ -319,6 +319,20 @@ def test_slurm_accounts_have_different_limits() -> None:
         subprocess.run(["scancel", job], capture_output=True)
 
 
+# --- chromium ----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_chromium_status_and_warm_up() -> None:
+    first = run_script("up", "chromium")  # what scripts/test.sh runs first
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert_status_up("chromium")
+    assert services_env()["EXECBROKER_TEST_CHROMIUM"] == "/usr/bin/chromium"
+    assert_warm_up("chromium", [])
+    version = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("Chromium "), version.stdout + version.stderr
+
+
 # --- kubernetes --------------------------------------------------------------------------
 
 KUBE_DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")

@@ -22,22 +22,50 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run one broker."""
-    import logging
-
     import uvicorn
 
+    from execbroker import logs
     from execbroker.api.app import create_app
     from execbroker.config import load_config
+    from execbroker.platforms.accounts import IsolationError
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     broker = load_config(config)
+    logs.setup(log_level, broker.logging.format)
+    try:
+        application = create_app(broker)
+    except IsolationError as error:  # it would run one user's tasks where another can reach
+        raise SystemExit(f"execbroker serve: refusing to start: {error}") from None
     # Keep idle connections longer than clients do (httpx: 5 s), or a client may reuse one
     # the server is closing at that moment and see a reset.
-    uvicorn.run(
-        create_app(broker), host=host, port=port, log_level=log_level, timeout_keep_alive=75
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,  # logs.setup's handlers, not uvicorn's own
+            access_log=False,  # the app writes its own, naming user and session
+            timeout_keep_alive=75,
+        )
     )
+    application.state.server = server  # open event streams end when it is told to stop
+    server.run()
+
+
+@app.command("hash-token")
+def hash_token(
+    token: Annotated[
+        str | None, typer.Argument(help="the token to hash (default: make a new random one)")
+    ] = None,
+) -> None:
+    """Print a token and the SHA-256 a broker's config keeps of it (``token_sha256``)."""
+    import secrets
+
+    from execbroker.config import token_digest
+
+    token = token or secrets.token_urlsafe(32)
+    typer.echo(f"token: {token}")
+    typer.echo(f"token_sha256: {token_digest(token).hex()}")
 
 
 # -- the client side ---------------------------------------------------------------------
@@ -192,6 +220,51 @@ def _update(phase: str, doc: str) -> Any:
 app.command("accept")(_update("ACCEPTED", "Accept an offer (the broker rejects its siblings)."))
 app.command("reject")(_update("REJECTED", "Reject an offer, freeing what it holds."))
 app.command("cancel")(_update("CANCELLED", "Cancel a session: its task is stopped."))
+
+
+@app.command()
+def dashboard(
+    broker: Annotated[
+        list[str] | None,
+        typer.Option("--broker", "-b", help="[name=]URL[#token] of a broker; repeat for more"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", exists=True, dir_okay=False, help="a brokers file (brokers: [...])"
+        ),
+    ] = None,
+    token: Token = None,
+    policy: Annotated[
+        str, typer.Option(help="earliest-start, most-resources or cheapest")
+    ] = "earliest-start",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    timeout: Annotated[float, typer.Option(help="seconds each broker has to answer")] = 10.0,
+) -> None:
+    """A web page over many brokers: their state, the last request's offers and choice, live."""
+    import uvicorn
+
+    from execbroker.web.dashboard import create_dashboard, load_targets
+
+    targets = [_target(spec, token) for spec in broker or []]
+    if config is not None:
+        try:
+            targets += load_targets(config, token)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--config") from None
+    if not targets:
+        raise typer.BadParameter(
+            "give --broker URL (repeatable) or --config", param_hint="--broker"
+        )
+    try:
+        page = create_dashboard(targets, policy=policy, timeout=timeout)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from None
+    typer.echo(f"dashboard over {len(targets)} brokers: http://{host}:{port}/")
+    server = uvicorn.Server(uvicorn.Config(page, host=host, port=port, log_level="warning"))
+    page.state.server = server  # open event streams end when it is told to stop
+    server.run()
 
 
 @app.command()

@@ -8,10 +8,11 @@ so one file can be tried against PostgreSQL without editing it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -92,9 +93,30 @@ class DefaultsConfig(_Config):
 
 
 class UserConfig(_Config):
+    """A user and their bearer token: its SHA-256 (``token_sha256``, as ``execbroker
+    hash-token`` prints it), or the token itself (``token``, accepted with a warning)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
-    token: str = Field(min_length=8)
+    token: str | None = Field(default=None, min_length=8)
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     admin: bool = False
+
+    @model_validator(mode="after")
+    def _one_token(self) -> UserConfig:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"users.{self.name}: give exactly one of token_sha256 and token")
+        return self
+
+    @property
+    def token_digest(self) -> bytes:
+        """What a presented token's SHA-256 is compared with."""
+        if self.token_sha256 is not None:
+            return bytes.fromhex(self.token_sha256)
+        return token_digest(self.token or "")
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 class PlatformConfig(_Config):
@@ -106,8 +128,40 @@ class PlatformConfig(_Config):
 
 class MonitorConfig(_Config):
     interval: timedelta = timedelta(seconds=0.5)
+    # How long a replica's claim on a session lasts without renewal (it renews every pass):
+    # after a crash, another replica (or this one restarted) takes the session over then.
+    # Default: 10 s, or three intervals if that is longer.
+    lease: timedelta | None = None
 
-    _durations = field_validator("interval", mode="before")(_duration)
+    _durations = field_validator("interval", "lease", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_passes(self) -> MonitorConfig:
+        if self.interval <= timedelta(0):
+            raise ValueError("monitor.interval: must be positive")
+        if self.lease is not None and self.lease < 3 * self.interval:
+            raise ValueError(
+                "monitor.lease: must be at least three monitor intervals, or a replica that "
+                "is merely slow loses its sessions to another"
+            )
+        return self
+
+    @property
+    def lease_length(self) -> timedelta:
+        return self.lease or max(timedelta(seconds=10), 3 * self.interval)
+
+
+class TesConfig(_Config):
+    """The TES dialect: where ``file://`` inputs may be read and outputs written (nowhere
+    unless listed: a task must not read or write the broker host's files by default)."""
+
+    file_roots: list[Path] = Field(default_factory=list)
+
+
+class LoggingConfig(_Config):
+    """How the broker writes its log: text lines, or one JSON object a line."""
+
+    format: Literal["text", "json"] = "text"
 
 
 class BrokerConfig(_Config):
@@ -123,10 +177,12 @@ class BrokerConfig(_Config):
     platforms: list[PlatformConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
     monitor: MonitorConfig = MonitorConfig()
+    tes: TesConfig = TesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _unique_tokens(self) -> BrokerConfig:
-        tokens = [user.token for user in self.users]
+        tokens = [user.token_digest for user in self.users]
         if len(tokens) != len(set(tokens)):
             raise ValueError("users: two users share a token")
         return self

@@ -501,6 +501,7 @@ def run(
         entries.append((name, config))
 
     root = Path(tempfile.mkdtemp(prefix="execbroker-demo-"))
+    root.chmod(0o711)  # Slurm jobs run as users' own accounts and pass through it
     code = 1
     with _terminate_as_interrupt():
         try:

@@ -44,3 +44,10 @@ class NoOffer(BrokerError):
     def __init__(self, message: str, reasons: list[str]) -> None:
         super().__init__(message)
         self.reasons = reasons
+
+
+class Unsupported(BrokerError):
+    """The request asks for something this service never supports (TES strict backend
+    parameters): a 400, as the TES spec asks."""
+
+    status_code = 400

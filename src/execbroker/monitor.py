@@ -8,6 +8,14 @@ database, so the first pass after a (re)start *is* the reconciliation: sessions 
 database says are running are asked of the platform by their handle; one that was
 being started when the broker died is looked up by its session id before anything is
 started again, so no task is ever started twice.
+
+Several replicas (broker processes on one database) share the work through leases. A
+replica drives only the sessions it holds: it claims a session as it starts it (WAITING →
+PREPARING and the claim are one conditional update, so exactly one replica starts it),
+renews its leases on every pass, and takes over a started session only when nobody holds
+it or its holder's lease has lapsed (the holder died). Leases are renewed on a thread of
+their own, so a replica busy starting slow tasks never lets them lapse. A restarted broker
+is a new replica: it takes its predecessor's sessions over once their leases lapse.
 """
 
 from __future__ import annotations
@@ -15,9 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
+import uuid as uuids
 from collections.abc import Callable
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
+from execbroker import logs
 from execbroker.model.executables import AnyExecutable
 from execbroker.model.sessions import Phase
 from execbroker.platforms.base import (
@@ -45,6 +59,12 @@ _PHASE_OF_STATE = {
     RunState.LOST: Phase.FAILED,
 }
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
+_RUNNING = (Phase.AVAILABLE, Phase.RUNNING)
+
+
+def new_replica_id() -> str:
+    """A name for this broker process, unique among replicas and across restarts."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuids.uuid4().hex[:8]}"
 
 
 def _executable(row: SessionRow) -> AnyExecutable:
@@ -54,21 +74,37 @@ def _executable(row: SessionRow) -> AnyExecutable:
 
 
 class Monitor:
-    def __init__(self, *, service: BrokerService, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        service: BrokerService,
+        interval: float | None = None,
+        lease: timedelta | None = None,
+        replica: str | None = None,
+    ) -> None:
         self.service = service
         self.database = service.database
         self.interval = interval or service.config.monitor.interval.total_seconds()
+        self.lease = lease or service.config.monitor.lease_length
+        self.replica = replica or new_replica_id()
         self._busy: set[str] = set()  # sessions with a step under way
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        # Steps may fill the shared worker threads for minutes (a start pulling an image);
+        # the survey, which renews the leases, must never wait behind them.
+        self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
+        self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
     def clock(self) -> Callable[[], datetime]:
         return self.service.clock
 
     async def run(self) -> None:
-        """Tick until ``stop``; a failing tick is logged and the loop goes on."""
-        log.info("monitor started for broker %s", self.service.config.name)
+        """Tick until ``stop``; a failing tick is logged and the loop goes on. On the way out,
+        the steps under way finish and this replica's leases end, so nobody waits for them."""
+        log.info(
+            "monitor started for broker %s as replica %s", self.service.config.name, self.replica
+        )
         while not self._stopping.is_set():
             try:
                 await self.tick()
@@ -76,26 +112,47 @@ class Monitor:
                 log.exception("monitor tick failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
+        await self.settle()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._surveyor, self._release)
+        except Exception:
+            log.exception("ending the leases of replica %s", self.replica)
+        self._surveyor.shutdown(wait=False)
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.settle()
 
     async def tick(self) -> None:
-        due, active = await asyncio.to_thread(self._survey)
+        loop = asyncio.get_running_loop()
+        due, held = await loop.run_in_executor(self._surveyor, self._survey)
+        self.last_pass = time.monotonic()
         for row in due:
             self._spawn(row, self._launch)
-        for row in active:
+        for row in held:
             self._spawn(row, self._follow)
 
     def _survey(self) -> tuple[list[SessionRow], list[SessionRow]]:
-        """Expire old offers, queue accepted sessions, and list what needs a step."""
+        """Renew this replica's leases, take over sessions whose holder is gone, expire old
+        offers, queue accepted sessions, and list what needs a step from this replica."""
         now = self.clock()
+        until = now + self.lease
         with self.database.write() as db:
-            queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            queries.renew_leases(db, self.replica, _ACTIVE, until)
+            taken = queries.take_over(db, self.replica, _ACTIVE, now, until)
+        if taken:
+            log.info("taking over sessions %s: no live replica holds them", ", ".join(taken))
+        with self.database.write() as db:
+            expired = queries.transition_all(db, Phase.OFFERED, Phase.EXPIRED, now, before=now)
+            self.service.metrics.expired(expired)
             queries.transition_all(db, Phase.ACCEPTED, Phase.WAITING, now)
-            return list(queries.due_to_start(db, now)), list(queries.sessions_in(db, _ACTIVE))
+        with self.database.read() as db:
+            due = list(queries.due_to_start(db, now))
+            return due, list(queries.held_sessions(db, self.replica, _ACTIVE))
+
+    def _release(self) -> None:
+        with self.database.write() as db:
+            queries.release_leases(db, self.replica, self.clock())
 
     async def settle(self) -> None:
         """Wait for the steps under way (tests use this to run the loop one tick at a time)."""
@@ -108,7 +165,8 @@ class Monitor:
         if uuid in self._busy:
             return
         self._busy.add(uuid)
-        task = asyncio.create_task(asyncio.to_thread(step, row))
+        with logs.bind(session=uuid, user=row.owner):  # the step's thread inherits these ids
+            task = asyncio.create_task(asyncio.to_thread(step, row))
         self._tasks.add(task)
 
         def _done(finished: asyncio.Task[None]) -> None:
@@ -125,11 +183,22 @@ class Monitor:
     # -- steps ----------------------------------------------------------------------------
 
     def _launch(self, row: SessionRow) -> None:
+        """Claim a due session and start it. The claim is WAITING → PREPARING with this
+        replica's lease in one conditional update: whichever replica gets there first
+        starts it, and the others find it PREPARING and leave it."""
         now = self.clock()
         with self.database.write() as db:
-            if not queries.transition(
-                db, row.uuid, [Phase.WAITING], Phase.PREPARING, now, started=now
-            ):
+            claimed = queries.transition(
+                db,
+                row.uuid,
+                [Phase.WAITING],
+                Phase.PREPARING,
+                now,
+                started=now,
+                claimed_by=self.replica,
+                lease_until=now + self.lease,
+            )
+            if not claimed:
                 return
         platform = self._platform(row)
         if platform is None:
@@ -147,10 +216,13 @@ class Monitor:
             start=row.start,
             deadline=row.end,
             workdir=self.service.workdir(row.uuid),
+            # only a platform that stages data is given any (others said NO to it)
+            data=self.service.data_of(row.uuid) if getattr(platform, "stages_data", False) else (),
         )
         try:
             handle = platform.start(spec)
         except PlatformError as error:
+            self.service.metrics.platform_error(platform.name, "start")
             self._finish(row, Phase.FAILED, f"could not start: {error}")
             return
         except Exception as error:
@@ -161,14 +233,25 @@ class Monitor:
             return
         with self.database.write() as db:
             kept = queries.transition(
-                db, row.uuid, [Phase.PREPARING], Phase.PREPARING, self.clock(), handle=handle
+                db,
+                row.uuid,
+                [Phase.PREPARING],
+                Phase.PREPARING,
+                self.clock(),
+                holder=self.replica,
+                handle=handle,
             )
-            if not kept:  # cancelled while starting: the task must not outlive its session
-                current = queries.get_session(db, row.uuid)
-                if current is not None:
-                    current.handle = handle
-        if not kept:
+            current = None if kept else queries.get_session(db, row.uuid)
+            cancelled = current is not None and current.phase in queries.FINAL
+            if cancelled:  # cancelled while starting: the task must not outlive its session
+                current.handle = handle  # type: ignore[union-attr]
+        if cancelled:
             stop_and_release(platform, handle)
+        elif not kept:
+            # Only if this replica stalled for longer than its lease: the replica that took
+            # the session over finds this task by its session id, so it is left alone.
+            log.warning("session %s: lease lost while starting it as %s", row.uuid, handle)
+            return
         log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
 
     def _follow(self, row: SessionRow) -> None:
@@ -178,28 +261,49 @@ class Monitor:
             return
         handle = row.handle
         if handle is None:
-            # Started (or not) just before a crash: ask the platform before starting again.
+            # Started (or not) by a replica that died (this one's predecessor, or another):
+            # ask the platform by the session id before starting anything again.
             handle = platform.find(row.uuid)
             with self.database.write() as db:
-                if handle is None:
-                    queries.transition(db, row.uuid, [Phase.PREPARING], Phase.WAITING, self.clock())
+                if handle is None:  # never started: back in the queue, for any replica
+                    queries.transition(
+                        db,
+                        row.uuid,
+                        [Phase.PREPARING],
+                        Phase.WAITING,
+                        self.clock(),
+                        holder=self.replica,
+                        claimed_by=None,
+                        lease_until=None,
+                    )
                     return
-                queries.transition(
-                    db, row.uuid, [row.phase], row.phase, self.clock(), handle=handle
+                adopted = queries.transition(
+                    db,
+                    row.uuid,
+                    [row.phase],
+                    row.phase,
+                    self.clock(),
+                    holder=self.replica,
+                    handle=handle,
                 )
+            if not adopted:
+                return
             log.info("session %s re-adopted as %s", row.uuid, handle)
         status = platform.status(handle)
         now = self.clock()
         if not status.state.final and now >= row.end:
+            with self.database.write() as db:
+                releasing = queries.transition(
+                    db, row.uuid, [row.phase], Phase.RELEASING, now, holder=self.replica
+                )
+            if not releasing:  # cancelled meanwhile (the cancel stops it), or not ours now
+                return
             granted = format_duration(row.end - row.start)
+            stop_and_release(platform, handle)
             if status.state == RunState.AVAILABLE:
                 # A service (a web server, a notebook server) ends when its time is up: normal.
-                with self.database.write() as db:
-                    queries.transition(db, row.uuid, [row.phase], Phase.RELEASING, now)
-                stop_and_release(platform, handle)
                 self._finish(row, Phase.COMPLETED, f"released at the end of its {granted}", handle)
             else:
-                stop_and_release(platform, handle)
                 self._finish(
                     row, Phase.FAILED, f"stopped: exceeded the granted duration {granted}", handle
                 )
@@ -212,6 +316,7 @@ class Monitor:
             text = status.message or f"finished: {phase}"
             if status.state == RunState.LOST:
                 text = f"the platform lost the task: {status.message or handle}"
+                self.service.metrics.platform_error(row.platform, "lost")
             self._finish(row, phase, text, handle, exit_code=status.exit_code)
             return
         endpoints = [{"protocol": e.protocol, "location": e.location} for e in status.endpoints]
@@ -221,9 +326,20 @@ class Monitor:
         if phase == row.phase and endpoints == row.endpoints and note is None:
             return
         with self.database.write() as db:
-            queries.transition(db, row.uuid, [row.phase], phase, self.clock(), endpoints=endpoints)
-            if note is not None:
+            moved = queries.transition(
+                db,
+                row.uuid,
+                [row.phase],
+                phase,
+                self.clock(),
+                holder=self.replica,
+                endpoints=endpoints,
+            )
+            if moved and note is not None:
                 queries.add_message(db, row.uuid, message(note, "INFO", self.clock()))
+        if phase in _RUNNING and row.phase not in _RUNNING:
+            since_start = (self.clock() - row.start).total_seconds()
+            self.service.metrics.running(row.uuid, since_start)
 
     def _finish(
         self,
@@ -243,16 +359,22 @@ class Monitor:
                 [Phase.WAITING, *_ACTIVE],
                 phase,
                 now,
+                holder=self.replica,
                 finished=now,
                 exit_code=exit_code,
             )
             if done:
                 queries.add_message(db, row.uuid, message(text, level, now))
+            current = None if done else queries.get_session(db, row.uuid)
+        # A session another replica now drives keeps what it holds on the platform.
+        ended = done or (current is not None and current.phase in queries.FINAL)
         platform = self._platform(row)
-        if handle is not None and platform is not None:
+        if handle is not None and platform is not None and ended:
             try:
                 platform.release(handle)
             except PlatformError as error:
+                self.service.metrics.platform_error(platform.name, "release")
                 log.warning("releasing session %s: %s", row.uuid, error)
         if done:
+            self.service.metrics.ended(row.uuid, phase)
             log.info("session %s %s: %s", row.uuid, phase, text)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from execbroker import fetch
 from execbroker.config import DefaultsConfig, RangeDefault
 from execbroker.errors import InvalidRequest
 from execbroker.model.common import MinMaxInt
+from execbroker.model.data import DataPlan, plan_data
 from execbroker.model.requests import ExecutionRequest
 from execbroker.planner import Demand, Quota, Range
 
@@ -39,7 +41,7 @@ def _storage_range(request: ExecutionRequest, default: RangeDefault) -> Range[in
 
 
 def _duration_range(
-    request: ExecutionRequest, default: timedelta, quota: Quota
+    request: ExecutionRequest, default: timedelta, quota: Quota, preparing: timedelta
 ) -> Range[timedelta]:
     requested = request.schedule.requested if request.schedule else None
     low, high = requested.duration_bounds() if requested else (None, None)
@@ -48,7 +50,9 @@ def _duration_range(
         low = fallback if high is None else min(fallback, high)
     if high is None:
         high = max(low, fallback)
-    return Range(low, high)
+    # The grant covers staging too: the task still gets the time it asked for once its
+    # data is in place (the grant's end is when the task is stopped).
+    return Range(low + preparing, high + preparing)
 
 
 def _start_range(request: ExecutionRequest, now: datetime, quota: Quota) -> Range[datetime]:
@@ -75,7 +79,7 @@ def demand_for(
             compute.memory if compute else None, defaults.memory, "compute.memory", least=1
         ),
         storage_gib=_storage_range(request, defaults.storage),
-        duration=_duration_range(request, defaults.duration, quota),
+        duration=_duration_range(request, defaults.duration, quota, data_plan(request).preparing),
         start=_start_range(request, now, quota),
     )
 
@@ -90,17 +94,34 @@ def max_cost(request: ExecutionRequest, cost_type: str | None) -> float | None:
     return min(limits) if limits else None
 
 
-def unsupported(request: ExecutionRequest) -> list[str]:
-    """Parts of a request this broker cannot honour, so must not pretend to (reasons for NO)."""
-    reasons = [
-        f"data[{index}]: this broker cannot stage data resources ({item.kind})"
-        for index, item in enumerate(request.data)
-    ]
+def data_plan(request: ExecutionRequest) -> DataPlan:
+    """The request's data resources as files to stage and where to mount them."""
+    volumes = request.compute.volumes if request.compute is not None else []
+    return plan_data([item.model_dump(mode="json") for item in request.data], volumes)
+
+
+def unsupported(
+    request: ExecutionRequest,
+    *,
+    stages_data: bool = True,
+    fetch_policy: fetch.FetchPolicy | None = None,
+) -> list[str]:
+    """Parts of a request this broker cannot honour, so must not pretend to (reasons for NO).
+    ``stages_data``: whether the platform chosen can stage and mount data resources, under
+    ``fetch_policy`` (its ``fetch:`` config; None: public addresses only), as far as can be
+    told without DNS; staging checks every address again."""
+    plan = data_plan(request)
+    reasons = list(plan.reasons)
+    if plan.mounts and not stages_data:
+        reasons.append("data: the platform that runs this executable cannot mount data resources")
+    policy = fetch_policy or fetch.FetchPolicy()
+    for mount in plan.mounts:
+        refused = fetch.location_reason(mount.location, policy)
+        if refused is not None:
+            reasons.append(f"data[{mount.index}]: {refused}")
     reasons += [
         f"metrics[{index}]: this broker measures no metric of type {item.type or item.kind}"
         for index, item in enumerate(request.metrics)
         if item.min is not None or item.max is not None
     ]
-    if request.compute is not None and request.compute.volumes:
-        reasons.append("compute.volumes: this broker cannot mount volumes")
     return reasons

@@ -8,31 +8,45 @@ what is held and re-checks it, so concurrent requests can never overbook.
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from execbroker import kinds
+from execbroker import kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
+from execbroker.metrics import Metrics
+from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.sessions import Phase
-from execbroker.negotiation import demand_for, max_cost, unsupported
+from execbroker.negotiation import data_plan, demand_for, max_cost, unsupported
 from execbroker.outputs import OutputFile, list_outputs, open_output
-from execbroker.planner import Calendar, Offer, Plan, Quota, Resources, check_accept, plan_offers
+from execbroker.planner import (
+    Booking,
+    Calendar,
+    Offer,
+    Plan,
+    Quota,
+    Resources,
+    check_accept,
+    plan_offers,
+)
 from execbroker.platforms.base import Logs, Platform, stop_and_release
 from execbroker.store import queries
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
-from execbroker.timeutil import format_instant, utcnow
+from execbroker.timeutil import format_duration, format_instant, utcnow
 
 log = logging.getLogger(__name__)
 
 CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
+# Phases in which a session's booking may still change: nothing of it has run yet.
+NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,14 @@ class User:
 class OfferSet:
     row: OfferSetRow
     sessions: Sequence[SessionRow]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What an answer carries besides the plan: its spelling and the request's warnings."""
+
+    spelling: kinds.Spelling = kinds.Spelling.CURRENT
+    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 def message(text: str, level: str = "INFO", now: datetime | None = None) -> dict[str, str]:
@@ -60,8 +82,10 @@ class BrokerService:
         database: Database,
         platforms: Sequence[Platform],
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.database = database
         self.platforms = {platform.name: platform for platform in platforms}
         self.quota = config.quota.to_quota()
@@ -78,25 +102,54 @@ class BrokerService:
             if any(platform.check(model()) is None for platform in self.platforms.values())
         ]
 
-    def request_offers(self, user: User, request: ExecutionRequest) -> OfferSet:
+    def request_offers(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        dialect: str = "execbroker",
+        meta: dict[str, Any] | None = None,
+        spelling: kinds.Spelling = kinds.Spelling.CURRENT,
+        notes: Sequence[str] = (),
+    ) -> OfferSet:
         """Answer YES with offers (each holding its resources until it expires) or NO with reasons.
 
-        Raises InvalidRequest for a request that is incomplete or self-contradictory.
+        A valid request is always answered: what it lacks or asks for that cannot be run
+        (a missing image, an unusable port) is a reason for NO, not an error.
+        ``dialect`` and ``meta`` are what the offers remember of the dialect that asked,
+        ``spelling`` the schema generation its answers are spelt in, and ``notes`` warnings
+        the answer carries (the unknown properties the request held).
+        Raises InvalidRequest for a request that is self-contradictory.
         """
+        with logs.bind(user=user.name):
+            return self._request_offers(user, request, dialect, meta, spelling, notes)
+
+    def _request_offers(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        dialect: str,
+        meta: dict[str, Any] | None,
+        spelling: kinds.Spelling,
+        notes: Sequence[str],
+    ) -> OfferSet:
         now = self.clock()
+        answer = _Answer(spelling, [message(note, "WARN", now) for note in notes])
         platform, reasons = self._platform_for(request)
         if request.is_kind_only():
-            return self._save_answer(user, request, now, reasons, kind_only=True)
-        missing = request.executable.missing()
-        if missing:
-            field = f"executable.{missing[0]}"
-            raise InvalidRequest(
-                f"{field}: required to run a {kinds.alias(request.executable.kind)}", field=field
-            )
+            return self._save_answer(user, request, now, reasons, answer, kind_only=True)
+        reasons += [
+            f"executable.{name}: required to run a {kinds.alias(request.executable.kind)}"
+            for name in request.executable.missing()
+        ]
+        reasons += request.executable.problems()
         demand = demand_for(request, defaults=self.config.defaults, quota=self.quota, now=now)
-        reasons += unsupported(request) + self._cost_reasons(request)
+        stages = platform is not None and getattr(platform, "stages_data", False)
+        policy = getattr(platform, "fetch_policy", None)
+        reasons += unsupported(request, stages_data=stages, fetch_policy=policy)
+        reasons += self._cost_reasons(request)
         if reasons or platform is None:
-            return self._save_answer(user, request, now, reasons)
+            return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
         with self.database.booking() as db:
@@ -110,11 +163,13 @@ class BrokerService:
                 rules=self.rules,
                 max_cost=max_cost(request, pricing.type if pricing else None),
             )
-            offerset = self._offerset_row(offerset_uuid, user, request, now, plan)
+            offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
             sessions = [
                 self._session_row(offerset_uuid, user, request, now, offer, platform.name)
                 for offer in plan.offers
             ]
+            for row in sessions:
+                row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
             queries.add_offerset(db, offerset, sessions)
         log.info(
             "offer set %s for %s: %s, %d offers",
@@ -123,11 +178,19 @@ class BrokerService:
             offerset.result,
             len(sessions),
         )
+        self.metrics.answered(offerset.result, len(sessions), plan.reasons if not sessions else ())
         return OfferSet(offerset, sessions)
 
-    def direct(self, user: User, request: ExecutionRequest) -> SessionRow:
+    def direct(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        spelling: kinds.Spelling = kinds.Spelling.CURRENT,
+        notes: Sequence[str] = (),
+    ) -> SessionRow:
         """Make offers and accept the best at once; NoOffer (with the reasons) if there is none."""
-        answer = self.request_offers(user, request)
+        answer = self.request_offers(user, request, spelling=spelling, notes=notes)
         if not answer.sessions:
             reasons = [item["message"] for item in answer.row.messages]
             raise NoOffer("this broker cannot run the request", reasons)
@@ -173,6 +236,7 @@ class BrokerService:
         request: ExecutionRequest,
         now: datetime,
         reasons: list[str],
+        answer: _Answer,
         *,
         kind_only: bool = False,
     ) -> OfferSet:
@@ -198,14 +262,22 @@ class BrokerService:
             created=now,
             result=result,
             request=request.model_dump(mode="json", exclude_none=True),
-            messages=messages,
+            messages=[*answer.messages, *messages],
+            spelling=answer.spelling,
         )
         with self.database.write() as db:
             queries.add_offerset(db, row, [])
+        self.metrics.answered(result, 0, plan.reasons)
         return OfferSet(row, [])
 
     def _offerset_row(
-        self, offerset_uuid: str, user: User, request: ExecutionRequest, now: datetime, plan: Plan
+        self,
+        offerset_uuid: str,
+        user: User,
+        request: ExecutionRequest,
+        now: datetime,
+        plan: Plan,
+        answer: _Answer,
     ) -> OfferSetRow:
         level = "INFO" if plan.accepted else "WARN"
         return OfferSetRow(
@@ -214,7 +286,8 @@ class BrokerService:
             created=now,
             result="YES" if plan.accepted else "NO",
             request=request.model_dump(mode="json", exclude_none=True),
-            messages=[message(reason, level, now) for reason in plan.reasons],
+            messages=[*answer.messages, *(message(reason, level, now) for reason in plan.reasons)],
+            spelling=answer.spelling,
         )
 
     def _session_row(
@@ -320,7 +393,8 @@ class BrokerService:
                 f"update.value: {phase!r} cannot be set by a client; use one of {allowed}",
                 field="update.value",
             ) from None
-        return action(user, uuid)
+        with logs.bind(session=uuid, user=user.name):
+            return action(user, uuid)
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
         now = self.clock()
@@ -339,8 +413,10 @@ class BrokerService:
             reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+            siblings = 0
             for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
                 if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
+                    siblings += 1
                     sibling.phase, sibling.modified = Phase.REJECTED, now
                     sibling.messages = [
                         *sibling.messages,
@@ -349,6 +425,52 @@ class BrokerService:
             row.phase, row.modified = Phase.ACCEPTED, now
             row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
         log.info("session %s accepted by %s", uuid, user.name)
+        self.metrics.accepted(uuid, siblings)
+        return row
+
+    def change_duration(
+        self, user: User, uuid: str, duration: Callable[[timedelta], timedelta]
+    ) -> SessionRow:
+        """Give a session not yet started the duration ``duration(current)``, its start kept,
+        if the quota and the calendar allow it (its price follows its new length).
+
+        Raises NotFound, PermissionDenied, InvalidRequest for a duration of no length, or
+        PhaseConflict naming why: the session has started, or the new end does not fit.
+        """
+        now = self.clock()
+        with self.database.booking() as db:
+            row = self._owned_session(db, user, uuid)
+            if row.phase not in NOT_STARTED:
+                raise PhaseConflict(
+                    f"session {uuid} is {row.phase}: its duration can change only while it is "
+                    f"{', '.join(NOT_STARTED)}"
+                )
+            if row.phase == Phase.OFFERED and row.expires <= now:
+                raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
+            wanted = duration(row.end - row.start)
+            if wanted <= timedelta(0):
+                raise InvalidRequest(
+                    f"update: the duration would be {format_duration(wanted)}; it must be longer "
+                    "than nothing",
+                    field="update",
+                )
+            pricing = self.config.pricing
+            cost = pricing.to_pricing().cost(self._resources(row), wanted) if pricing else None
+            offer = Offer(row.start, wanted, self._resources(row), row.expires, cost)
+            held = queries.holds(db, row.start, row.start + wanted, now, besides=row.offerset_uuid)
+            reason = check_accept(offer, quota=self.quota, calendar=Calendar(held))
+            if reason is not None:
+                raise PhaseConflict(
+                    f"session {uuid} cannot last {format_duration(wanted)}: {reason}"
+                )
+            row.end, row.modified = row.start + wanted, now
+            if row.cost is not None:
+                row.cost = cost
+            row.messages = [
+                *row.messages,
+                message(f"duration changed to {format_duration(wanted)} by {user.name}", now=now),
+            ]
+        log.info("session %s now lasts %s", uuid, format_duration(wanted))
         return row
 
     def _reject(self, user: User, uuid: str) -> SessionRow:
@@ -360,6 +482,7 @@ class BrokerService:
                     f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
                 )
             row.phase, row.modified = Phase.REJECTED, now
+        self.metrics.rejected()
         return row
 
     def _cancel(self, user: User, uuid: str) -> SessionRow:
@@ -378,11 +501,303 @@ class BrokerService:
                 raise PhaseConflict(f"session {uuid} finished before it could be cancelled")
             queries.add_message(db, uuid, note)
             row = queries.get_session(db, uuid)
+        self.metrics.ended(uuid, Phase.CANCELLED)
         if handle is not None and platform is not None:
             stop_and_release(platform, handle)
         # A task still being started is stopped by the monitor once its start returns.
         return row  # type: ignore[return-value]
 
+    def data_of(self, session_id: str) -> tuple[DataMount, ...]:
+        """The data a session's task is to be given, as its request asked (checked then)."""
+        with self.database.read() as db:
+            row = queries.get_session(db, session_id)
+            answer = None if row is None else queries.get_offerset(db, row.offerset_uuid)
+            stored = None if answer is None else answer.request
+        if not stored or not stored.get("data"):
+            return ()
+        return data_plan(ExecutionRequest.model_validate(stored)).mounts
+
     @staticmethod
     def _resources(row: SessionRow) -> Resources:
         return Resources(row.cores, row.memory_gib, row.storage_gib)
+
+    # -- dialect jobs (UWS, TES): one session per job, made, waited on and forgotten here ------
+
+    def submit(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        *,
+        dialect: str,
+        meta: dict[str, Any],
+        run: bool = False,
+        refuse: Sequence[str] = (),
+    ) -> SessionRow:
+        """Make offers and keep the best as one job (its siblings rejected, so they hold nothing).
+
+        A NO is kept too, as a FAILED session holding nothing whose messages are the reasons:
+        a UWS job or a TES task exists either way, in ERROR (SYSTEM_ERROR) with the reasons.
+        ``run`` accepts the kept offer at once, with every rule ``update_phase`` applies.
+        ``refuse`` are reasons the dialect found already: the answer is NO without offers.
+        Raises InvalidRequest (as ``request_offers``) or PhaseConflict (as accepting).
+        """
+        if refuse:
+            answer = self._save_answer(user, request, self.clock(), list(refuse), _Answer())
+        else:
+            answer = self.request_offers(user, request, dialect=dialect, meta=meta)
+        if not answer.sessions:
+            return self._refused(user, request, answer.row, dialect, meta)
+        best, now = answer.sessions[0], self.clock()
+        with self.database.write() as db:
+            for sibling in answer.sessions[1:]:
+                queries.transition(db, sibling.uuid, [Phase.OFFERED], Phase.REJECTED, now)
+        return self.update_phase(user, best.uuid, Phase.ACCEPTED) if run else best
+
+    def _refused(
+        self,
+        user: User,
+        request: ExecutionRequest,
+        answer: OfferSetRow,
+        dialect: str,
+        meta: dict[str, Any],
+    ) -> SessionRow:
+        reasons = answer.messages or [message("this broker made no offer", "WARN")]
+        now = answer.created
+        row = SessionRow(
+            uuid=str(uuids.uuid4()),
+            offerset_uuid=answer.uuid,
+            owner=user.name,
+            phase=Phase.FAILED,
+            created=now,
+            modified=now,
+            expires=now,
+            start=now,
+            end=now,
+            cores=0,
+            memory_gib=0,
+            storage_gib=0,
+            executable=request.executable.model_dump(mode="json", exclude_none=True),
+            platform="",
+            finished=now,
+            messages=reasons,
+            endpoints=[],
+            dialect=dialect,
+            dialect_meta=meta,
+        )
+        with self.database.write() as db:
+            queries.add_session(db, row)
+        return row
+
+    def get_job(self, user: User, uuid: str) -> SessionRow:
+        """A session seen as a dialect's job: as ``get_session``, but NotFound once deleted."""
+        row = self.get_session(user, uuid)
+        if (row.dialect_meta or {}).get("deleted"):
+            raise NotFound(f"no job {uuid}")
+        return row
+
+    def list_jobs(self, user: User, phases: Sequence[str] = ()) -> list[SessionRow]:
+        """The caller's sessions (an admin's: everyone's), newest first, less the deleted ones."""
+        rows = self.list_sessions(user, phases)
+        return [row for row in rows if not (row.dialect_meta or {}).get("deleted")]
+
+    def abandon(self, user: User, uuid: str) -> SessionRow:
+        """Reject an offer or cancel a session, whichever its phase allows; a finished one is
+        left as it is (UWS ABORT, TES cancel). Raises NotFound or PermissionDenied."""
+        row = self.get_job(user, uuid)
+        if row.phase == Phase.OFFERED:
+            try:
+                return self._reject(user, uuid)
+            except PhaseConflict:  # accepted or expired meanwhile: cancel if it runs
+                row = self.get_session(user, uuid)
+        if row.phase in CANCELLABLE:
+            try:
+                return self._cancel(user, uuid)
+            except PhaseConflict:  # it finished first: nothing left to stop
+                pass
+        return self.get_session(user, uuid)
+
+    def delete_job(self, user: User, uuid: str) -> None:
+        """Abandon a job and forget it: the dialects no longer list or show it (UWS DELETE)."""
+        self.abandon(user, uuid)
+        with self.database.write() as db:
+            row = self._owned_session(db, user, uuid)
+            row.dialect_meta = {**(row.dialect_meta or {}), "deleted": True}
+
+    def wait_while(
+        self,
+        user: User,
+        uuid: str,
+        phases: Sequence[str],
+        timeout: float,
+        *,
+        poll: float = 0.2,
+    ) -> SessionRow:
+        """The job once its phase is not one of ``phases``, or as it is after ``timeout``
+        seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        row = self.get_job(user, uuid)
+        while row.phase in phases and time.monotonic() < deadline:
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            row = self.get_job(user, uuid)
+        return row
+
+    def image_ports(self, image: str) -> list[int]:
+        """The TCP ports ``image`` declares (EXPOSE), as the first platform that knows says:
+        what a job naming only an image publishes, as ``docker run -P`` would."""
+        for platform in self.platforms.values():
+            ports = getattr(platform, "image_ports", None)
+            if ports is not None:
+                found: list[int] = ports(image)
+                if found:
+                    return found
+        return []
+
+    # -- the web page's views -------------------------------------------------------------
+
+    def session_page(
+        self,
+        user: User,
+        *,
+        phases: Sequence[str],
+        owner: str | None = None,
+        sort: str = "created",
+        descending: bool = True,
+        page: int = 1,
+        per_page: int = 20,
+    ) -> Page:
+        """One page of sessions in ``phases``: the caller's own; an admin's, anyone's (or
+        ``owner``'s). Raises PermissionDenied when a user asks for another's, InvalidRequest
+        naming ``sort``, ``page`` or ``per_page`` when those are out of range."""
+        if sort not in queries.SORTABLE:
+            known = ", ".join(queries.SORTABLE)
+            raise InvalidRequest(f"sort: {sort!r} is not one of {known}", field="sort")
+        if page < 1:
+            raise InvalidRequest("page: must be at least 1", field="page")
+        if not 1 <= per_page <= 200:
+            raise InvalidRequest("per_page: must be between 1 and 200", field="per_page")
+        if not user.admin:
+            if owner not in (None, user.name):
+                raise PermissionDenied("only an admin sees other users' sessions")
+            owner = user.name
+        with self.database.read() as db:
+            rows, total = queries.page_sessions(
+                db,
+                owner=owner,
+                phases=phases,
+                sort=sort,
+                descending=descending,
+                offset=(page - 1) * per_page,
+                limit=per_page,
+            )
+        return Page(rows, total, page, per_page)
+
+    def open_offers(self, user: User) -> Sequence[SessionRow]:
+        """Offers still open (the caller's own; an admin's: everyone's), soonest to expire first."""
+        with self.database.read() as db:
+            owner = None if user.admin else user.name
+            return queries.open_offers(db, owner=owner, now=self.clock())
+
+    def refusals(self, user: User, limit: int = 10) -> Sequence[OfferSetRow]:
+        """The latest NO answers with their reasons (the caller's own; an admin's: everyone's)."""
+        with self.database.read() as db:
+            owner = None if user.admin else user.name
+            return queries.refusals(db, owner=owner, limit=limit)
+
+    def phase_counts(self) -> dict[str, int]:
+        """How many sessions (and offers) are in each phase: totals only, no one's rows."""
+        with self.database.read() as db:
+            return queries.phase_counts(db)
+
+    def usage(self) -> Usage:
+        """The quota booked by sessions, held by open offers and free, at this instant."""
+        now = self.clock()
+        with self.database.read() as db:
+            held = queries.holds(db, now, now + _INSTANT, now)
+        booked, offered = _split(held)
+        used, used_sessions = booked.peak(now, now + _INSTANT)
+        on_offer, offer_sets = offered.peak(now, now + _INSTANT)
+        return Usage(
+            self.quota.resources, self.quota.max_sessions, used, used_sessions, on_offer, offer_sets
+        )
+
+    def capacity_timeline(self, slots: int = 96) -> Timeline:
+        """The capacity calendar over the broker's horizon, in ``slots`` equal slots: the peak
+        booked by sessions and held by offers in each (totals only, no one's rows). It starts
+        at the whole minute, so the slots stay put while a page follows it."""
+        now = self.clock()
+        begin = now.replace(second=0, microsecond=0)
+        end = begin + self.quota.horizon
+        with self.database.read() as db:
+            held = queries.holds(db, begin, end, now)
+        booked, offered = _split(held)
+        step = (end - begin) / slots
+        found = []
+        for index in range(slots):
+            start = begin + step * index
+            found.append(
+                Slot(
+                    start,
+                    start + step,
+                    booked.peak(start, start + step)[0],
+                    offered.peak(start, start + step)[0],
+                )
+            )
+        return Timeline(begin, end, self.quota.resources, tuple(found))
+
+
+_INSTANT = timedelta(microseconds=1)
+
+
+def _split(bookings: Sequence[Booking]) -> tuple[Calendar, Calendar]:
+    """Booked sessions and open offers (grouped by offer set) as two calendars."""
+    return (
+        Calendar(b for b in bookings if b.group is None),
+        Calendar(b for b in bookings if b.group is not None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: Sequence[SessionRow]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    limit: Resources
+    max_sessions: int
+    booked: Resources
+    booked_sessions: int
+    held: Resources
+    held_offersets: int
+
+    @property
+    def free(self) -> Resources:
+        left = self.limit - self.booked - self.held
+        return Resources(max(left.cores, 0), max(left.memory_gib, 0), max(left.storage_gib, 0))
+
+    @property
+    def free_sessions(self) -> int:
+        return max(self.max_sessions - self.booked_sessions - self.held_offersets, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    start: datetime
+    end: datetime
+    booked: Resources
+    held: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    start: datetime
+    end: datetime
+    limit: Resources
+    slots: tuple[Slot, ...]

@@ -3,7 +3,9 @@
 isodate does the parsing; this module only adds the interval forms the schema allows
 (``start/end``, ``start/duration``, ``duration/end``) and our rules: every instant is
 UTC-aware (a naive one is taken as UTC) and durations are exact (no years or months,
-whose length depends on the calendar).
+whose length depends on the calendar). Both are bounded (``EARLIEST``..``LATEST``,
+``MAX_DURATION``) so that no sum of an instant and a duration can overflow a datetime:
+an out-of-range value is a TimeFormatError (a 422 naming the field), never an overflow.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import isodate
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+MAX_DURATION = timedelta(days=36_525)  # a century: far beyond any grant, far below overflow
+
 
 class TimeFormatError(ValueError):
-    """A string that is not the ISO-8601 form it should be."""
+    """A string that is not the ISO-8601 form it should be, or out of range."""
 
 
 def utcnow() -> datetime:
@@ -24,26 +30,40 @@ def utcnow() -> datetime:
 def parse_instant(text: str) -> datetime:
     """An ISO-8601 date-time (or a date, meaning its midnight), as an aware UTC datetime."""
     text = text.strip()
+    if len(text) > 64:
+        raise TimeFormatError(f"{text[:64]!r}... is too long for an ISO-8601 date-time")
     try:
         if "T" in text or " " in text:
             value = isodate.parse_datetime(text.replace(" ", "T"))
         else:
             day = isodate.parse_date(text)
             value = datetime(day.year, day.month, day.day)
-    except (isodate.ISO8601Error, ValueError) as error:
+    except (isodate.ISO8601Error, ValueError, OverflowError) as error:
         raise TimeFormatError(f"{text!r} is not an ISO-8601 date-time") from error
     if isinstance(value, date) and not isinstance(value, datetime):  # pragma: no cover
         value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        value = LATEST
+    if not EARLIEST <= value < LATEST:
+        raise TimeFormatError(
+            f"{text!r} is out of range: give an instant from {EARLIEST.year} to {LATEST.year - 1}"
+        )
+    return value
 
 
 def parse_duration(text: str) -> timedelta:
     """A positive ISO-8601 duration such as ``PT2H30M`` or ``P1DT12H``."""
     text = text.strip()
+    if len(text) > 64:
+        raise TimeFormatError(f"{text[:64]!r}... is too long for an ISO-8601 duration")
     try:
         value = isodate.parse_duration(text)
+    except (OverflowError, ArithmeticError):
+        raise TimeFormatError(
+            f"{text!r} is out of range: at most {MAX_DURATION.days} days"
+        ) from None
     except (isodate.ISO8601Error, ValueError) as error:
         raise TimeFormatError(f"{text!r} is not an ISO-8601 duration") from error
     if not isinstance(value, timedelta):
@@ -52,6 +72,8 @@ def parse_duration(text: str) -> timedelta:
         )
     if value <= timedelta(0):
         raise TimeFormatError(f"{text!r}: a duration must be positive")
+    if value > MAX_DURATION:
+        raise TimeFormatError(f"{text!r} is out of range: at most {MAX_DURATION.days} days")
     return value
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from datetime import datetime
 
 import httpx
 import pytest
 
+from execbroker.timeutil import parse_interval
 from tests.brokers import batch_request, running_broker
 
 QUOTA = {"cores": 4, "memory": 8, "storage": 10, "max_sessions": 3, "max_duration": "PT1H"}
@@ -26,7 +26,7 @@ def _peak(sessions: list[dict], *, alternatives: bool) -> tuple[int, int, int]:
     (as their max), since at most one of them can ever be accepted."""
     spans = []
     for s in sessions:
-        start = datetime.fromisoformat(s["schedule"]["available"]["start"])
+        start = parse_interval(s["schedule"]["available"]["start"])[0]
         from isodate import parse_duration
 
         end = start + parse_duration(s["schedule"]["available"]["duration"])

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from execbroker import kinds
+from execbroker.timeutil import parse_interval
 from tests.brokers import accept, batch_request, running_broker, update, wait_for_phase
 
 
@@ -32,7 +33,7 @@ def test_offers_are_concrete_and_within_the_request(broker):
         assert 1 <= len(answer["offers"]) <= 4
         for offer in answer["offers"]:
             assert offer["phase"] == "OFFERED"
-            assert offer["kind"] == kinds.SIMPLE_SESSION
+            assert offer["kind"] == kinds.SCHEDULED_SESSION
             cores = offer["compute"]["cores"]
             assert cores["min"] == cores["max"] and 1 <= cores["min"] <= 3
             assert 1 <= offer["compute"]["memory"]["min"] <= 2
@@ -169,7 +170,7 @@ def test_scheduled_start_waits_for_its_window(broker):
     request["schedule"]["requested"]["start"] = start.strftime("%Y-%m-%dT%H:%M:%SZ") + "/PT1M"
     with broker.client() as client:
         offer = client.post("/requests", json=request).json()["offers"][0]
-        assert datetime.fromisoformat(offer["schedule"]["available"]["start"]) >= start.replace(
+        assert parse_interval(offer["schedule"]["available"]["start"])[0] >= start.replace(
             microsecond=0
         )
         uuid = offer["meta"]["uuid"]

@@ -14,7 +14,7 @@ def test_openapi_documents_requests_and_updates(tmp_path):
     paths = document["paths"]
     for path in ("/requests", "/offersets", "/direct", "/sessions/{uuid}"):
         body = paths[path]["post"]["requestBody"]["content"]
-        assert set(body) == {"application/json", "application/yaml"}
+        assert set(body) == {"application/json", "application/yaml", "application/xml"}
     schemas = document["components"]["schemas"]
     assert "ExecutionRequest" in schemas and "UpdateRequest" in schemas
     assert {"executable", "compute", "schedule", "costs"} <= set(

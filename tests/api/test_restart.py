@@ -10,7 +10,8 @@ import pytest
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, batch_request, wait_for_phase
 
 # Runs until the test lets it finish, however slow the machine is.
-SCRIPT = "echo started >> ../starts.txt; while [ ! -e ../go ]; do sleep 0.1; done; echo finished"
+# The task's cwd is its work directory (sessions/<uuid>), where the test drops "go".
+SCRIPT = "echo started >> starts.txt; while [ ! -e go ]; do sleep 0.1; done; echo finished"
 
 
 @pytest.mark.parametrize(

@@ -137,10 +137,10 @@ def test_a_refusal_is_kept_with_the_brokers_detail(brokers: dict[str, BrokerProc
     assert answers[0].outcome == Outcome.REFUSED
     assert answers[0].status_code == 401
     assert answers[0].reasons == ["401: unknown token"]
-    invalid = {"executable": {"kind": "batch-script"}, "compute": {"cores": {"min": 1}}}
+    invalid = {"executable": {"kind": "batch-script"}, "compute": {"cores": {"min": 4, "max": 1}}}
     answers = asyncio.run(ask_all(targets(brokers)[:1], invalid))
     assert answers[0].outcome == Outcome.REFUSED and answers[0].status_code == 422
-    assert "executable.script" in answers[0].error
+    assert "compute.cores" in answers[0].error
 
 
 def test_when_the_best_offer_is_gone_the_next_best_is_taken(

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from execbroker.fetch import FetchPolicy, allowing
 from execbroker.model.executables import AnyExecutable, JupyterNotebook
 from execbroker.notebooks import NotebookError, Support, check_notebook, prepare, refusal
 from execbroker.notebooks import task as tasks
@@ -114,7 +115,18 @@ def test_an_interactive_task_has_a_fresh_unguessable_token(tmp_path):
     assert first.token not in " ".join(first.argv)  # never on a command line
 
 
+# The test web server is on 127.0.0.1: fetched from only when a policy says so.
+LOOPBACK = FetchPolicy(allow=["127.0.0.1/32"])
+
+
 def test_a_location_is_fetched_at_prepare_and_names_the_output(tmp_path, web):
+    with allowing(LOOPBACK):
+        _fetched_at_prepare(tmp_path, web)
+    with pytest.raises(NotebookError, match=r"127\.0\.0\.1 is a loopback address"):
+        prepare(_spec(JupyterNotebook(location=web.url("/lab/analysis.ipynb")), tmp_path))
+
+
+def _fetched_at_prepare(tmp_path, web):
     web["/lab/analysis.ipynb"] = json.dumps(GOOD).encode()
     web["/not-a-notebook.ipynb"] = b'{"hello": "world"}'
     web["/text.ipynb"] = b"<html>"
@@ -132,9 +144,10 @@ def test_a_location_is_fetched_at_prepare_and_names_the_output(tmp_path, web):
 
 def test_a_fetch_stops_at_the_size_limit(web):
     web["/big.ipynb"] = json.dumps({**GOOD, "metadata": {"pad": "x" * 100_000}}).encode()
-    with pytest.raises(NotebookError, match="larger than 50000 bytes"):
-        fetch_notebook(web.url("/big.ipynb"), max_bytes=50_000)
-    assert fetch_notebook(web.url("/big.ipynb"))["nbformat"] == 4
+    with allowing(LOOPBACK):
+        with pytest.raises(NotebookError, match="larger than 50000 bytes"):
+            fetch_notebook(web.url("/big.ipynb"), max_bytes=50_000)
+        assert fetch_notebook(web.url("/big.ipynb"))["nbformat"] == 4
 
 
 ALLOWED_OUTSIDE_STDLIB = {"papermill", "nbclient", "nbformat", "jupyter_server", "jupyterlab"}

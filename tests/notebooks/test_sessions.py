@@ -20,7 +20,9 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    with running_broker(tmp_path_factory.mktemp("notebooks")) as broker:
+    # The test web server is on 127.0.0.1, which a platform fetches from only when told to.
+    platforms = [{"type": "local", "fetch": {"allow": ["127.0.0.1/32"]}}]
+    with running_broker(tmp_path_factory.mktemp("notebooks"), platforms=platforms) as broker:
         yield broker
 
 
@@ -111,15 +113,18 @@ def _server(session: dict[str, Any]) -> tuple[str, str]:
 
 
 def _processes_in(workdir: Path) -> list[str]:
-    """Command lines of live processes that name ``workdir`` (runner, server, kernels)."""
+    """Command lines of live processes of ``workdir``'s session (runner, server, kernels):
+    naming it, or (inside the local sandbox, where it is ``/task``) carrying its id."""
     found = []
+    session = f"EXECBROKER_SESSION={workdir.name}\0".encode()
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            ours = str(workdir) in command or session in (entry / "environ").read_bytes()
         except (OSError, IndexError):
             continue
-        if str(workdir) in command and state != "Z":
+        if ours and state != "Z":
             found.append(command)
     return found
 

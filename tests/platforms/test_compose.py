@@ -20,8 +20,10 @@ import httpx
 import pytest
 
 from execbroker.errors import InvalidRequest
+from execbroker.fetch import FetchPolicy
 from execbroker.model.executables import DockerCompose
 from execbroker.platforms import compose as compose_platform
+from execbroker.platforms import scoped
 from execbroker.platforms.base import LaunchSpec, PlatformError, RunState
 from execbroker.platforms.docker_engine import GIB
 from tests.platforms import support
@@ -204,6 +206,10 @@ def test_a_file_is_fetched_from_its_location_with_a_size_limit(make_platform, en
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         platform = make_platform(max_bytes=1000)
+        with pytest.raises(PlatformError, match=r"127\.0\.0\.1 is a loopback address"):
+            platform.start(launch(DockerCompose(location=f"{base}/app.yaml"), tmp_path))
+        # What the broker's config would open with ``fetch: {allow: [127.0.0.1/32]}``.
+        platform = scoped(platform, FetchPolicy(allow=["127.0.0.1/32"]))
         project = platform.start(launch(DockerCompose(location=f"{base}/app.yaml"), tmp_path))
         assert wait_state(platform, project, {RunState.COMPLETED}).state == RunState.COMPLETED
         with pytest.raises(PlatformError, match="larger than 1000 bytes"):

@@ -200,3 +200,45 @@ def test_yaml_is_read_as_compose_reads_it() -> None:
     out = dump(document)
     assert yaml.safe_load(out)["services"]["web"]["environment"]["DEBUG"] == "yes"
     assert parse("services: {web: {image: x, privileged: true}}")["services"]["web"]["privileged"]
+
+
+def test_memory_mounts_are_held_to_the_share_of_the_grant() -> None:
+    document = parse(
+        """
+services:
+  web:
+    image: x
+    shm_size: 64m
+    tmpfs: [/run, "/cache:mode=1777,size=128m"]
+    volumes: [{type: tmpfs, target: /t}, {type: tmpfs, target: /u, tmpfs: {size: 1024}}]
+"""
+    )
+    limits = shares(document["services"], Resources(1, 1, 0), host_cpus=2)
+    web = rewrite(document, limits, SETTINGS)["services"]["web"]
+    assert web["shm_size"] == 64 * 1024**2
+    assert web["tmpfs"] == [f"/run:size={GIB}", f"/cache:mode=1777,size={128 * 1024**2}"]
+    assert [v["tmpfs"]["size"] for v in web["volumes"]] == [GIB, 1024]
+    for field, value in (("shm_size", "2g"), ("tmpfs", ["/x:size=2g"])):
+        too_big = parse(f"services: {{web: {{image: x, {field}: {json.dumps(value)}}}}}")
+        with pytest.raises(ComposeError, match=f"services.web.{field}.*share of the grant"):
+            rewrite(too_big, shares(too_big["services"], Resources(1, 1, 0), host_cpus=2), SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("services: {web: {image: x, networks: 5}}", "services.web.networks"),
+        ("services: {web: {image: x}}\nnetworks: [a]", "networks"),
+        ("services: {web: {image: x}}\nvolumes: {v: [1]}", "volumes.v"),
+        ("services: {web: {image: x, labels: {a: {b: c}}}}", "services.web.labels.a"),
+        ("services: {web: {image: x, deploy: {resources: {limits: [1]}}}}", "services.web.deploy"),
+    ],
+)
+def test_fields_of_the_wrong_shape_name_their_path(text: str, field: str) -> None:
+    with pytest.raises(ComposeError, match=f"^executable.compose: {field}"):
+        parse(text)
+
+
+def test_nesting_is_bounded() -> None:
+    with pytest.raises(ComposeError, match="nested deeper than 64"):
+        parse("services: {web: {image: x, x-deep: " + "[" * 100 + "]" * 100 + "}}")

@@ -68,6 +68,21 @@ SERVICE_REFUSALS: list[tuple[dict[str, Any], str, str | None]] = [
     ({"labels": {"execbroker.owner": "bob"}}, "services.web.labels.execbroker.owner", None),
     ({"labels": ["com.docker.compose.project=other"]}, "services.web.labels.com.docker", None),
     ({"some_future_key": 1}, "services.web.some_future_key", None),
+    ({"ulimits": {"rtprio": 99}}, "services.web.ulimits.rtprio", "ulimits"),
+    ({"ulimits": {"memlock": {"soft": -1, "hard": -1}}}, "services.web.ulimits.memlock", "ulimits"),
+    ({"ulimits": {"nproc": 65535}}, "services.web.ulimits.nproc", "ulimits"),
+    ({"ulimits": {"nofile": 10**8}}, "services.web.ulimits.nofile", "ulimits"),
+    ({"ulimits": {"nofile": "many"}}, "services.web.ulimits.nofile", None),
+    ({"scale": 17}, "services.web.scale", None),
+    ({"deploy": {"replicas": 17}}, "services.web.deploy.replicas", None),
+    ({"deploy": {"replicas": "lots"}}, "services.web.deploy.replicas", None),
+    ({"shm_size": "huge"}, "services.web.shm_size", None),
+    ({"tmpfs": ["/run:size=huge"]}, "services.web.tmpfs[0].size", None),
+    (
+        {"volumes": [{"type": "tmpfs", "target": "/t", "tmpfs": {"size": "x"}}]},
+        "services.web.volumes[0].tmpfs.size",
+        None,
+    ),
 ]
 
 TOP_LEVEL_REFUSALS: list[tuple[dict[str, Any], str, str | None]] = [
@@ -150,3 +165,11 @@ x-anchors: {}
 """
     )
     assert check_compose(document, Allow()) == []
+
+
+def test_containers_are_counted_over_all_services() -> None:
+    services = {f"s{i}": {"image": "busybox:local", "scale": 4} for i in range(5)}
+    document = parse(yaml.safe_dump({"services": services}))
+    (reason,) = check_compose(document, Allow())
+    assert reason.startswith("services: 20 containers in all")
+    assert check_compose(document, Allow(max_containers=20)) == []

@@ -29,5 +29,6 @@ def test_environment_is_passed_and_script_text_is_never_a_command_line(tmp_path)
         session = client.post("/direct", json=request).json()
         wait_for_phase(client, session["meta"]["uuid"], {"COMPLETED"})
         assert client.get(f"/sessions/{session['meta']['uuid']}/logs").json()["stdout"] == hostile
-    work = tmp_path / "state" / "sessions" / session["meta"]["uuid"] / "work"
+    work = tmp_path / "state" / "sessions" / session["meta"]["uuid"]  # the task's HOME and cwd
+    assert (work / "script.sh").exists()
     assert not (work / "pwned").exists() and not (work / "pwned2").exists()

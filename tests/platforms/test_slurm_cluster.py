@@ -2,7 +2,9 @@
 
 Needs ``scripts/services.sh up slurm`` (slurmctld, slurmd, slurmdbd, accounts
 account-001..003). Every job is found in Slurm by its name ``eb.<broker>.<session>``,
-so the tests check what Slurm itself says, not only what the broker reports.
+so the tests check what Slurm itself says, not only what the broker reports. The jobs
+run as the test accounts the brokers' users are mapped to (``slurm_support``), so every
+state directory lies where other users may enter, and Slurm is asked about all users' jobs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tests.brokers import (
     update,
     wait_for_phase,
 )
+from tests.platforms.slurm_support import ensure_test_accounts, enterable_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -62,8 +65,9 @@ def _jobs(name: str) -> dict[str, str]:
     found: dict[str, str] = {}
     since = (datetime.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
     accounting = _slurm(
-        "sacct", "-n", "-X", "-P", f"--name={name}", "-S", since, "-o", "JobID,State"
-    )
+        "sacct", "--allusers", "-n", "-X", "-P", f"--name={name}", "-S", since,
+        "-o", "JobID,State",
+    )  # fmt: skip
     for line in accounting.splitlines():
         job, _, state = line.partition("|")
         found[job] = state.split(" ")[0]
@@ -101,7 +105,7 @@ def _cancel_leftovers() -> Iterator[None]:
 
 
 def _job_field(job_id: str, field: str) -> str:
-    return _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", field).strip()
+    return _slurm("sacct", "--allusers", "-n", "-X", "-P", "-j", job_id, "-o", field).strip()
 
 
 # -- brokers ----------------------------------------------------------------------------
@@ -119,8 +123,25 @@ def _config(number: int, **changes: Any) -> dict[str, Any]:
     config["name"] = f"t{uuids.uuid4().hex[:8]}-{number:03d}"
     _OURS.add(slurm_platform.job_name(config["name"], ""))
     config["monitor"] = {"interval": "PT0.2S"}
+    config["platforms"][0]["run_as"] = {"users": ensure_test_accounts()}
     config.pop("state_dir", None)
     return {**config, **changes}
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """This module's tests' own directory, one the jobs' accounts may enter."""
+    with enterable_dir("eb-slurm-cluster-") as directory:
+        yield directory
+
+
+def _platform_broker(workspace: Path) -> SimpleNamespace:
+    """What ``slurm.create`` reads of a broker config, for driving the platform alone."""
+    return SimpleNamespace(
+        name=f"p{uuids.uuid4().hex[:8]}",
+        state_path=workspace,
+        users=[SimpleNamespace(name="alice")],
+    )
 
 
 def _job_name(broker: BrokerProcess, session: str) -> str:
@@ -142,12 +163,14 @@ def _run(client: httpx.Client, request: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def broker() -> Iterator[BrokerProcess]:
     """account-003's broker (the biggest quota), shared by the quick tests."""
-    directory = tmp_path_factory.mktemp("slurm")
     os.environ["BROKER_SECRET"] = "s3cret"  # the broker inherits it; its jobs must not
     try:
-        with running_broker(directory, **_config(3)) as broker:
+        with (
+            enterable_dir("eb-slurm-cluster-") as directory,
+            running_broker(directory, **_config(3)) as broker,
+        ):
             yield broker
     finally:
         del os.environ["BROKER_SECRET"]
@@ -156,12 +179,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 # -- the platform alone -----------------------------------------------------------------
 
 
-def test_platform_submits_finds_and_reads_back(tmp_path: Path) -> None:
+def test_platform_submits_finds_and_reads_back(workspace: Path) -> None:
     accounts, partition = _cluster()
-    broker = SimpleNamespace(name=f"p{uuids.uuid4().hex[:8]}", state_path=tmp_path)
+    broker = _platform_broker(workspace)
     _OURS.add(slurm_platform.job_name(broker.name, ""))
+    run_as = {"users": ensure_test_accounts()}
     platform = slurm_platform.create(
-        {"account": accounts[0], "partition": partition}, broker=broker
+        {"account": accounts[0], "partition": partition, "run_as": run_as}, broker=broker
     )
     session = str(uuids.uuid4())
     now = datetime.now(UTC)
@@ -173,7 +197,7 @@ def test_platform_submits_finds_and_reads_back(tmp_path: Path) -> None:
         resources=Resources(1, 1, 0),
         start=now,
         deadline=now + timedelta(minutes=2),
-        workdir=tmp_path / "sessions" / session,
+        workdir=workspace / "sessions" / session,
     )
     handle = platform.start(spec)
     assert platform.find(session) == handle
@@ -188,21 +212,24 @@ def test_platform_submits_finds_and_reads_back(tmp_path: Path) -> None:
     )
     assert (platform.logs(handle).stdout, platform.logs(handle).stderr) == ("out\n", "err\n")
     # a restarted broker knows only the handle: the session's directory is found from the job
-    again = slurm_platform.create({"account": accounts[0], "partition": partition}, broker=broker)
+    again = slurm_platform.create(
+        {"account": accounts[0], "partition": partition, "run_as": run_as}, broker=broker
+    )
     assert again.logs(handle).stdout == "out\n"
     assert _job_field(handle, "Account") == accounts[0]
     assert platform.status("999999999").state == RunState.LOST
     platform.stop(handle)  # already finished: not an error
 
 
-def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
+def test_a_start_ahead_is_held_by_slurm(workspace: Path) -> None:
     """Launched before its start (the monitor never does, a platform may be called so):
     ``--begin`` keeps Slurm from starting it early."""
     accounts, partition = _cluster()
-    broker = SimpleNamespace(name=f"p{uuids.uuid4().hex[:8]}", state_path=tmp_path)
+    broker = _platform_broker(workspace)
     _OURS.add(slurm_platform.job_name(broker.name, ""))
+    run_as = {"users": ensure_test_accounts()}
     platform = slurm_platform.create(
-        {"account": accounts[2], "partition": partition}, broker=broker
+        {"account": accounts[2], "partition": partition, "run_as": run_as}, broker=broker
     )
     session = str(uuids.uuid4())
     start = datetime.now(UTC) + timedelta(seconds=3)
@@ -214,7 +241,7 @@ def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
         resources=Resources(1, 1, 0),
         start=start,
         deadline=start + timedelta(minutes=2),
-        workdir=tmp_path / "sessions" / session,
+        workdir=workspace / "sessions" / session,
     )
     handle = platform.start(spec)
     status = platform.status(handle)
@@ -231,9 +258,9 @@ def test_a_start_ahead_is_held_by_slurm(tmp_path: Path) -> None:
     assert platform.status(handle).state == RunState.CANCELLED
 
 
-def test_free_is_the_clusters_real_capacity(tmp_path: Path) -> None:
+def test_free_is_the_clusters_real_capacity(workspace: Path) -> None:
     _, partition = _cluster()
-    broker = SimpleNamespace(name=f"p{uuids.uuid4().hex[:8]}", state_path=tmp_path)
+    broker = _platform_broker(workspace)
     platform = slurm_platform.create({"partition": partition}, broker=broker)
     free = platform.free()
     idle = _slurm("sinfo", "-h", "-p", partition, "-o", "%C").strip().split("/")[1]
@@ -374,14 +401,14 @@ def test_own_running_jobs_are_not_counted_twice(broker: BrokerProcess) -> None:
             update(client, uuid, "CANCELLED").raise_for_status()
 
 
-def test_virtual_platforms_keep_their_quotas_apart(tmp_path: Path) -> None:
+def test_virtual_platforms_keep_their_quotas_apart(workspace: Path) -> None:
     small, middle, big = _config(1), _config(2), _config(3)
     above_small = small["quota"]["cores"] + 1
     assert above_small <= big["quota"]["cores"], "the examples' quotas should differ"
     with (
-        running_broker(tmp_path / "small", **small) as one,
-        running_broker(tmp_path / "middle", **middle) as two,
-        running_broker(tmp_path / "big", **big) as three,
+        running_broker(workspace / "small", **small) as one,
+        running_broker(workspace / "middle", **middle) as two,
+        running_broker(workspace / "big", **big) as three,
         one.client() as c1,
         two.client() as c2,
         three.client() as c3,
@@ -409,12 +436,12 @@ def test_virtual_platforms_keep_their_quotas_apart(tmp_path: Path) -> None:
         update(c1, busy, "CANCELLED").raise_for_status()
 
 
-def test_kill_9_readopts_jobs_and_slurm_keeps_the_time_limit(tmp_path: Path) -> None:
+def test_kill_9_readopts_jobs_and_slurm_keeps_the_time_limit(workspace: Path) -> None:
     """Killed while two jobs run: one finishes meanwhile and gets its final phase, the
     other is re-adopted as RUNNING (found by its name, its job id lost as in a crash right
     after sbatch); killed again, Slurm's own time limit ends that one at its grant, and
     the restarted broker says so. No session is ever submitted twice."""
-    broker = BrokerProcess(_config(3), tmp_path).start()
+    broker = BrokerProcess(_config(3), workspace).start()
     try:
         with broker.client() as client:
             short = _run(client, batch_request("sleep 3; echo finished", duration="PT5M"))
@@ -425,7 +452,7 @@ def test_kill_9_readopts_jobs_and_slurm_keeps_the_time_limit(tmp_path: Path) -> 
         _wait_for_job(_job_name(broker, short), {"COMPLETED"}, timeout=30)
         # As if the broker had died between sbatch and saving the job id: only the job's
         # name can lead back to it.
-        with sqlite3.connect(tmp_path / "state" / "broker.db") as db:
+        with sqlite3.connect(workspace / "state" / "broker.db") as db:
             db.execute(
                 "UPDATE sessions SET handle = NULL, phase = 'PREPARING' WHERE uuid = ?", (late,)
             )

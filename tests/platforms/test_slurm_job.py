@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from execbroker.errors import InvalidRequest
 from execbroker.model.executables import BatchScript, DockerContainer
 from execbroker.planner import Resources
 from execbroker.platforms import slurm
 from execbroker.platforms.base import LaunchSpec, PlatformError
-from execbroker.platforms.slurm import (
-    SlurmOptions,
-    SlurmPlatform,
-    batch_script,
+from execbroker.platforms.slurm import SlurmOptions, SlurmPlatform, parse_job_id, slurm_error
+from execbroker.platforms.slurm_job import batch_script as _batch_script
+from execbroker.platforms.slurm_job import (
     begin_time,
     job_environment,
-    parse_job_id,
-    slurm_error,
     time_limit_minutes,
 )
 
@@ -48,6 +47,10 @@ def _spec(
         deadline=start + duration,
         workdir=workdir,
     )
+
+
+def batch_script(spec: LaunchSpec, options: SlurmOptions, now: datetime) -> str:
+    return _batch_script(spec, account=options.account, partition=options.partition, now=now)
 
 
 def _platform() -> SlurmPlatform:
@@ -83,6 +86,7 @@ def test_batch_script_carries_the_grant() -> None:
     assert "no-requeue" in found
     assert "begin" not in found
     assert text.rstrip().endswith(f"exec /bin/sh /var/eb/sessions/{SESSION}/script.sh")
+    assert "#SBATCH --uid" not in text  # given on sbatch's command line by a root broker
 
 
 def test_the_user_script_never_enters_the_job_script() -> None:
@@ -91,19 +95,76 @@ def test_the_user_script_never_enters_the_job_script() -> None:
     assert "evil" not in text and "exclusive" not in text
 
 
-def test_environment_names_only_values_stay_out_of_the_script() -> None:
+def test_the_environment_is_set_inside_the_job_script_quoted() -> None:
     spec = _spec(environment={"FOO": "a b,c=$(x)"})
     environment = job_environment(spec)
     assert environment["FOO"] == "a b,c=$(x)"
     assert environment["EXECBROKER_SESSION"] == SESSION
     assert environment["EXECBROKER_CORES"] == "2"
     text = batch_script(spec, OPTIONS, NOW)
-    assert "a b" not in text and "FOO" not in text
-    # sbatch runs in exactly this environment and exports all of it (and no login env)
+    assert "export FOO='a b,c=$(x)'\n" in text
+    # sbatch exports its own, fixed environment (no login environment is loaded)
     assert _directives(text)["export"] == "ALL"
     assert set(environment) == {"PATH", "HOME", "LANG", "FOO"} | {
         f"EXECBROKER_{name}" for name in ("BROKER", "SESSION", "CORES", "MEMORY_GIB")
     }
+    # every export comes after the last directive: sbatch stops reading them at the first
+    lines = text.splitlines()
+    last_directive = max(i for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    first_export = min(i for i, line in enumerate(lines) if line.startswith("export "))
+    assert last_directive < first_export
+
+
+TRICKY = {
+    "QUOTES": "it's \"quoted\" '' \\",
+    "SUBST": "$(touch /tmp/pwned) ${HOME} $HOME",
+    "TICKS": "`id -u` ; exit 3 & | > /tmp/x",
+    "LINES": "one\ntwo\n\n#SBATCH --exclusive\nexport X=1\n",
+    "UNICODE": "caf\u00e9 \u2603 \t tab",
+    "EMPTY": "",
+}
+
+
+def test_values_reach_the_shell_byte_exact(tmp_path: Path) -> None:
+    """The job script's exports, run by /bin/sh as slurmd would: each value arrives as
+    given, and nothing in one is run."""
+    spec = _spec(environment=TRICKY, workdir=tmp_path / SESSION)
+    text = batch_script(spec, OPTIONS, NOW)
+    script = text.replace(f"exec /bin/sh {tmp_path}/{SESSION}/script.sh", "exec env -0")
+    assert script != text
+    shown = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, check=True, env={}, cwd=tmp_path
+    ).stdout
+    found = dict(item.split(b"=", 1) for item in shown.split(b"\0") if item)
+    for name, value in TRICKY.items():
+        assert found[name.encode()] == value.encode(), name
+    assert not (tmp_path / "pwned").exists() and not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["A=B", "1X", "FOO\n", "A B", "", "X-Y", "\u00e9", "A" * 129])
+def test_a_bad_name_is_refused_naming_the_field(name: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        _platform().check(BatchScript.model_construct(script="true", environment={name: "1"}))
+    assert refused.value.field == f"executable.environment.{name}"
+    assert f"executable.environment.{name}" in refused.value.message
+
+
+def test_a_nul_byte_in_a_value_is_refused() -> None:
+    executable = BatchScript(script="true", environment={"X": "a\0b"})
+    with pytest.raises(InvalidRequest) as refused:
+        _platform().check(executable)
+    assert refused.value.field == "executable.environment.X"
+    with pytest.raises(PlatformError, match="NUL"):
+        batch_script(_spec(environment={"X": "a\0b"}), OPTIONS, NOW)
+
+
+def test_loader_variables_are_the_jobs_own_business() -> None:
+    """LD_PRELOAD and the like act only inside the job, on the user's own processes under
+    their own uid: allowed there (no broker command ever sees them)."""
+    executable = BatchScript(script="true", environment={"LD_PRELOAD": "/x.so", "BASH_ENV": "/y"})
+    assert _platform().check(executable) is None
+    text = batch_script(_spec(environment={"LD_PRELOAD": "/x.so"}), OPTIONS, NOW)
+    assert "export LD_PRELOAD=/x.so\n" in text
 
 
 def test_our_variables_win_over_the_users() -> None:
@@ -164,7 +225,7 @@ def test_check_refuses_other_kinds_and_slurm_variables() -> None:
     assert platform.check(BatchScript(script="true")) is None
     assert "batch-script" in (platform.check(DockerContainer()) or "")
     reason = platform.check(BatchScript(script="true", environment={"SBATCH_EXCLUSIVE": "1"}))
-    assert reason is not None and "SBATCH_EXCLUSIVE" in reason
+    assert reason is not None and "executable.environment.SBATCH_EXCLUSIVE" in reason
 
 
 def test_parse_job_id() -> None:

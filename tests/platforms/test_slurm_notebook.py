@@ -1,8 +1,10 @@
 """Batch notebooks as Slurm jobs, through a real broker process on the real cluster.
 
-The job runs ``notebook_runner.py`` under the broker's own python (the default
-``notebook_python``: this single-node cluster shares the broker host's file system); the
-executed notebook is then fetched over the API, a failing cell's error is the session's
+The job runs ``notebook_runner.py`` as the user's own account, under Debian's python
+(``notebook_python: /usr/bin/python3``, with python3-nbclient and python3-ipykernel from
+scripts/services.sh): the broker's own venv python lies under /root, which no other account
+may enter, and the broker refuses notebooks rather than submit a job that cannot start.
+The executed notebook is then fetched over the API, a failing cell's error is the session's
 message, and interactive notebooks are refused, saying why.
 """
 
@@ -23,6 +25,7 @@ import yaml
 from execbroker.platforms import slurm as slurm_platform
 from tests.brokers import BrokerProcess, accept, running_broker, wait_for_phase
 from tests.notebooks.notebooks import notebook, notebook_request
+from tests.platforms.slurm_support import ensure_test_accounts, enterable_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -30,18 +33,28 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+def _config(**platform: Any) -> dict[str, Any]:
     """The slurm-account-001 example broker, under a name of its own."""
     partition = os.environ.get("EXECBROKER_SLURM_PARTITION")
     if not partition:
         pytest.fail("EXECBROKER_SLURM_PARTITION unset: run scripts/services.sh up slurm")
     config = yaml.safe_load((EXAMPLES / "brokers" / "slurm-account-001.yaml").read_text())
     config["name"] = f"nb{uuids.uuid4().hex[:8]}"
-    config["platforms"][0]["partition"] = partition
+    config["platforms"][0].update(
+        partition=partition, run_as={"users": ensure_test_accounts()}, **platform
+    )
     config["monitor"] = {"interval": "PT0.2S"}
+    return config
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerProcess]:
+    config = _config(notebook_python="/usr/bin/python3")
     prefix = slurm_platform.job_name(config["name"], "")
-    with running_broker(tmp_path_factory.mktemp("slurm-notebook"), **config) as broker:
+    with (
+        enterable_dir("eb-slurm-notebook-") as directory,
+        running_broker(directory, **config) as broker,
+    ):
         yield broker
     # A failed test must not leave its job holding the node for the next ones.
     listing = subprocess.run(
@@ -104,3 +117,17 @@ def test_an_interactive_notebook_is_refused_saying_why(client):
     body = answer.raise_for_status().json()
     assert body["result"] == "NO"
     assert "anyone who can reach that node" in str(body), body
+
+
+def test_a_notebook_python_the_jobs_account_cannot_run_is_refused_saying_so() -> None:
+    """Like a venv under /root (the broker's own interpreter, by default): a python in a
+    directory only the broker may enter."""
+    with enterable_dir("eb-slurm-notebook-") as directory:
+        private = directory / "private" / "python3"
+        private.parent.mkdir(mode=0o700)
+        private.symlink_to("/usr/bin/python3")
+        config = _config(notebook_python=str(private))
+        with running_broker(directory / "broker", **config) as broker, broker.client() as client:
+            body = client.post("/requests", json=notebook_request(notebook("1"))).json()
+    assert body["result"] == "NO"
+    assert f"notebook_python ({private}) cannot be run by the accounts" in str(body), body

@@ -64,7 +64,7 @@ def test_max_cost_takes_the_tightest_limit_of_our_type():
 
 def test_what_a_broker_cannot_honour_is_named():
     request = _request(
-        data=[{"kind": "simple-data-resource", "location": "http://x"}],
+        data=[{"kind": "S3-data-resource", "bucket": "b"}],  # http(s) ones are staged
         metrics=[{"kind": "simple-minmax-float-metric", "type": "urn:flops", "min": 1}],
     )
     reasons = unsupported(request)

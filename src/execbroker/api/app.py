@@ -12,9 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from execbroker import __version__, kinds
-from execbroker.api import broker, errors
+from execbroker.api import broker, errors, metrics, tes, uws
 from execbroker.api.auth import TokenAuthenticator
 from execbroker.api.content import respond
+from execbroker.api.errors import ErrorBody
 from execbroker.config import BrokerConfig
 from execbroker.model.requests import ExecutionRequest
 from execbroker.model.updates import UpdateRequest
@@ -23,11 +24,20 @@ from execbroker.platforms import create_platforms
 from execbroker.service import BrokerService
 from execbroker.store.engine import Database
 from execbroker.timeutil import format_duration
+from execbroker.web import broker_ui
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
+    plain = [user.name for user in config.users if user.token is not None]
+    if plain:
+        log.warning(
+            "broker %s: users %s have plain tokens in the config; store token_sha256 instead "
+            "(execbroker hash-token prints it)",
+            config.name,
+            ", ".join(plain),
+        )
     database = Database.open(config.database_url)
     service = BrokerService(config=config, database=database, platforms=create_platforms(config))
     monitor = Monitor(service=service)
@@ -53,6 +63,10 @@ def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
     app.state.authenticate = TokenAuthenticator(config)
     errors.install(app)
     app.include_router(broker.router)
+    app.include_router(uws.router)  # IVOA UWS 1.1 at /uws/jobs
+    app.include_router(tes.router)  # GA4GH TES 1.1 at /ga4gh/tes/v1
+    metrics.install(app)  # GET /metrics
+    broker_ui.install(app)  # the page: /ui
 
     @app.get("/health", summary="Is the broker up (no token needed)")
     def health() -> dict[str, str]:
@@ -85,6 +99,19 @@ def describe(service: BrokerService) -> dict[str, Any]:
         },
         "units": [unit.model_dump() for unit in config.units],
         "pricing": config.pricing.model_dump() if config.pricing else None,
+        "free": _free(service),
+    }
+
+
+def _free(service: BrokerService) -> dict[str, int]:
+    """What is neither booked nor held by offers now (totals: no one's sessions)."""
+    usage = service.usage()
+    free = usage.free
+    return {
+        "cores": free.cores,
+        "memory": free.memory_gib,
+        "storage": free.storage_gib,
+        "sessions": usage.free_sessions,
     }
 
 
@@ -97,11 +124,31 @@ def _document_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ExecutionRequest, UpdateRequest):
+        for model in (ExecutionRequest, UpdateRequest, ErrorBody):
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(found.pop("$defs", {}))
             components[model.__name__] = found
+        _declare_bearer(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Routes anyone may call; every other one needs the bearer token.
+OPEN_PATHS = ("/health", "/info")
+
+
+def _declare_bearer(schema: dict[str, Any]) -> None:
+    """Declare the bearer token, and that every route but ``OPEN_PATHS`` needs it."""
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token from the broker's config (Basic user:token is accepted too)",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        if path in OPEN_PATHS or path.startswith(("/docs", "/openapi", "/redoc")):
+            continue
+        for operation in operations.values():
+            operation.setdefault("security", [{"bearer": []}])

@@ -1,4 +1,11 @@
-"""The ExecutionBroker dialect: offer sets and sessions (thin: the service has the rules)."""
+"""The ExecutionBroker dialect: offer sets and sessions (thin: the service has the rules).
+
+Each request is answered in the schema generation it spelt its kinds in (found once, by
+``content.read_body``, and remembered with the offer set and its sessions), so a client of
+the earlier schema reads its own URIs back later too. The earlier generation's paths
+(``POST /offersets``, ``POST /sessions`` for direct execution) answer in its spelling
+unless the body itself uses the current one.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from execbroker.api import render
-from execbroker.api.content import parse_body, respond
+from execbroker.api.content import MEDIA_TYPES, read_body, respond
+from execbroker.api.errors import error_responses
+from execbroker.kinds import Spelling
 from execbroker.model.requests import ExecutionRequest
-from execbroker.model.sessions import OfferSetResponse, Phase
-from execbroker.model.updates import UpdateRequest
+from execbroker.model.sessions import (
+    ExecutionSession,
+    OfferSetResponse,
+    OutputItem,
+    OutputList,
+    Phase,
+    SessionList,
+    SessionLogs,
+)
+from execbroker.model.updates import DurationUpdate, UpdateRequest
 from execbroker.service import BrokerService, User
 
 router = APIRouter()
@@ -37,59 +54,112 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
 def _body_doc(schema: str) -> dict[str, Any]:
-    """OpenAPI for a body we parse ourselves (so YAML works too)."""
-    ref = {"$ref": f"#/components/schemas/{schema}"}
+    """OpenAPI for a body we parse ourselves (so YAML and XML work too)."""
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ref}, "application/yaml": {"schema": ref}},
+            "content": {media: {"schema": _ref(schema)} for media in MEDIA_TYPES},
         }
     }
 
 
-async def post_request(request: Request, service: Service, user: CurrentUser) -> Response:
-    body = await parse_body(request, ExecutionRequest)
-    answer = await run_in_threadpool(service.request_offers, user, body)
-    document = render.offerset(answer, _base(request))
-    return respond(request, document, headers={"Location": document.meta.url or ""})
+def _answers(model: type, *errors: int) -> dict[str, Any]:
+    """The route's documented answers: ``model`` in every media type, and its errors."""
+    ok = {200: {"content": {media: {"schema": _ref(model.__name__)} for media in MEDIA_TYPES}}}
+    return {"response_model": model, "responses": {**ok, **error_responses(*errors)}}
 
 
-# The current schema's path, and the earlier draft's for the clients written against it.
-for _path, _summary in (
-    ("/requests", "Ask for offers (ExecutionRequest → OfferSetResponse)"),
-    ("/offersets", "Ask for offers (the earlier draft's name for POST /requests)"),
+# 400 malformed body, 401 no token, 415 media type, 422 body the schema forbids, 503 platform.
+ASKING = (400, 401, 415, 422, 503)
+READING = (401, 403, 404, 422)
+
+
+def _asked(default: Spelling):
+    async def post_request(request: Request, service: Service, user: CurrentUser) -> Response:
+        parsed = await read_body(request, ExecutionRequest, spelling=default, lenient=True)
+        answer = await run_in_threadpool(
+            lambda: service.request_offers(
+                user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
+            )
+        )
+        document = render.offerset(answer, _base(request))
+        location = {"Location": document.meta.url or ""}
+        return respond(request, document, headers=location, spelling=parsed.spelling)
+
+    return post_request
+
+
+def _direct(default: Spelling):
+    async def post_direct(request: Request, service: Service, user: CurrentUser) -> Response:
+        parsed = await read_body(request, ExecutionRequest, spelling=default, lenient=True)
+        row = await run_in_threadpool(
+            lambda: service.direct(
+                user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
+            )
+        )
+        document = render.session(row, _base(request))
+        location = {"Location": document.meta.url or ""}
+        return respond(request, document, headers=location, spelling=parsed.spelling)
+
+    return post_direct
+
+
+# The current schema's paths, and the earlier generation's for the clients written against it.
+for _path, _summary, _handler in (
+    ("/requests", "Ask for offers (ExecutionRequest → OfferSetResponse)", _asked(Spelling.CURRENT)),
+    ("/offersets", "Ask for offers (the earlier schema's POST /requests)", _asked(Spelling.DRAFT)),
 ):
     router.add_api_route(
         _path,
-        post_request,
+        _handler,
         methods=["POST"],
         summary=_summary,
-        response_model=OfferSetResponse,
         operation_id=f"post{_path.replace('/', '_')}",
         openapi_extra=_body_doc("ExecutionRequest"),
+        **_answers(OfferSetResponse, *ASKING),
+    )
+for _path, _summary, _handler in (
+    (
+        "/direct",
+        "Run at once on the best offer, or 400 with the reasons",
+        _direct(Spelling.CURRENT),
+    ),
+    ("/sessions", "Run at once (the earlier schema's direct execution)", _direct(Spelling.DRAFT)),
+):
+    router.add_api_route(
+        _path,
+        _handler,
+        methods=["POST"],
+        summary=_summary,
+        operation_id=f"post{_path.replace('/', '_')}",
+        openapi_extra=_body_doc("ExecutionRequest"),
+        **_answers(ExecutionSession, *ASKING, 409),
     )
 
 
-@router.post(
-    "/direct",
-    summary="Run at once on the best offer, or 400 with the reasons",
-    openapi_extra=_body_doc("ExecutionRequest"),
+@router.get(
+    "/offersets/{uuid}",
+    summary="An offer set and its offers",
+    operation_id="get_offerset",
+    **_answers(OfferSetResponse, *READING),
 )
-async def post_direct(request: Request, service: Service, user: CurrentUser) -> Response:
-    body = await parse_body(request, ExecutionRequest)
-    row = await run_in_threadpool(service.direct, user, body)
-    document = render.session(row, _base(request))
-    return respond(request, document, headers={"Location": document.meta.url or ""})
-
-
-@router.get("/offersets/{uuid}", summary="An offer set and its offers")
 def get_offerset(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     answer = service.get_offerset(user, str(uuid))
-    return respond(request, render.offerset(answer, _base(request)))
+    document = render.offerset(answer, _base(request))
+    return respond(request, document, spelling=Spelling(answer.row.spelling))
 
 
-@router.get("/sessions", summary="The caller's sessions, newest first (an admin's: everyone's)")
+@router.get(
+    "/sessions",
+    summary="The caller's sessions, newest first (an admin's: everyone's), in current spelling",
+    operation_id="list_sessions",
+    **_answers(SessionList, 401, 422),
+)
 def list_sessions(
     request: Request,
     service: Service,
@@ -97,49 +167,61 @@ def list_sessions(
     phase: Annotated[list[Phase] | None, Query(description="only sessions in these phases")] = None,
 ) -> Response:
     rows = service.list_sessions(user, [item.value for item in phase or []])
-    return respond(
-        request,
-        {
-            "sessions": [
-                render.session(row, _base(request)).model_dump(mode="json", exclude_none=True)
-                for row in rows
-            ]
-        },
-    )
+    document = SessionList(sessions=[render.session(row, _base(request)) for row in rows])
+    return respond(request, document, root="sessions")
 
 
-@router.get("/sessions/{uuid}", summary="One session")
+@router.get(
+    "/sessions/{uuid}",
+    summary="One session",
+    operation_id="get_session",
+    **_answers(ExecutionSession, *READING),
+)
 def get_session(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
-    return respond(request, render.session(service.get_session(user, str(uuid)), _base(request)))
+    row = service.get_session(user, str(uuid))
+    return respond(request, render.session(row, _base(request)), spelling=Spelling(row.spelling))
 
 
 @router.post(
     "/sessions/{uuid}",
-    summary="Accept, reject or cancel a session (UpdateRequest on phase)",
+    summary="Accept, reject or cancel a session (phase), or change its duration before it starts",
+    operation_id="update_session",
     openapi_extra=_body_doc("UpdateRequest"),
+    **_answers(ExecutionSession, 400, *READING, 409, 415),
 )
 async def update_session(
     uuid: UUID, request: Request, service: Service, user: CurrentUser
 ) -> Response:
-    body = await parse_body(request, UpdateRequest)
-    row = await run_in_threadpool(service.update_phase, user, str(uuid), body.update.value)
-    return respond(request, render.session(row, _base(request)))
+    update = (await read_body(request, UpdateRequest)).body.update
+    if isinstance(update, DurationUpdate):
+        row = await run_in_threadpool(service.change_duration, user, str(uuid), update.duration)
+    else:
+        row = await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
+    return respond(request, render.session(row, _base(request)), spelling=Spelling(row.spelling))
 
 
-@router.get("/sessions/{uuid}/logs", summary="What the session's task has written so far")
+@router.get(
+    "/sessions/{uuid}/logs",
+    summary="What the session's task has written so far",
+    operation_id="get_logs",
+    **_answers(SessionLogs, *READING),
+)
 def get_logs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     logs = service.logs(user, str(uuid))
-    return respond(request, {"stdout": logs.stdout, "stderr": logs.stderr})
+    return respond(request, SessionLogs(stdout=logs.stdout, stderr=logs.stderr), root="logs")
 
 
-@router.get("/sessions/{uuid}/outputs", summary="The files the session's task left as outputs")
+@router.get(
+    "/sessions/{uuid}/outputs",
+    summary="The files the session's task left as outputs",
+    operation_id="list_outputs",
+    **_answers(OutputList, *READING),
+)
 def list_outputs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     base = f"{_base(request)}/sessions/{uuid}/outputs"
     files = service.outputs(user, str(uuid))
-    return respond(
-        request,
-        {"outputs": [{"name": f.name, "size": f.size, "url": f"{base}/{f.name}"} for f in files]},
-    )
+    items = [OutputItem(name=f.name, size=f.size, url=f"{base}/{f.name}") for f in files]
+    return respond(request, OutputList(outputs=items), root="outputs")
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:
@@ -148,7 +230,16 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-@router.get("/sessions/{uuid}/outputs/{name}", summary="One output file, as it is now")
+@router.get(
+    "/sessions/{uuid}/outputs/{name}",
+    summary="One output file, as it is now",
+    operation_id="get_output",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **error_responses(*READING),
+    },
+)
 def get_output(uuid: UUID, name: str, service: Service, user: CurrentUser) -> Response:
     stream = service.open_output(user, str(uuid), name)
     media = "application/x-ipynb+json" if name.endswith(".ipynb") else None

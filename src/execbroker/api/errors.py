@@ -7,12 +7,56 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from execbroker import kinds
 from execbroker.errors import BrokerError, NoOffer, Unauthenticated
 from execbroker.platforms.base import PlatformError
 
 log = logging.getLogger(__name__)
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ReasonMessage(BaseModel):
+    level: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what was wrong, the field when one is to blame, and for a NO to
+    direct execution the reasons."""
+
+    detail: str
+    field: str | None = None
+    errors: list[FieldProblem] | None = None
+    result: str | None = None
+    messages: list[ReasonMessage] | None = None
+
+
+_MEANINGS = {
+    400: "Malformed body (not JSON, YAML or XML), or no offer for a direct execution",
+    401: "No or an unknown bearer token",
+    403: "The session or offer set belongs to another user",
+    404: "No such session or offer set",
+    409: "The session's phase, or the calendar, does not allow the change (the answer says why)",
+    415: "A Content-Type the broker does not read",
+    422: "The body is not what the schema allows (the field is named)",
+    503: "The platform could not answer now",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI ``responses`` for the error codes a route answers, all with an ErrorBody."""
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        code: {"description": _MEANINGS[code], "content": {"application/json": {"schema": ref}}}
+        for code in sorted(set(codes))
+    }
 
 
 def _location(loc: tuple[object, ...]) -> str:

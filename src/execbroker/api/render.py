@@ -9,8 +9,9 @@ from execbroker.model.sessions import (
     ExecutionSession,
     OfferSetResponse,
     Phase,
-    ScheduleInstant,
-    SessionSchedule,
+    ScheduledExecutionSchedule,
+    ScheduleStartDurationInstant,
+    ScheduleStartDurationInterval,
 )
 from execbroker.service import CANCELLABLE, OfferSet
 from execbroker.store.tables import SessionRow
@@ -29,6 +30,23 @@ def _exactly(amount: int) -> MinMaxInt:
     return MinMaxInt(min=amount, max=amount)
 
 
+NO_TIME = "PT0S"
+
+
+def schedule(row: SessionRow) -> ScheduledExecutionSchedule:
+    """The session's life as the schema's schedule: it is prepared by its start (the broker
+    books no separate preparing or releasing time), available from a fixed start (an
+    interval of no length) for its booked duration, and released at its end."""
+    start, end = format_instant(row.start), format_instant(row.end)
+    return ScheduledExecutionSchedule(
+        preparing=ScheduleStartDurationInstant(start=start, duration=NO_TIME),
+        available=ScheduleStartDurationInterval(
+            start=f"{start}/{start}", duration=format_duration(row.end - row.start)
+        ),
+        releasing=ScheduleStartDurationInstant(start=end, duration=NO_TIME),
+    )
+
+
 def session(row: SessionRow, base_url: str) -> ExecutionSession:
     finished = row.phase not in CANCELLABLE and row.phase != Phase.OFFERED
     return ExecutionSession(
@@ -45,11 +63,7 @@ def session(row: SessionRow, base_url: str) -> ExecutionSession:
         executable=row.executable,
         compute=SimpleComputeResource(cores=_exactly(row.cores), memory=_exactly(row.memory_gib)),
         storage=[SimpleStorageResource(size=_exactly(row.storage_gib))] if row.storage_gib else [],
-        schedule=SessionSchedule(
-            available=ScheduleInstant(
-                start=format_instant(row.start), duration=format_duration(row.end - row.start)
-            )
-        ),
+        schedule=schedule(row),
         costs=[SimpleCost(type=row.cost_type, min=row.cost, max=row.cost)]
         if row.cost is not None
         else [],

@@ -18,6 +18,7 @@ from execbroker.timeutil import (
     format_instant,
     parse_duration,
     parse_instant,
+    parse_interval,
 )
 
 # Phases after which nothing changes any more.
@@ -29,6 +30,15 @@ SUCCESS_PHASES = frozenset({"COMPLETED"})
 def _instant(text: Any) -> datetime | None:
     try:
         return parse_instant(text) if isinstance(text, str) and text else None
+    except TimeFormatError:
+        return None
+
+
+def _start(text: Any) -> datetime | None:
+    """The start of a session's available time: an ISO-8601 interval, or (older brokers)
+    an instant."""
+    try:
+        return parse_interval(text)[0] if isinstance(text, str) and text else None
     except TimeFormatError:
         return None
 
@@ -132,7 +142,7 @@ class Session:
             cores=_amount(compute.get("cores")),
             memory=_amount(compute.get("memory")),
             storage=sum(_amount(item.get("size")) for item in data.get("storage") or []),
-            start=_instant(available.get("start")),
+            start=_start(available.get("start")),
             duration=_duration(available.get("duration")),
             expires=_instant(data.get("expires")),
             cost=float(amount) if isinstance(amount, int | float) else None,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -11,9 +12,44 @@ from execbroker import kinds
 
 
 class WireModel(BaseModel):
-    """Strict about what comes in: an unknown or misspelt field is an error naming it."""
+    """Strict about what comes in: an unknown or misspelt field is an error naming it, and
+    no text field (nor a list or mapping of texts) may hold a NUL byte: no file name,
+    environment, command line or database column can carry one. (Bodies are checked whole
+    before they get here; this holds for models built any other way too.)"""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                text_map = field is not None and _is_text_map(field.annotation)
+                if _holds_nul(value, text_map=text_map):
+                    raise ValueError(f"{key}: NUL bytes are not allowed")
+        return data
+
+
+def _is_text_map(annotation: Any) -> bool:
+    """``dict[str, str]`` (or an optional one): a mapping of texts, not a model."""
+    if get_origin(annotation) is dict:
+        return get_args(annotation) == (str, str)
+    return get_origin(annotation) in (Union, UnionType) and any(
+        _is_text_map(arg) for arg in get_args(annotation)
+    )
+
+
+def _holds_nul(value: Any, *, text_map: bool) -> bool:
+    """A NUL in a text, a list of texts, or (``text_map``) a mapping of texts; models below
+    check their own fields."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(isinstance(item, str) and "\x00" in item for item in value)
+    if isinstance(value, dict) and text_map:
+        return any(isinstance(i, str) and "\x00" in i for pair in value.items() for i in pair)
+    return False
 
 
 MessageLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "OTHER"]
@@ -53,11 +89,15 @@ def check_ordered(low: float | None, high: float | None) -> None:
         raise ValueError(f"min ({low}) is greater than max ({high})")
 
 
+# No platform has a million cores or GiB; the bound keeps amounts inside every integer column.
+MAX_AMOUNT = 1_000_000
+
+
 class MinMaxInt(WireModel):
     """An inclusive range of a whole, non-negative amount; either end may be left out."""
 
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    max: int | None = Field(default=None, ge=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> MinMaxInt:

@@ -42,6 +42,10 @@ class Executable(KindedModel):
         """Fields (relative to ``executable``) a runnable request must still give."""
         return []
 
+    def problems(self) -> list[str]:
+        """Why a valid executable cannot be run (reasons for NO), naming the field."""
+        return []
+
 
 class DockerPlatformSpec(WireModel):
     architecture: str = "amd64"
@@ -54,12 +58,18 @@ class DockerImageSpec(WireModel):
     platform: DockerPlatformSpec | None = None
 
 
+# Ports and protocols the schema lets a client write but no platform can publish: such a
+# request is valid and answered NO with the reason (see ``DockerContainer.problems``).
+PORTS = range(1, 65536)
+PROTOCOLS = ("TCP", "UDP", "HTTP", "HTTPS")
+
+
 class DockerInternalPort(WireModel):
-    port: int = Field(ge=1, le=65535)
+    port: int
 
 
 class DockerExternalPort(WireModel):
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = None
     addresses: list[str] = Field(default_factory=list)
 
 
@@ -67,7 +77,7 @@ class DockerNetworkPort(WireModel):
     access: bool = True
     internal: DockerInternalPort
     external: DockerExternalPort | None = None
-    protocol: Literal["TCP", "UDP", "HTTP", "HTTPS"] = "TCP"
+    protocol: str = "TCP"
     path: str | None = None
 
     @field_validator("protocol", mode="before")
@@ -93,6 +103,21 @@ class DockerContainer(Executable):
         if self.image is None or not self.image.locations:
             return ["image.locations"]
         return []
+
+    def problems(self) -> list[str]:
+        reasons = []
+        for index, item in enumerate(self.network.ports if self.network else []):
+            where = f"executable.network.ports[{index}]"
+            if item.protocol not in PROTOCOLS:
+                reasons.append(
+                    f"{where}.protocol: {item.protocol!r} is not one of {', '.join(PROTOCOLS)}"
+                )
+            if item.internal.port not in PORTS:
+                reasons.append(f"{where}.internal.port: {item.internal.port} is not a usable port")
+            external = item.external.port if item.external else None
+            if external is not None and external not in PORTS:
+                reasons.append(f"{where}.external.port: {external} is not a usable port")
+        return reasons
 
 
 class DockerCompose(Executable):

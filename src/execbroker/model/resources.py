@@ -37,8 +37,8 @@ class MinMaxFloatItem(KindedModel):
 
     type: str | None = None
     description: str | None = None
-    min: float | None = Field(default=None, ge=0)
-    max: float | None = Field(default=None, ge=0)
+    min: float | None = Field(default=None, ge=0, le=1e15, allow_inf_nan=False)
+    max: float | None = Field(default=None, ge=0, le=1e15, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> MinMaxFloatItem:

@@ -36,26 +36,38 @@ class Connector(WireModel):
     location: str
 
 
-class ScheduleInstant(WireModel):
+class ScheduleStartDurationInstant(WireModel):
+    """When a step of the session's life starts (an ISO-8601 instant), and for how long."""
+
     start: str | None = None
     duration: str | None = None
 
 
-class SessionSchedule(WireModel):
-    preparing: ScheduleInstant | None = None
-    available: ScheduleInstant | None = None
-    releasing: ScheduleInstant | None = None
+class ScheduleStartDurationInterval(WireModel):
+    """The session's available time: ``start`` is the ISO-8601 *interval* it may start in."""
+
+    start: str | None = None
+    duration: str | None = None
+
+
+class ScheduledExecutionSchedule(WireModel):
+    preparing: ScheduleStartDurationInstant | None = None
+    available: ScheduleStartDurationInterval | None = None
+    releasing: ScheduleStartDurationInstant | None = None
 
 
 class ExecutionSession(WireModel):
-    kind: str = kinds.SIMPLE_SESSION
+    """A ``scheduled-execution-session``: the schema's session that carries a schedule."""
+
+    # In the spelling the client used (see ``kinds.respell``): so a string, not a constant.
+    kind: str = kinds.SCHEDULED_SESSION
     meta: ComponentMetadata
     phase: Phase
     expires: datetime | None = None
     executable: dict[str, Any]
     compute: SimpleComputeResource
     storage: list[SimpleStorageResource] = Field(default_factory=list)
-    schedule: SessionSchedule
+    schedule: ScheduledExecutionSchedule
     costs: list[SimpleCost] = Field(default_factory=list)
     connectors: list[Connector] = Field(default_factory=list)
 
@@ -70,3 +82,20 @@ class OfferSetResponse(WireModel):
 
 class SessionList(WireModel):
     sessions: list[ExecutionSession]
+
+
+class SessionLogs(WireModel):
+    """What a session's task has written so far."""
+
+    stdout: str
+    stderr: str
+
+
+class OutputItem(WireModel):
+    name: str
+    size: int
+    url: str
+
+
+class OutputList(WireModel):
+    outputs: list[OutputItem]

@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from execbroker.notebooks.task import RESULT_FILE, SERVER_FILE, TASK_FILE
-from execbroker.platforms.base import Endpoint, RunState, RunStatus
+from execbroker.platforms.base import Endpoint, RunState, RunStatus, read_tail
 
+MAX_JSON_BYTES = 1_000_000
 _STATES = {state: RunState(state) for state in ("COMPLETED", "FAILED", "CANCELLED")}
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_untrusted(path: Path) -> dict[str, Any] | None:
+    """A small JSON object the task wrote, or None; read like a log (no link followed, no
+    FIFO waited on, a bounded size), since the task owns the directory it is in."""
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(read_tail(path, MAX_JSON_BYTES) or "null")
+    except (json.JSONDecodeError, OSError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -33,7 +36,7 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
     """A live notebook task: RUNNING (batch), or PREPARING until its server answers and
     then AVAILABLE with its URL. ``host``/``port`` replace the server's own where the
     broker reaches it by another way (a published container port)."""
-    task = _read(workdir / TASK_FILE) or {}
+    task = read_untrusted(workdir / TASK_FILE) or {}
     if task.get("mode") != "interactive":
         return RunStatus(RunState.RUNNING)
     found = endpoint(workdir, host=host, port=port)
@@ -44,8 +47,8 @@ def running(workdir: Path, *, host: str | None = None, port: int | None = None) 
 
 def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None) -> Endpoint | None:
     """The server's URL with its token, once it has answered; None before."""
-    task = _read(workdir / TASK_FILE)
-    server = _read(workdir / SERVER_FILE)
+    task = read_untrusted(workdir / TASK_FILE)
+    server = read_untrusted(workdir / SERVER_FILE)
     if task is None or server is None or not task.get("token"):
         return None
     where = host or server["host"]
@@ -56,7 +59,7 @@ def endpoint(workdir: Path, *, host: str | None = None, port: int | None = None)
 
 def result(workdir: Path) -> RunStatus | None:
     """How the runner said the task ended (state and message), or None if it did not say."""
-    data = _read(workdir / RESULT_FILE)
+    data = read_untrusted(workdir / RESULT_FILE)
     if data is None or data.get("state") not in _STATES:
         return None
     return RunStatus(_STATES[data["state"]], str(data.get("message") or "") or None)

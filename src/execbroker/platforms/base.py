@@ -13,13 +13,17 @@ running tasks are re-adopted instead of started twice.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from execbroker.model.data import DataMount
 from execbroker.model.executables import Executable
 from execbroker.planner import Resources
 
@@ -63,6 +67,9 @@ class LaunchSpec:
     start: datetime
     deadline: datetime  # the end of the grant: the task must be stopped by then
     workdir: Path  # a fresh directory for this session, owned by the broker
+    # Files to fetch (in ``start``, under the platform's fetch policy) and mount for the
+    # task; only platforms whose ``stages_data`` is true are given any.
+    data: tuple[DataMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +96,25 @@ LOG_TAIL_BYTES = 1_000_000
 
 def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
     """The last ``limit`` bytes of a task's log file as text ("" before it exists): a task
-    may write without end, and what ``logs`` returns must stay small enough to serve."""
+    may write without end, and what ``logs`` returns must stay small enough to serve.
+
+    The task may own the directory and have put a link or a FIFO in the file's place: the
+    file is opened without following a link nor waiting on a FIFO, and read only if it is
+    a regular file, so a (root) broker never serves what the task itself could not read."""
     try:
-        with path.open("rb") as stream:
-            stream.seek(max(0, path.stat().st_size - limit))
-            return stream.read().decode(errors="replace")
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return ""
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link
+            return ""
+        raise
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        stream.seek(max(0, info.st_size - limit))
+        return stream.read(limit).decode(errors="replace")
 
 
 class PlatformError(Exception):

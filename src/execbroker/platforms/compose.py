@@ -25,13 +25,11 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import docker.errors
-import httpx
 from docker.models.containers import Container
 
-from execbroker import kinds
+from execbroker import fetch, kinds
 from execbroker.errors import InvalidRequest
 from execbroker.model.executables import DockerCompose, DockerImageSpec, Executable
 from execbroker.planner import Resources
@@ -87,10 +85,8 @@ class ComposePlatform:
                 f"not {kinds.alias(executable.kind)}"
             )
         if executable.location is not None:
-            scheme = urlparse(executable.location).scheme
-            if scheme not in ("http", "https"):
-                return f"executable.location: {scheme or 'a bare path'} is not http(s)"
-            return None
+            reason = fetch.location_reason(executable.location)
+            return f"executable.location: {reason}" if reason else None
         if not executable.compose:
             return None  # the kind-only question
         too_large = self._too_large(executable.compose)
@@ -189,21 +185,16 @@ class ComposePlatform:
         return project
 
     def _fetch(self, url: str) -> str:
-        """The compose file at ``url`` (in PREPARING), no larger than ``max_bytes``."""
-        if urlparse(url).scheme not in ("http", "https"):
-            raise PlatformError("executable.location: only http(s) URLs are fetched")
-        data = bytearray()
+        """The compose file at ``url`` (in PREPARING), no larger than ``max_bytes``, from
+        where this platform's fetch policy allows (``execbroker.fetch``)."""
         try:
-            with httpx.stream("GET", url, timeout=10, follow_redirects=True) as response:
-                response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if len(data) > self.options.max_bytes:
-                        raise PlatformError(f"{url}: larger than {self.options.max_bytes} bytes")
-        except httpx.HTTPError as error:
-            raise PlatformError(f"could not fetch {url}: {error}") from None
+            data = fetch.fetch(
+                url, max_bytes=self.options.max_bytes, timeout=10, what="the compose file"
+            )
+        except fetch.FetchError as error:
+            raise PlatformError(f"executable.location: {error}") from None
         try:
-            return data.decode()
+            return data.body.decode()
         except UnicodeDecodeError:
             raise PlatformError(f"{url}: not UTF-8 text") from None
 

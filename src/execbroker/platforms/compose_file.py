@@ -18,8 +18,15 @@ from typing import Any
 import yaml
 
 from execbroker.planner import Resources
-from execbroker.platforms.container_policy import NO_NEW_PRIVILEGES, SAFE_CAPABILITIES
+from execbroker.platforms import compose_types
+from execbroker.platforms.compose_types import ComposeError, memory_bytes, replicas
+from execbroker.platforms.container_policy import (
+    NO_NEW_PRIVILEGES,
+    SAFE_CAPABILITIES,
+    tmpfs_size,
+)
 from execbroker.platforms.docker_engine import GIB, LABEL_PORTS, PortPlan, ports_label
+from execbroker.safeyaml import DocumentLoader
 
 MAX_NODES = 20_000
 MIN_MEMORY_BYTES = 6 * 1024**2  # the smallest memory limit docker accepts
@@ -46,22 +53,19 @@ _REPLACED = [
 _APP_PROTOCOLS = {"http": "HTTP", "https": "HTTPS"}
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML as compose reads it (1.2): only true/false are booleans, ``yes``/``on`` are text."""
+class _Loader(DocumentLoader):
+    """YAML as compose reads it (1.2): only true/false are booleans, ``yes``/``on`` are text.
+    Anchors and aliases are kept (compose files use them); nesting stops at MAX_DEPTH."""
 
 
 _BOOL = "tag:yaml.org,2002:bool"
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in DocumentLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-
-
-class ComposeError(ValueError):
-    """The compose text cannot be run; the message names the field and is fit for its owner."""
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -71,6 +75,8 @@ def parse(text: str) -> dict[str, Any]:
     """The compose document, interpolated; ComposeError if it is not a usable compose file."""
     try:
         document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except RecursionError:  # not reached with DocumentLoader's depth limit; kept as a guard
+        raise ComposeError("executable.compose: nested too deeply") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
@@ -80,6 +86,9 @@ def parse(text: str) -> dict[str, Any]:
         raise ComposeError("executable.compose: a compose file is a mapping with services")
     _count_nodes(document)
     document = interpolate(document)
+    wrong = compose_types.first_wrong_type(document)
+    if wrong is not None:
+        raise ComposeError(f"executable.compose: {wrong}")
     services = document.get("services")
     if not isinstance(services, dict) or not services:
         raise ComposeError("executable.compose: services: at least one service is needed")
@@ -169,26 +178,6 @@ def interpolate(node: Any) -> Any:
 
 # -- sharing the grant ------------------------------------------------------------------
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def memory_bytes(value: Any, where: str) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    match = _MEMORY.match(str(value))
-    if match is None:
-        raise ComposeError(f"{where}: {value!r} is not an amount of memory")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def replicas(service: dict[str, Any]) -> int:
-    count = (service.get("deploy") or {}).get("replicas", service.get("scale", 1))
-    try:
-        return max(0, int(count))
-    except (TypeError, ValueError):
-        raise ComposeError(f"deploy.replicas: {count!r} is not a number") from None
-
 
 @dataclass(frozen=True, slots=True)
 class Share:
@@ -209,6 +198,8 @@ def _asks(services: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, 
             cpus[name] = float(cpu) if cpu is not None else None
         except (TypeError, ValueError):
             raise ComposeError(f"services.{name}.cpus: {cpu!r} is not a number") from None
+        if cpus[name] is not None and not 0 <= cpus[name] < 1e6:  # also NaN and infinity
+            raise ComposeError(f"services.{name}.cpus: {cpu!r} is not a number of cores")
         memory[name] = memory_bytes(mem, f"services.{name}.mem_limit") if mem is not None else None
     return cpus, memory
 
@@ -229,7 +220,10 @@ def _split(total: float, counts: dict[str, int], asks: dict[str, Any]) -> dict[s
 
 def shares(services: dict[str, Any], grant: Resources, *, host_cpus: int) -> dict[str, Share]:
     """Per container limits whose sum over all containers is the grant (cores up to the host's)."""
-    counts = {name: replicas(service) for name, service in services.items()}
+    try:
+        counts = {name: replicas(service) for name, service in services.items()}
+    except ComposeError as error:
+        raise ComposeError(f"services: {error}") from None
     if not sum(counts.values()):
         raise ComposeError("services: no service runs a container (all scaled to 0)")
     cpu_asks, memory_asks = _asks(services)
@@ -327,6 +321,7 @@ def rewrite(
             service["cpus"] = share.cpus
             service["mem_limit"] = share.memory
             service["memswap_limit"] = share.memory
+            _bound_memory_mounts(name, service, share.memory)
         service["pids_limit"] = settings.pids_limit
         if settings.storage_gib:
             service["storage_opt"] = {"size": f"{settings.storage_gib}G"}
@@ -355,6 +350,45 @@ def rewrite(
         volume["labels"] = {**_as_mapping(volume.get("labels")), **settings.labels}
         out["volumes"][name] = volume
     return out
+
+
+def _bound_memory_mounts(name: str, service: dict[str, Any], memory: int) -> None:
+    """``shm_size`` and every tmpfs within the container's share of the grant; a tmpfs with
+    no size gets the share (docker's default would be half the host's memory)."""
+
+    def bounded(where: str, value: Any) -> int:
+        amount = memory_bytes(value, where)
+        if amount > memory:
+            raise ComposeError(
+                f"{where}: {value} is more than this container's share of the grant "
+                f"({memory // 1024**2} MiB)"
+            )
+        return amount
+
+    if service.get("shm_size") is not None:
+        service["shm_size"] = bounded(f"services.{name}.shm_size", service["shm_size"])
+    tmpfs = service.get("tmpfs")
+    if tmpfs:
+        entries = tmpfs if isinstance(tmpfs, list) else [tmpfs]
+        service["tmpfs"] = [
+            _sized_tmpfs(str(entry), f"services.{name}.tmpfs[{index}]", memory, bounded)
+            for index, entry in enumerate(entries)
+        ]
+    for index, volume in enumerate(service.get("volumes") or []):
+        if isinstance(volume, dict) and volume.get("type") == "tmpfs":
+            options = volume.get("tmpfs") if isinstance(volume.get("tmpfs"), dict) else {}
+            where = f"services.{name}.volumes[{index}].tmpfs.size"
+            size = options.get("size")
+            options["size"] = memory if size is None else bounded(where, size)
+            volume["tmpfs"] = options
+
+
+def _sized_tmpfs(entry: str, where: str, memory: int, bounded: Any) -> str:
+    path, _, options = entry.partition(":")
+    kept = [o for o in options.split(",") if o and o.partition("=")[0].strip() != "size"]
+    size = tmpfs_size(entry)
+    amount = memory if size is None else bounded(f"{where}.size", size)
+    return f"{path}:" + ",".join([*kept, f"size={amount}"])
 
 
 def _privileged(service: dict[str, Any]) -> bool:

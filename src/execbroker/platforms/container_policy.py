@@ -18,9 +18,10 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from execbroker.model.executables import DockerContainer
+from execbroker.platforms.compose_types import ComposeError, memory_bytes, replicas
 
 SAFE_CAPABILITIES = (
     "CHOWN",
@@ -34,6 +35,8 @@ SAFE_CAPABILITIES = (
 )
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 _NNP = re.compile(r"^no-new-privileges([:=]true)?$", re.IGNORECASE)
+# An open-files limit no higher than docker's own default is no loosening.
+MAX_NOFILE = 1_048_576
 # Labels the broker sets and reads back: a user may not forge them.
 RESERVED_LABEL_PREFIXES = ("execbroker.", "com.docker.compose.")
 
@@ -51,6 +54,9 @@ class Allow(BaseModel):
     capabilities: bool = False  # cap_add beyond SAFE_CAPABILITIES
     security_opt: bool = False  # anything besides no-new-privileges
     sysctls: bool = False
+    ulimits: bool = False  # any ulimit but nofile up to MAX_NOFILE (rtprio, memlock, nproc...)
+    # Containers one compose session may run in all (each service times its replicas).
+    max_containers: int = Field(default=16, ge=1, le=1000)
 
 
 def hardening(*, privileged: bool = False) -> dict[str, Any]:
@@ -138,6 +144,10 @@ def _volumes(path: str, value: Any, allow: Allow) -> Iterator[str]:
                     yield f"{where}: bind mounts of host paths are not allowed on this platform"
             elif kind not in ("volume", "tmpfs"):
                 yield f"{where}: volumes of type {kind} are not allowed on this platform"
+            elif kind == "tmpfs" and isinstance(item.get("tmpfs"), dict):
+                size = item["tmpfs"].get("size")
+                if size is not None:
+                    yield from _memory_amount(f"{where}.tmpfs.size", size, allow)
         else:
             yield f"{where}: not a volume"
 
@@ -205,6 +215,49 @@ def _oom_score(path: str, value: Any, allow: Allow) -> Iterator[str]:
         yield f"{path}: shielding a container from the OOM killer is not allowed on this platform"
 
 
+def _ulimits(path: str, value: Any, allow: Allow) -> Iterator[str]:
+    """``nofile`` up to MAX_NOFILE is open to all; any other limit (real-time priority,
+    locked memory, processes per uid) reaches past the container and needs ``allow.ulimits``."""
+    for name, limit in (value or {}).items():
+        where = f"{path}.{name}"
+        parts = [limit.get("soft"), limit.get("hard")] if isinstance(limit, dict) else [limit]
+        try:
+            numbers = [int(part) for part in parts if part is not None]
+        except (TypeError, ValueError):
+            yield f"{where}: {limit!r} is not a limit (a number, or soft and hard numbers)"
+            continue
+        if allow.ulimits:
+            continue
+        if name != "nofile":
+            yield f"{where}: setting the {name} ulimit is not allowed on this platform"
+        elif any(number > MAX_NOFILE or number < 0 for number in numbers):
+            yield f"{where}: more than {MAX_NOFILE} open files is not allowed on this platform"
+
+
+def _memory_amount(path: str, value: Any, allow: Allow) -> Iterator[str]:
+    try:
+        memory_bytes(value, path)
+    except ComposeError as error:
+        yield str(error)
+
+
+def _tmpfs(path: str, value: Any, allow: Allow) -> Iterator[str]:
+    for index, item in enumerate(value if isinstance(value, list) else [value]):
+        size = tmpfs_size(str(item))
+        if size is not None:
+            yield from _memory_amount(f"{path}[{index}].size", size, allow)
+
+
+def tmpfs_size(entry: str) -> str | None:
+    """The ``size=`` option of a short-syntax tmpfs entry (``/run:size=64m,mode=1777``)."""
+    _, _, options = entry.partition(":")
+    for option in options.split(","):
+        key, _, amount = option.partition("=")
+        if key.strip() == "size":
+            return amount.strip()
+    return None
+
+
 def _ok(path: str, value: Any, allow: Allow) -> Iterator[str]:
     return iter(())
 
@@ -228,9 +281,6 @@ _OK_KEYS = [
     "stdin_open",
     "init",
     "read_only",
-    "tmpfs",
-    "shm_size",
-    "ulimits",
     "networks",
     "cap_drop",
     "extra_hosts",
@@ -246,7 +296,6 @@ _OK_KEYS = [
     "links",
     "configs",
     "secrets",
-    "scale",
     "develop",
     "pull_policy",
     "restart",
@@ -292,6 +341,10 @@ SERVICE_RULES: dict[str, Rule] = {
     "post_start": _hooks,
     "pre_stop": _hooks,
     "deploy": _deploy,
+    "ulimits": _ulimits,
+    "tmpfs": _tmpfs,
+    "shm_size": _memory_amount,
+    "scale": _ok,  # counted with deploy.replicas against allow.max_containers
     "oom_kill_disable": _flag("privileged", "disabling the OOM killer"),
     "oom_score_adj": _oom_score,
     "build": _closed("building images (this platform runs existing images)"),
@@ -354,6 +407,30 @@ TOP_LEVEL_RULES: dict[str, Rule | None] = {
 }
 
 
+def _containers(services: dict[str, Any], allow: Allow) -> Iterator[str]:
+    """Every container the file would start counts against ``allow.max_containers``."""
+    total = 0
+    for name, service in services.items():
+        try:
+            count = replicas(service or {})
+        except ComposeError as error:
+            yield f"services.{name}.{error}"
+            continue
+        if count > allow.max_containers:
+            field = "deploy.replicas" if "replicas" in (service.get("deploy") or {}) else "scale"
+            yield (
+                f"services.{name}.{field}: {count} containers; this platform runs at most "
+                f"{allow.max_containers} for one session"
+            )
+            return
+        total += count
+    if total > allow.max_containers:
+        yield (
+            f"services: {total} containers in all; this platform runs at most "
+            f"{allow.max_containers} for one session"
+        )
+
+
 def check_compose(document: dict[str, Any], allow: Allow) -> list[str]:
     """Every reason this (parsed, interpolated) compose document may not run here."""
     reasons: list[str] = []
@@ -367,6 +444,7 @@ def check_compose(document: dict[str, Any], allow: Allow) -> list[str]:
         if rule is not None:
             for name, item in (value or {}).items():
                 reasons.extend(rule(f"{key}.{name}", item, allow))
+    reasons.extend(_containers(document.get("services") or {}, allow))
     for name, service in (document.get("services") or {}).items():
         for key, value in (service or {}).items():
             path = f"services.{name}.{key}"

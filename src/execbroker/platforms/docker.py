@@ -58,6 +58,7 @@ from execbroker.model.executables import (
 )
 from execbroker.notebooks import task as notebook_files
 from execbroker.planner import Resources
+from execbroker.platforms import docker_data
 from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.container_policy import check_container, hardening
@@ -108,6 +109,7 @@ class DockerOptions(EngineOptions):
 
 class DockerPlatform:
     name = "docker"
+    stages_data = True  # a named volume per resource (``docker_data``)
 
     def __init__(self, options: DockerOptions, *, broker: str, state_dir: Path) -> None:
         self.options = options
@@ -159,6 +161,17 @@ class DockerPlatform:
 
     def free(self) -> Resources | None:
         return None
+
+    def image_ports(self, reference: str) -> list[int]:
+        """The TCP ports a local image declares (EXPOSE); [] for an image not on this host."""
+        try:
+            with engine_errors("the Docker engine failed"):
+                image = self.engine.local_image(reference)
+        except PlatformError:
+            return []
+        exposed = (image.attrs.get("Config") or {}).get("ExposedPorts") or {} if image else {}
+        port_of = (key.partition("/") for key in exposed)
+        return sorted(int(port) for port, _, proto in port_of if proto in ("", "tcp"))
 
     # -- running ------------------------------------------------------------------------
 
@@ -252,6 +265,10 @@ class DockerPlatform:
             **self._limits(spec.resources),
             **hardening(privileged=privileged),
         }
+        if spec.data:
+            arguments["volumes"] = docker_data.stage_volumes(
+                self.engine.client, spec, image=arguments["image"], prefix=name, labels=labels
+            )
         if not self.options.isolate:
             return self._started(self._create(arguments))
         arguments["network"] = self._network(name, labels)
@@ -370,8 +387,11 @@ class DockerPlatform:
         with engine_errors("reading the logs"):
             try:
                 return Logs(*engine_.read_logs(self.engine.client.containers.get(handle)))
-            except docker.errors.NotFound:
-                # Released (maybe while we read): ``release`` saved its logs before removing it.
+            except docker.errors.APIError as error:
+                # Released (maybe while we read; 409: being removed): ``release`` saved its
+                # logs before removing it.
+                if error.status_code not in (404, 409):
+                    raise
                 return Logs(
                     engine_.read_text(self.logs_dir / f"{handle}.stdout"),
                     engine_.read_text(self.logs_dir / f"{handle}.stderr"),
@@ -405,6 +425,9 @@ class DockerPlatform:
                     raise
             if self.options.isolate:
                 self._remove_network(container.name)
+            session = container.labels.get(LABEL_SESSION)
+            if session:
+                docker_data.remove_volumes(self.engine.client, broker=self.broker, session=session)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -1,24 +1,34 @@
 """The ``local`` backend: batch scripts and Jupyter notebooks as processes on the broker's host.
 
-Each task runs under ``local_runner`` in its session's work directory, which holds
-everything about it (script or notebook task, launch parameters, pid, logs, final
-status), so the handle is just that directory and a restarted broker finds everything
-it needs there. A notebook runs as ``notebooks.prepare`` describes it (its self-contained
-runner under this interpreter); an interactive one's Jupyter server binds
-``publish_host`` on a free port (the runner picks it) and is reported as an HTTP endpoint
-once it answers.
+Each task runs under ``local_runner`` (a root process in a session of its own, so it
+outlives a broker crash), inside a bubblewrap sandbox (``sandbox``) as its owner's own
+unprivileged account (``accounts``), in per-session cgroups (``cgroups``) that hold it to
+its grant: memory (an allocation past it fails the session, saying so), a process count
+(a fork bomb stops there), CPU quota and shares for its cores, and a kill at the
+deadline or on cancel that ends every process it started, daemonized or not.
 
-Limits (honest about what a plain process can be held to): cores by CPU affinity (no
-more CPUs than granted, up to those the host has) and a CPU-time limit of cores ×
-duration; memory by an address-space limit per process; time by the runner killing
-the process group at the deadline.
+Two directories per session:
+
+- its work directory (``LaunchSpec.workdir``, the task's HOME and cwd, seen as ``/task``):
+  owned by the owner's account, 0700, so no other user's task can enter it; it holds the
+  script or notebook files and ``outputs/``;
+- the broker's record of the run (``local_runs``: ``<state>/local/<session>``, root's,
+  0700, never visible in the sandbox): launch parameters, the idempotency marker and the
+  runner's lock, pids, logs and final status, which the task can neither read nor forge.
+  Its path is the handle, so a restarted broker finds everything there.
+
+A notebook runs as ``notebooks.prepare`` describes it (its self-contained runner under
+this interpreter, whose venv is bound read-only); an interactive one's Jupyter server
+binds ``publish_host`` on a free port (the runner picks it) and is reported as an HTTP
+endpoint once it answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +36,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
+from execbroker.platforms import sandbox, staging
+from execbroker.platforms.accounts import Account, Accounts, IsolationError, RunAsOptions
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
+from execbroker.platforms.cgroups import SessionCgroup
+from execbroker.platforms.local_runs import LockHeld, Progress, RunDir, write_json
+
+log = logging.getLogger(__name__)
+STOP_GRACE = 5.0  # seconds the runner gets to stop its task and say so
 
 
 class LocalOptions(BaseModel):
@@ -40,15 +57,33 @@ class LocalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     publish_host: str = "127.0.0.1"  # where interactive notebook servers listen
+    run_as: RunAsOptions = Field(default_factory=RunAsOptions)
+    max_processes: int = Field(default=512, ge=16, le=1_000_000)  # pids.max of a session
 
 
 class LocalPlatform:
     name = "local"
+    stages_data = True  # fetched into the run's record, bound into the sandbox
 
-    def __init__(self, *, sessions_dir: Path, options: LocalOptions | None = None) -> None:
-        self.sessions_dir = sessions_dir
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        accounts: Accounts,
+        options: LocalOptions | None = None,
+        bwrap: str | None = None,
+    ) -> None:
+        found = bwrap or shutil.which("bwrap")
+        if found is None:
+            raise IsolationError(
+                "the local platform needs bubblewrap (bwrap) to sandbox its tasks: "
+                "install Debian's bubblewrap (scripts/bootstrap.sh does)"
+            )
+        self.bwrap = found
+        self.runs_dir = state_dir / "local"
+        self.accounts = accounts
         self.options = options or LocalOptions()
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def check(self, executable: Executable) -> str | None:
         if executable.kind == kinds.BATCH_SCRIPT:
@@ -63,108 +98,215 @@ class LocalPlatform:
         return None
 
     def start(self, spec: LaunchSpec) -> str:
-        workdir = spec.workdir
+        """Start the task, once: a session whose runner is alive, finished or died mid-task
+        gets its handle back, never a second run."""
+        run = self._run(spec.session_id)
+        run.create()
+        if run.progress() is not Progress.NEVER_BEGAN:
+            return str(run.path)
+        run.forget_attempt()
+        account = self.accounts.for_owner(spec.owner)
+        mounts = self._stage(spec, run, account)
+        argv, result = self._prepare(spec, account)
         launch: dict[str, Any] = {
             "session": spec.session_id,
             "cores": spec.resources.cores,
             "memory_gib": spec.resources.memory_gib,
+            "processes": self.options.max_processes,
             "deadline": spec.deadline.timestamp(),
-            "environment": {},
+            "environment": {
+                **_environment(spec.executable),
+                **staging.environment([(str(mount.path), mount) for mount in spec.data]),
+            },
+            "argv": argv,
+            "result": result,
+            "notebook": isinstance(spec.executable, JupyterNotebook),
+            "workdir": str(spec.workdir),
+            "account": None if account is None else _as_json(account),
+            "read_only": [str(path) for path in sandbox.python_dirs()],
+            "mounts": mounts,
+            "bwrap": self.bwrap,
         }
-        if isinstance(spec.executable, JupyterNotebook):
-            task = notebooks.prepare(spec, python=sys.executable, host=self.options.publish_host)
-            task.write(workdir)
-            launch |= {"argv": list(task.argv), "result": notebooks.task.RESULT_FILE}
-        elif isinstance(spec.executable, BatchScript) and spec.executable.script:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / "script.sh").write_text(spec.executable.script)
-            launch["environment"] = spec.executable.environment
-        else:
-            raise PlatformError("a batch-script with a script or a jupyter-notebook is needed")
-        (workdir / "launch.json").write_text(json.dumps(launch))
-        child = subprocess.Popen(
-            [sys.executable, "-m", "execbroker.platforms.local_runner", str(workdir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(workdir / "runner.log").open("wb"),
-            start_new_session=True,
-        )
-        self._children[child.pid] = child
-        (workdir / "runner.pid").write_text(str(child.pid))
-        return str(workdir)
+        write_json(run.path / "launch.json", launch)  # the marker: before the spawn
+        try:
+            lock = run.lock()
+        except LockHeld:
+            return str(run.path)  # a runner holds it: this session is under way already
+        try:
+            child = self._spawn(run, lock)
+        finally:
+            os.close(lock)  # the runner's copy now holds the lock alone
+        self._children[str(run.path)] = child
+        return str(run.path)
 
     def find(self, session_id: str) -> str | None:
-        workdir = self.sessions_dir / session_id
-        return str(workdir) if (workdir / "runner.pid").exists() else None
+        run = self._run(session_id)
+        return None if run.progress() is Progress.NEVER_BEGAN else str(run.path)
 
     def status(self, handle: str) -> RunStatus:
-        workdir = Path(handle)
-        final = self._final(workdir)
-        if final is not None:
-            return final
-        pid = self._pid(workdir)
-        if pid is not None and self._alive(pid, workdir):
-            if notebooks.is_notebook_task(workdir):
-                return notebooks.running(workdir)
+        run = RunDir(Path(handle))
+        launch = run.launch()
+        progress = run.progress()
+        if launch is None or progress is Progress.NEVER_BEGAN:
+            return RunStatus(RunState.LOST, "the task never began")
+        if progress is Progress.ALIVE:
+            if launch.get("notebook"):
+                return notebooks.running(Path(launch["workdir"]))
             return RunStatus(RunState.RUNNING)
-        final = self._final(workdir)  # it may have finished between the two looks
-        return final or RunStatus(RunState.LOST, "the runner process is gone without a status")
+        if progress is Progress.FINISHED:
+            data = run.status() or {}
+            return RunStatus(RunState(data["state"]), data.get("message"), data.get("exit_code"))
+        self._clean(run)
+        return RunStatus(
+            RunState.LOST,
+            "the task's runner died mid-task (its processes were ended with it); "
+            "it is not started again",
+        )
 
     def logs(self, handle: str) -> Logs:
-        workdir = Path(handle)
-        return Logs.read(workdir / "stdout.log", workdir / "stderr.log")
+        run = Path(handle)
+        return Logs.read(run / "stdout.log", run / "stderr.log")
 
     def stop(self, handle: str) -> None:
-        workdir = Path(handle)
-        pid = self._pid(workdir)
-        if pid is None or not self._alive(pid, workdir):
-            return
-        os.kill(pid, signal.SIGTERM)  # the runner stops the task and records CANCELLED
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self._alive(pid, workdir):
+        run = RunDir(Path(handle))
+        signalled = False
+        deadline = time.monotonic() + STOP_GRACE
+        while run.locked() and time.monotonic() < deadline:
+            pid = run.runner_pid()  # none yet: the runner is just starting
+            if pid is not None and not signalled and self._is_runner(pid, run):
+                os.kill(pid, signal.SIGTERM)  # it ends the task and records CANCELLED
+                signalled = True
             time.sleep(0.05)
-        if self._alive(pid, workdir):  # the runner did not answer: end it and its task
-            for group in (pid, self._pid(workdir, "task.pid")):
-                if group is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(group, signal.SIGKILL)
+        if run.locked():  # the runner did not answer: end its task, then it
+            self._kill_task(run)
+            pid = run.runner_pid()
+            if pid is not None and self._is_runner(pid, run):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._reap(run)
+        if not run.locked():
+            self._clean(run)
 
     def release(self, handle: str) -> None:
-        pid = self._pid(Path(handle))
-        if pid is not None and pid in self._children:
-            self._children.pop(pid).wait()
+        run = RunDir(Path(handle))
+        self._reap(run)
+        if not run.locked():
+            self._clean(run)
 
     # -- helpers ----------------------------------------------------------------------
 
-    @staticmethod
-    def _final(workdir: Path) -> RunStatus | None:
-        try:
-            data: dict[str, Any] = json.loads((workdir / "status.json").read_text())
-        except FileNotFoundError:
-            return None
-        return RunStatus(RunState(data["state"]), data.get("message"), data.get("exit_code"))
+    def _run(self, session_id: str) -> RunDir:
+        return RunDir(self.runs_dir / session_id)
 
     @staticmethod
-    def _pid(workdir: Path, name: str = "runner.pid") -> int | None:
-        try:
-            return int((workdir / name).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+    def _stage(spec: LaunchSpec, run: RunDir, account: Account | None) -> list[dict[str, Any]]:
+        """The session's data fetched into its run record (root's, never visible in the
+        sandbox but through the binds): a READWRITE directory is the account's, a READONLY
+        one root's and bound read-only, so the task reads it but cannot change it."""
+        owner = None if account is None else (account.uid, account.gid)
+        staged = staging.stage_all(spec.data, run.path / "data", owner=owner)
+        return [
+            {"source": str(path), "target": str(mount.path), "readonly": mount.readonly}
+            for path, mount in staged
+        ]
 
-    def _alive(self, pid: int, workdir: Path) -> bool:
-        """Is ``pid`` still our runner for ``workdir`` (not a zombie, not a reused pid)?"""
-        child = self._children.get(pid)
-        if child is not None:
+    def _prepare(self, spec: LaunchSpec, account: Account | None) -> tuple[list[str], str | None]:
+        """Write the task's files into its work directory and hand it to ``account``;
+        the command (as the sandbox sees it) and the result file's name."""
+        workdir = spec.workdir
+        executable = spec.executable
+        if isinstance(executable, JupyterNotebook):
+            task = notebooks.prepare(
+                spec,
+                python=sys.executable,
+                task_dir=sandbox.TASK_DIR,
+                host=self.options.publish_host,
+            )
+            task.write(workdir)
+            argv, result = list(task.argv), notebooks.task.RESULT_FILE
+        elif isinstance(executable, BatchScript) and executable.script:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "script.sh").write_text(executable.script)
+            argv, result = ["/bin/sh", str(sandbox.TASK_DIR / "script.sh")], None
+        else:
+            raise PlatformError("a batch-script with a script or a jupyter-notebook is needed")
+        _hand_over(workdir, account)
+        return argv, result
+
+    def _spawn(self, run: RunDir, lock: int) -> subprocess.Popen[bytes]:
+        keep = ("PATH", "LANG", "PYTHONPATH")  # the runner needs no more of the broker's
+        runner = [sys.executable, "-m", "execbroker.platforms.local_runner"]
+        with (run.path / "runner.log").open("wb") as errors:
+            return subprocess.Popen(
+                [*runner, str(run.path), str(lock)],
+                env={name: os.environ[name] for name in keep if name in os.environ},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                pass_fds=(lock,),
+                start_new_session=True,
+            )
+
+    def _reap(self, run: RunDir) -> None:
+        child = self._children.get(str(run.path))
+        if child is not None and child.poll() is not None:
+            self._children.pop(str(run.path), None)
+
+    @staticmethod
+    def _kill_task(run: RunDir) -> None:
+        paths = run.cgroups()
+        if paths:
+            SessionCgroup.at(paths).kill()
+
+    @staticmethod
+    def _clean(run: RunDir) -> None:
+        """Whatever a runner that died left: processes in its cgroups, the cgroups."""
+        paths = run.cgroups()
+        if paths:
+            SessionCgroup.at(paths).remove()
+
+    def _is_runner(self, pid: int, run: RunDir) -> bool:
+        """Is ``pid`` still the runner of ``run`` (not a zombie, not a reused pid)?"""
+        child = self._children.get(str(run.path))
+        if child is not None and child.pid == pid:
             return child.poll() is None
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             return False
-        return stat.rsplit(")", 1)[-1].split()[0] != "Z" and str(workdir).encode() in cmdline
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z" and str(run.path).encode() in cmdline
+
+
+def _environment(executable: Executable) -> dict[str, str]:
+    """The task's own variables; PlatformError for one no process could be given."""
+    found = dict(executable.environment) if isinstance(executable, BatchScript) else {}
+    for name, value in found.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise PlatformError(f"environment: {name[:60]!r} cannot be passed to a process")
+    return found
+
+
+def _as_json(account: Account) -> dict[str, Any]:
+    return {"name": account.name, "uid": account.uid, "gid": account.gid}
+
+
+def _hand_over(workdir: Path, account: Account | None) -> None:
+    """Make ``workdir`` the account's alone (0700): no other user's task may enter it.
+    Nothing of the task has run in it yet, so no link in it is the task's."""
+    workdir.chmod(0o700)
+    if account is None:
+        return
+    for top, directories, files in os.walk(workdir):
+        for name in [*directories, *files]:
+            os.chown(Path(top) / name, account.uid, account.gid, follow_symlinks=False)
+    os.chown(workdir, account.uid, account.gid)
 
 
 def create(options: dict[str, Any], *, broker: Any) -> LocalPlatform:
-    return LocalPlatform(
-        sessions_dir=broker.state_path / "sessions", options=LocalOptions.model_validate(options)
-    )
+    """The platform for ``broker``; IsolationError when it cannot keep its users apart."""
+    own = LocalOptions.model_validate(options)
+    accounts = Accounts(own.run_as, broker=broker.name, platform="local")
+    for warning in accounts.check([user.name for user in broker.users]):
+        log.warning("%s", warning)
+    return LocalPlatform(state_dir=broker.state_path, accounts=accounts, options=own)

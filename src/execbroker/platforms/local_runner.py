@@ -1,19 +1,24 @@
 """Runs one task (a batch script, or a notebook's runner) under its grant, outside the broker.
 
-Usage: ``python -m execbroker.platforms.local_runner WORKDIR``.
+Usage: ``python -m execbroker.platforms.local_runner RUN_DIR LOCK_FD``.
 
 The broker starts this in a session (process group) of its own, so the task outlives a
-broker crash and can be re-adopted. It applies the grant (CPU affinity, CPU time and
-address-space limits), runs ``/bin/sh script.sh`` (or ``launch.json``'s ``argv``) with the
-session's environment, kills the whole process group at the deadline or on SIGTERM, and
-writes ``status.json`` (atomically) as its last act; a task that leaves a result file
-(``launch.json``'s ``result``: JSON with a ``message``) has that message in its status. The
-script text is only ever a file: no shell ever sees it spliced into a command line.
+broker crash and can be re-adopted, and hands it ``LOCK_FD``: the run's flock'ed lock,
+kept open (never passed on to the task) for the runner's whole life, which is how a
+broker tells a live runner from a dead one (see ``local_runs``). It records its pid,
+makes the session's cgroups (memory, pids, cpu, freezer: ``cgroups``), starts the task in
+its sandbox (``sandbox``: bubblewrap, as the owner's account) inside them, and at the
+deadline, on SIGTERM or when the task's first process ends, kills everything left in the
+cgroups, removes them and writes ``status.json`` (atomically) as its last act. A task
+whose process the kernel killed for want of memory fails with that reason. A task that
+leaves a result file (``launch.json``'s ``result``: JSON with a ``message``) has that
+message in its status. The script text is only ever a file: no shell sees it spliced
+into a command line.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import resource
 import signal
@@ -21,108 +26,168 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from execbroker.notebooks.progress import read_untrusted
+from execbroker.platforms import local_runs, sandbox
+from execbroker.platforms.accounts import Account
+from execbroker.platforms.cgroups import Limits, SessionCgroup
 
 GIB = 1024**3
 
 
-def _limit(cores: int, memory_gib: int, seconds: float) -> None:
-    """Applied in the child before exec: what the grant allows it."""
-    os.setpgid(0, 0)
+def _limit(launch: dict[str, Any], group: SessionCgroup | None, seconds: float) -> None:
+    """Applied in the task's process before it execs the sandbox: the grant."""
+    if group is not None:
+        group.join(os.getpid())
+    cores = launch["cores"]
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, cpus[: max(1, min(cores, len(cpus)))])
-    cpu_seconds = max(1, int(cores * seconds) + 1)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_gib * GIB, memory_gib * GIB))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if group is None:  # no cgroups here: per-process limits are all there is
+        cpu_seconds = max(1, int(cores * seconds) + 1)
+        memory = launch["memory_gib"] * GIB
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
 
-def _write_status(workdir: Path, **status: object) -> None:
-    temporary = workdir / "status.json.tmp"
-    temporary.write_text(json.dumps(status))
-    temporary.replace(workdir / "status.json")
+def _status(run: Path, **status: object) -> None:
+    local_runs.write_json(run / local_runs.STATUS, status)
 
 
-def run(workdir: Path) -> int:
-    launch = json.loads((workdir / "launch.json").read_text())
+def _account(launch: dict[str, Any]) -> Account | None:
+    found = launch.get("account")
+    if found is None:
+        return None
+    account = Account(found["name"], found["uid"], found["gid"])
+    if account.uid == 0 or account.gid == 0:
+        raise SystemExit("refusing to run a task as root")
+    return account
+
+
+def run(run: Path) -> int:
+    (run / local_runs.BEGAN).write_text(str(os.getpid()))
+    launch = local_runs.read_json(run / local_runs.LAUNCH)
     seconds = launch["deadline"] - time.time()
     if seconds <= 0:
-        _write_status(workdir, state="FAILED", message="the granted time was over before start")
+        _status(run, state="FAILED", message="the granted time was over before start")
         return 1
     stopped: list[str] = []
-
-    def _on_term(signum: int, _frame: object) -> None:
-        stopped.append("CANCELLED")
-
-    signal.signal(signal.SIGTERM, _on_term)
-    home = workdir / "work"
-    home.mkdir(exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.append("CANCELLED"))
+    limits = Limits(launch["memory_gib"] * GIB, launch["processes"], launch["cores"])
+    group = SessionCgroup.create(f"execbroker-{launch['session']}", limits)
+    if group is not None:
+        local_runs.write_json(run / local_runs.CGROUPS, group.as_json())
     environment = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
+        "HOME": str(sandbox.TASK_DIR),
         "LANG": "C.UTF-8",
         **launch["environment"],
         "EXECBROKER_SESSION": launch["session"],
         "EXECBROKER_CORES": str(launch["cores"]),
         "EXECBROKER_MEMORY_GIB": str(launch["memory_gib"]),
     }
-    with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
-        child = subprocess.Popen(
-            launch.get("argv") or ["/bin/sh", str(workdir / "script.sh")],
-            cwd=home,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            preexec_fn=lambda: _limit(launch["cores"], launch["memory_gib"], seconds),
-        )
-        (workdir / "task.pid").write_text(str(child.pid))
-        deadline = time.monotonic() + seconds
-        while child.poll() is None and not stopped and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if child.poll() is None:
-            _kill_group(child)
-            if stopped:
-                _write_status(workdir, state="CANCELLED", message="stopped on request")
-            else:
-                _write_status(
-                    workdir, state="FAILED", message="stopped: exceeded the granted duration"
-                )
-            return 1
-    code = child.returncode
-    reported = _reported(workdir, launch.get("result"))
-    if code == 0:
-        _write_status(workdir, state="COMPLETED", exit_code=0, message=reported or "completed")
-    elif code < 0:
-        name = signal.Signals(-code).name
-        hint = " (CPU time limit of the grant)" if -code == signal.SIGXCPU else ""
-        _write_status(workdir, state="FAILED", exit_code=code, message=f"killed by {name}{hint}")
-    else:
-        message = reported or f"exited with code {code}"
-        _write_status(workdir, state="FAILED", exit_code=code, message=message)
+    argv = sandbox.command(
+        launch["argv"],
+        workdir=Path(launch["workdir"]),
+        account=_account(launch),
+        environment=environment,
+        read_only=[Path(path) for path in launch["read_only"]],
+        mounts=[sandbox.Mount(**item) for item in launch.get("mounts", [])],
+        bwrap=launch["bwrap"],
+    )
+    try:
+        code = _supervise(run, argv, launch, group, seconds, stopped)
+        ending = None if code is None else _ending(code, launch, group)  # while it exists
+    finally:
+        if group is not None:
+            group.remove()
+    if ending is None:
+        return 1
+    _status(run, **ending)
     return 0
 
 
-def _reported(workdir: Path, name: str | None) -> str | None:
+def _supervise(
+    run: Path,
+    argv: list[str],
+    launch: dict[str, Any],
+    group: SessionCgroup | None,
+    seconds: float,
+    stopped: list[str],
+) -> int | None:
+    """The task's exit code; None when it was stopped (its status already written)."""
+    out = os.open(run / local_runs.STDOUT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(run / local_runs.STDERR, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(
+            argv,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},  # bwrap's; the task's is in argv
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            preexec_fn=lambda: _limit(launch, group, seconds),
+        )
+    finally:
+        os.close(out)
+        os.close(err)
+    deadline = time.monotonic() + seconds
+    while child.poll() is None and not stopped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if child.poll() is not None:
+        return child.returncode
+    _end(child, group)
+    if stopped:
+        _status(run, state="CANCELLED", message="stopped on request")
+    else:
+        _status(run, state="FAILED", message="stopped: exceeded the granted duration")
+    return None
+
+
+def _end(child: subprocess.Popen[bytes], group: SessionCgroup | None) -> None:
+    """Every process of the task, gone: the cgroup's kill, or (without cgroups) the
+    sandbox's init, whose death ends its pid namespace."""
+    if group is not None:
+        group.kill()
+    else:
+        child.kill()
+    child.wait()
+
+
+def _ending(code: int, launch: dict[str, Any], group: SessionCgroup | None) -> dict[str, Any]:
+    reported = _reported(launch)
+    if code == 0:
+        return {"state": "COMPLETED", "exit_code": 0, "message": reported or "completed"}
+    if group is not None and group.out_of_memory():
+        message = (
+            f"out of memory: the grant is {launch['memory_gib']} GiB and the task needed more "
+            f"(the kernel killed a process of it; exit code {code})"
+        )
+        return {"state": "FAILED", "exit_code": code, "message": message}
+    message = reported or f"exited with code {code}"
+    if not reported and code > 128:  # bwrap reports a task killed by signal N as 128 + N
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(code - 128).name
+            hint = ", the CPU time limit of the grant" if name == "SIGXCPU" else ""
+            message += f" (killed by {name}{hint})"
+    return {"state": "FAILED", "exit_code": code, "message": message}
+
+
+def _reported(launch: dict[str, Any]) -> str | None:
     """The message a task left in its result file, if it has one and left it."""
+    name = launch.get("result")
     if not name:
         return None
-    try:
-        message = json.loads((workdir / name).read_text()).get("message")
-    except (OSError, ValueError, AttributeError):
-        return None
+    data = read_untrusted(Path(launch["workdir"]) / name)
+    message = data.get("message") if data else None
     return str(message) if message else None
 
 
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-    except ProcessLookupError:
-        child.wait()
+def main(arguments: list[str]) -> int:
+    run_dir, lock = Path(arguments[0]), int(arguments[1])
+    os.fstat(lock)  # the run's lock must be ours to keep: without it no broker could tell
+    return run(run_dir)
 
 
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1])))
+    sys.exit(main(sys.argv[1:]))

@@ -13,17 +13,32 @@ chosen explicitly (``-o``/``-P``/``-h``), and each call costs a few milliseconds
 the monitor's per-session polling can afford. psij-python's Slurm executor makes the
 same choice; its state and reason tables are the model for ``slurm_states``.
 
-The job is a generated batch script (``job.sh`` in the session's work directory, which
-the cluster shares with the broker): a ``#!/bin/sh`` line, ``#SBATCH`` lines built only
-from validated integers, names and paths we control, and ``exec /bin/sh script.sh``, where
-``script.sh`` is the user's text, never parsed by sbatch nor spliced into any command.
-``sbatch --parsable job.sh`` is an argument list. The job's environment is exactly the
-session's environment plus ``EXECBROKER_*`` (and Slurm's own ``SLURM_*``): sbatch runs in
-a clean environment we build, with ``--export=ALL``, so no value is ever on a command line
-or in the script, nothing of the broker's own environment leaks, and slurmd does not load
-the user's login environment (which any other ``--export`` form makes it do, through a
-``su -`` that also delays every start by about two seconds). Names Slurm itself reads
-(``SLURM_*``, ``SBATCH_*``, ...) are refused, since sbatch would obey them.
+The job is a batch script built from a template (``slurm_job``) and given to sbatch on
+its standard input: ``#SBATCH`` lines built only from validated integers, names and paths
+we control, then ``export NAME='value'`` lines that set the session's environment inside
+the job (names validated, values ``shlex.quote``-d, NUL refused), then ``exec /bin/sh
+script.sh``, where ``script.sh`` is the user's text, never parsed by sbatch nor spliced
+into any command. Every Slurm command (sbatch, squeue, scontrol, sacct, scancel,
+sacctmgr) runs with the broker's fixed environment (``PATH``, ``LANG`` and ``SLURM_CONF``
+if set) and an argument list: nothing of the user's reaches a broker process, nothing of
+the broker's own environment reaches a job. ``--export=ALL`` exports that fixed
+environment; ``NONE``/``NIL`` would not do better on Slurm 22.05, where both set
+``SLURM_GET_USER_ENV=1`` and slurmd then runs ``su -`` to load the account's login
+environment (an error in slurmd's log for a nologin account, and a slower start).
+Names Slurm itself reads (``SLURM_*``, ``SBATCH_*``, ...) are refused, since its tools in
+the job would obey them.
+
+Who the job runs as: never root, never the broker's own user. Each broker user has an
+unprivileged account (``accounts``: ``run_as.users`` maps them, or a root broker makes
+``eb…`` system accounts); a root broker submits with ``sbatch --uid --gid``, so slurmd
+starts the job as that account, and adds the account to the broker's Slurm ``account``
+(``sacctmgr -i add user``) the first time, since Slurm runs no job without that
+association. The session's directory is made by the broker, filled, then handed to the
+account (mode 0700): only that account (and root) can read it; its parents are
+traversable (checked at start-up). The broker writes nothing there once it is handed
+over, and reads logs from it without following links (see ``base.read_tail``). The
+broker refuses at start-up to run several users under one uid, and refuses to run as
+root with ``run_as.shared`` (every job would be root's).
 
 Time: the monitor submits a session at its start (slurmctld then starts a batch job on
 its next pass, within about a second); ``--begin`` is set only if a launch comes early,
@@ -31,7 +46,8 @@ so Slurm never starts a job before its grant. ``--time`` is the grant's time lef
 rounded up to whole minutes (Slurm's granularity): the monitor stops the session at the
 deadline itself, and Slurm's limit (TIMEOUT) is the backstop while the broker is down.
 
-Options: ``account`` and ``partition``, nothing else (closed): no ``cluster`` (one
+Options: ``account``, ``partition``, ``notebook_python`` and ``run_as`` (``accounts``),
+nothing else (closed): no ``cluster`` (one
 cluster per broker; ``-M`` would change every command's output) and no ``sbatch_extra``
 (a config must not smuggle arbitrary sbatch flags past the grant).
 
@@ -39,16 +55,21 @@ Notebooks: a batch ``jupyter-notebook`` is the same job, its ``script.sh`` one l
 ``exec <notebook_python> <workdir>/notebook_runner.py <workdir>/notebook-task.json``
 (``notebooks.prepare``'s command; every part of it is the broker's own). The runner writes
 the executed notebook to ``outputs/`` and its result (state, the failing cell's error)
-next to it, both read from the shared work directory. ``notebook_python`` is the python
-that runs it *on the node*, and it needs papermill (or nbclient) and ipykernel there. The
-default, the broker's own interpreter, is right only where the nodes share the broker
-host's file system, as on a single-node cluster; on a real cluster set it to such a
-python on the nodes. Interactive notebooks are refused: a Jupyter server on a compute
-node listens on a port open to anyone who can reach that node (its token the only guard),
-and the broker can neither publish nor fence it there.
+next to it, both read from the shared work directory, which the broker (root) serves to
+the session's owner. ``notebook_python`` is the python that runs it *on the node*, as the
+job's account: it needs nbclient (or papermill) and ipykernel there, and it and every
+directory above it must be readable by other users. The default, the broker's own
+interpreter, is right only where that holds and the nodes share the broker host's file
+system; a python in a private home (``/root/.pyenv``...) is not, and notebooks are then
+refused, saying so. Debian's ``/usr/bin/python3`` with ``python3-nbclient`` and
+``python3-ipykernel`` is (scripts/services.sh installs both). Interactive notebooks are
+refused: a Jupyter server on a compute node listens on a port open to anyone who can
+reach that node (its token the only guard), and the broker can neither publish nor fence
+it there.
 
 The handle is the job id. The job's name ``eb.<broker>.<session>`` and comment let
-``find`` locate a job after a crash (``squeue -t all``, then ``sacct``), so a session
+``find`` locate a job after a crash (``squeue -t all``, then ``sacct --allusers``: the
+jobs belong to the users' accounts, not the broker's), so a session
 is never submitted twice. ``--no-requeue`` keeps Slurm from running a job a second time
 after a node failure: such a session fails instead.
 """
@@ -56,13 +77,15 @@ after a node failure: such a session fails instead.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,24 +96,30 @@ from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
 from execbroker.planner import Resources
 from execbroker.platforms import slurm_states as states
+from execbroker.platforms import staging
+from execbroker.platforms.accounts import Account, Accounts, RunAsOptions
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
+from execbroker.platforms.slurm_job import (
+    JOB_PATH,
+    RESERVED_PREFIXES,
+    SAFE_PATH,
+    batch_script,
+    job_name,
+    malformed_variable,
+    reserved_names,
+)
 from execbroker.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 30.0
-JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
-# Environment names sbatch or Slurm's daemons would act on: a user may not set them.
-RESERVED_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SPANK_", "PMI_", "PMIX_")
 # How far back ``find`` looks in Slurm's accounting for a session's job.
 FIND_HORIZON = timedelta(days=30)
+# How long sbatch is retried while slurmctld has not yet heard of a new association.
+ASSOCIATION_WAIT = 15.0
 
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 _SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-# What an #SBATCH value may contain: no blanks, quotes, ``%`` (Slurm's filename patterns)
-# or anything a shell or sbatch's directive parser would read specially.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:/+=@-]+$")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]+$")
 
 
 class SlurmOptions(BaseModel):
@@ -102,6 +131,7 @@ class SlurmOptions(BaseModel):
     partition: str | None = Field(default=None, pattern=_SLURM_NAME)
     # The python that runs batch notebooks on the nodes (see the module's docstring).
     notebook_python: str = Field(default_factory=lambda: sys.executable, min_length=1)
+    run_as: RunAsOptions = Field(default_factory=RunAsOptions)
 
 
 # What a node's ``notebook_python`` is taken to have; kernels are not known in advance.
@@ -111,100 +141,6 @@ INTERACTIVE_REFUSAL = (
     "node would listen on a port open to anyone who can reach that node (its token the only "
     "guard), and the broker can neither publish nor fence it there; ask for mode batch"
 )
-
-
-# -- building the job (pure) ------------------------------------------------------------
-
-
-def job_name(broker: str, session_id: str) -> str:
-    return f"eb.{broker}.{session_id}"
-
-
-def time_limit_minutes(deadline: datetime, start: datetime, now: datetime) -> int:
-    """Slurm's ``--time`` in whole minutes, rounded up: the time left of the grant
-    (its whole duration when launched on time). The monitor stops the task at the
-    deadline itself; Slurm's limit is the backstop when the broker is down."""
-    seconds = (deadline - max(start, now)).total_seconds()
-    return max(1, math.ceil(seconds / 60))
-
-
-def begin_time(start: datetime, now: datetime) -> str | None:
-    """``--begin`` for a start still ahead, as ``now+<seconds>`` (relative, so no time zone
-    can shift it); None when the job may start at once. sbatch adds the seconds to its own
-    clock's *whole* second, so they are counted from ``now`` rounded down to ``start``
-    rounded up: never early, at most a second late."""
-    if (start - now).total_seconds() <= 1:
-        return None
-    return f"now+{math.ceil(start.timestamp()) - math.floor(now.timestamp())}"
-
-
-def job_environment(spec: LaunchSpec) -> dict[str, str]:
-    """The job's whole environment: a plain base, the session's own, and ours on top."""
-    home = str(spec.workdir / "work")
-    user = spec.executable.environment if isinstance(spec.executable, BatchScript) else {}
-    return {
-        "PATH": JOB_PATH,
-        "HOME": home,
-        "LANG": "C.UTF-8",
-        **user,
-        "EXECBROKER_BROKER": spec.broker,
-        "EXECBROKER_SESSION": spec.session_id,
-        "EXECBROKER_CORES": str(spec.resources.cores),
-        "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
-    }
-
-
-def reserved_names(environment: dict[str, str]) -> list[str]:
-    return sorted(name for name in environment if name.startswith(RESERVED_PREFIXES))
-
-
-def directives(spec: LaunchSpec, options: SlurmOptions, now: datetime) -> list[tuple[str, str]]:
-    """The ``#SBATCH`` options of the session's job, in order."""
-    if spec.resources.cores < 1:
-        raise PlatformError("a Slurm job needs at least one core; this grant has none")
-    if spec.resources.memory_gib < 1:
-        raise PlatformError("a Slurm job needs at least 1 GiB of memory; this grant has none")
-    workdir = str(spec.workdir)
-    items = [
-        ("job-name", job_name(spec.broker, spec.session_id)),
-        (
-            "comment",
-            f"execbroker:broker={spec.broker},session={spec.session_id},owner={spec.owner}",
-        ),
-        ("account", options.account),
-        ("partition", options.partition),
-        ("nodes", "1"),
-        ("ntasks", "1"),
-        ("cpus-per-task", str(int(spec.resources.cores))),
-        ("mem", f"{int(spec.resources.memory_gib)}G"),
-        ("time", str(time_limit_minutes(spec.deadline, spec.start, now))),
-        ("begin", begin_time(spec.start, now)),
-        ("no-requeue", ""),
-        ("chdir", f"{workdir}/work"),
-        ("output", f"{workdir}/stdout.log"),
-        ("error", f"{workdir}/stderr.log"),
-        ("export", "ALL"),  # all of the clean environment sbatch runs in: see job_environment
-    ]
-    return [(name, value) for name, value in items if value is not None]
-
-
-def batch_script(spec: LaunchSpec, options: SlurmOptions, now: datetime) -> str:
-    """The job script sbatch reads: only validated values, then the user's script by path."""
-    if not _SAFE_PATH.match(str(spec.workdir)):
-        raise PlatformError(
-            f"the session directory {spec.workdir} is not a plain path Slurm can be given "
-            "(letters, digits, '_', '.', '/', '+', '-')"
-        )
-    lines = [
-        "#!/bin/sh",
-        f"# execbroker: session {spec.session_id} of broker {spec.broker}",
-    ]
-    for name, value in directives(spec, options, now):
-        if value and not _SAFE_VALUE.match(value):
-            raise PlatformError(f"refusing an unsafe value for --{name}: {value!r}")
-        lines.append(f"#SBATCH --{name}={value}" if value else f"#SBATCH --{name}")
-    lines.append(f"exec /bin/sh {spec.workdir}/script.sh")
-    return "\n".join(lines) + "\n"
 
 
 def parse_job_id(output: str) -> str:
@@ -218,8 +154,72 @@ def parse_job_id(output: str) -> str:
 def slurm_error(text: str) -> str:
     """The useful part of a Slurm command's stderr, fit for the session's owner."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    cleaned = [re.sub(r"^(sbatch|squeue|scancel|sacct|scontrol): error: ", "", x) for x in lines]
+    cleaned = [
+        re.sub(r"^(sbatch|squeue|scancel|sacct|sacctmgr|scontrol): error: ", "", x) for x in lines
+    ]
     return "; ".join(cleaned) or "no message"
+
+
+def fixed_environment() -> dict[str, str]:
+    """The one environment every Slurm command of the broker runs in."""
+    env = {"PATH": JOB_PATH, "LANG": "C.UTF-8"}
+    if "SLURM_CONF" in os.environ:  # a cluster configured away from /etc/slurm
+        env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return env
+
+
+def untraversable(path: Path) -> Path | None:
+    """The first directory from ``/`` down to ``path`` that other users cannot enter."""
+    for directory in [*reversed(path.parents), path]:
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def readable_by_others(program: str) -> bool:
+    """Whether an account other than the broker's can run ``program`` (its directories
+    enterable, the file, after links, readable and executable by others)."""
+    path = Path(program)
+    try:
+        real = path.resolve(strict=True)
+        mode = os.stat(real).st_mode
+    except OSError:
+        return False
+    if mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+        return False
+    return all(untraversable(p.parent) is None for p in (path.absolute(), real))
+
+
+def stage_into_workdir(spec: LaunchSpec, account: Account | None) -> None:
+    """The session's data in ``<workdir>/data/<index>/content`` (a job has no mount
+    namespace of its own here: no absolute mount path can be made for it), found at its
+    mount path *relative to the job's working directory* (``work/input`` → a link to
+    ``../data/0`` for ``/input``) and as ``$EXECBROKER_DATA_<index>``. READONLY is by
+    modes: root's, 0755/0444, in a directory the account cannot write (when the broker is
+    root; otherwise the broker's own user's, which that user could change)."""
+    owner = None if account is None else (account.uid, account.gid)
+    data = spec.workdir / "data"
+    data.mkdir(mode=0o755, exist_ok=True)
+    for directory, mount in staging.stage_all(spec.data, data, owner=owner):
+        link = spec.workdir / "work" / str(mount.path).lstrip("/")
+        for parent in reversed(link.relative_to(spec.workdir / "work").parents[:-1]):
+            made = spec.workdir / "work" / parent
+            made.mkdir(exist_ok=True)
+            if account is not None:
+                os.lchown(made, account.uid, account.gid)
+        link.symlink_to(os.path.relpath(directory, link.parent))
+        if account is not None:
+            os.lchown(link, account.uid, account.gid)
+
+
+def hand_over(workdir: Path, account: Account) -> None:
+    """Give the session's freshly filled directory to the job's account, 0700 at the top.
+    Links are changed themselves (``lchown``), never followed."""
+    for root, dirs, files in os.walk(workdir):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), account.uid, account.gid)
+    os.chown(workdir, account.uid, account.gid)
+    os.chmod(workdir, 0o700)
 
 
 # -- the backend ------------------------------------------------------------------------
@@ -227,15 +227,25 @@ def slurm_error(text: str) -> str:
 
 class SlurmPlatform:
     name = "slurm"
+    stages_data = True  # into the job's work directory (``stage_into_workdir``)
 
     def __init__(
-        self, *, options: SlurmOptions, broker: str, sessions_dir: Path, binaries: dict[str, str]
+        self,
+        *,
+        options: SlurmOptions,
+        broker: str,
+        sessions_dir: Path,
+        binaries: dict[str, str],
+        accounts: Accounts | None = None,
     ) -> None:
         self.options = options
         self.broker = broker
         self.sessions_dir = sessions_dir
         self.binaries = binaries
+        self.accounts = accounts
         self._workdirs: dict[str, Path] = {}
+        self._associated: set[str] = set()
+        self._lock = threading.Lock()
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -243,6 +253,13 @@ class SlurmPlatform:
         if isinstance(executable, JupyterNotebook):
             if executable.mode == "interactive":
                 return INTERACTIVE_REFUSAL
+            if self._foreign_accounts() and not readable_by_others(self.options.notebook_python):
+                return (
+                    f"this Slurm platform's notebook_python ({self.options.notebook_python}) "
+                    "cannot be run by the accounts its jobs run as; the operator must set "
+                    "notebook_python to a python other users can read (e.g. /usr/bin/python3 "
+                    "with nbclient and ipykernel)"
+                )
             return notebooks.refusal(executable, NOTEBOOK_SUPPORT, platform=self.name)
         if executable.kind != kinds.BATCH_SCRIPT:
             return (
@@ -250,13 +267,22 @@ class SlurmPlatform:
                 f"not {kinds.alias(executable.kind)}"
             )
         environment = executable.environment if isinstance(executable, BatchScript) else {}
+        problem = malformed_variable(environment)
+        if problem is not None:
+            raise problem
         reserved = reserved_names(environment)
         if reserved:
+            fields = ", ".join(f"executable.environment.{name}" for name in reserved)
             return (
-                f"executable.environment: {', '.join(reserved)} would change how Slurm runs "
-                f"the job; names starting with {', '.join(RESERVED_PREFIXES)} are not allowed"
+                f"{fields}: would change how Slurm runs the job; names starting with "
+                f"{', '.join(RESERVED_PREFIXES)} are not allowed"
             )
         return None
+
+    def _foreign_accounts(self) -> bool:
+        """Whether jobs run as accounts other than the broker's own (only root may submit
+        as another user; a broker that is not root was refused or warned at start-up)."""
+        return self.accounts is not None and not self.accounts.shared and os.geteuid() == 0
 
     def free(self) -> Resources | None:
         """What Slurm could give *this broker* now: what is free on the usable nodes, plus
@@ -275,8 +301,10 @@ class SlurmPlatform:
         return Resources(cpus, mib // 1024, 0)
 
     def _own_running(self) -> tuple[int, int]:
-        """CPUs and MiB held now by this broker's jobs (by name, in our account)."""
-        command = ["-h", "-t", "CF,R,CG,S,ST,SO,SI,RS", "-o", "%j|%a|%C|%m"]
+        """CPUs and MiB held now by this broker's jobs (by name, in our account), whichever
+        users' accounts they run as (squeue lists every user's jobs; ``--all`` every
+        partition's)."""
+        command = ["--all", "-h", "-t", "CF,R,CG,S,ST,SO,SI,RS", "-o", "%j|%a|%C|%m"]
         if self.options.partition:
             command += ["-p", self.options.partition]
         prefix = job_name(self.broker, "")
@@ -297,24 +325,76 @@ class SlurmPlatform:
         reason = self.check(spec.executable)
         if reason is not None:
             raise PlatformError(reason)
-        environment = job_environment(spec)
-        script = batch_script(spec, self.options, utcnow())
-        workdir = spec.workdir
-        (workdir / "work").mkdir(parents=True, exist_ok=True)
-        (workdir / "script.sh").write_text(self._task_script(spec))
-        (workdir / "job.sh").write_text(script)
-        result = self._run(
-            "sbatch", "--parsable", str(workdir / "job.sh"), environment=environment, check=False
+        account = self.accounts.for_owner(spec.owner) if self._foreign_accounts() else None
+        if account is not None:
+            self._associate(account)
+        elif os.geteuid() == 0:  # refused at start-up; an owner unknown to the config too
+            raise PlatformError(f"no account to run {spec.owner}'s job as: never as root")
+        script = batch_script(
+            spec, account=self.options.account, partition=self.options.partition, now=utcnow()
         )
+        self._fill_workdir(spec, account)
+        submit = ["--parsable"]
+        if account is not None:
+            submit += [f"--uid={account.uid}", f"--gid={account.gid}"]
+        deadline = time.monotonic() + ASSOCIATION_WAIT
+        while True:
+            result = self._run("sbatch", *submit, input=script, check=False)
+            # slurmctld hears of an association sacctmgr just added a moment later
+            new = account is not None and "Invalid account" in result.stderr
+            if result.returncode == 0 or not new or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if result.returncode != 0:
             raise PlatformError(f"Slurm refused the job: {slurm_error(result.stderr)}")
         job_id = parse_job_id(result.stdout)
-        (workdir / "slurm-job-id").write_text(job_id + "\n")
-        self._workdirs[job_id] = workdir
+        self._workdirs[job_id] = spec.workdir
         return job_id
 
+    def _fill_workdir(self, spec: LaunchSpec, account: Account | None) -> None:
+        """A fresh session directory with the task's files, then given to its account.
+        A directory left by an earlier try (no job was found for it) may hold anything the
+        account put there since: it is removed (``rmtree`` follows no links), not reused."""
+        workdir = spec.workdir
+        if workdir.is_symlink() or workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(mode=0o700)
+        (workdir / "work").mkdir()
+        (workdir / "script.sh").write_text(self._task_script(spec))
+        for name in ("stdout.log", "stderr.log"):  # the owner's, before Slurm opens them
+            (workdir / name).touch()
+        if account is not None:
+            hand_over(workdir, account)
+        if spec.data:
+            stage_into_workdir(spec, account)
+
+    def _associate(self, account: Account) -> None:
+        """Make sure Slurm lets ``account`` run jobs in the broker's Slurm account."""
+        slurm_account = self.options.account
+        if slurm_account is None or account.name in self._associated:
+            return
+        with self._lock:
+            if account.name in self._associated:
+                return
+            listed = self._run(
+                "sacctmgr", "-nP", "show", "assoc", "where",
+                f"user={account.name}", f"account={slurm_account}", "format=user",
+            )  # fmt: skip
+            if account.name not in listed.stdout.split():
+                added = self._run(
+                    "sacctmgr", "-i", "add", "user", account.name,
+                    f"account={slurm_account}", check=False,
+                )  # fmt: skip
+                log.info(
+                    "Slurm association %s/%s: %s",
+                    account.name,
+                    slurm_account,
+                    slurm_error(added.stdout + added.stderr),
+                )
+            self._associated.add(account.name)
+
     def _task_script(self, spec: LaunchSpec) -> str:
-        """What ``job.sh`` runs: the user's script, or the notebook runner's command."""
+        """What the job script runs: the user's script, or the notebook runner's command."""
         executable = spec.executable
         if isinstance(executable, JupyterNotebook):  # prepare fetches a location, if any
             task = notebooks.prepare(
@@ -328,13 +408,14 @@ class SlurmPlatform:
 
     def find(self, session_id: str) -> str | None:
         name = job_name(self.broker, session_id)
-        result = self._run("squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i")
+        result = self._run("squeue", "--all", "-h", "-t", "all", f"--name={name}", "-o", "%i")
         found = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         if not found:
             since = (datetime.now() - FIND_HORIZON).strftime("%Y-%m-%dT%H:%M:%S")
             result = self._run(
-                "sacct", "-n", "-X", "-P", f"--name={name}", "-S", since, "-o", "JobID"
-            )
+                "sacct", "--allusers", "-n", "-X", "-P", f"--name={name}", "-S", since,
+                "-o", "JobID",
+            )  # fmt: skip
             found = [line.strip() for line in result.stdout.splitlines() if line.strip()]
         found = [job for job in found if _JOB_ID.match(job)]
         if not found:
@@ -401,7 +482,9 @@ class SlurmPlatform:
     # -- helpers --------------------------------------------------------------------------
 
     def _squeue(self, job_id: str) -> states.JobRecord | None:
-        result = self._run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%t|%r", check=False)
+        result = self._run(
+            "squeue", "--all", "-h", "-t", "all", "-j", job_id, "-o", "%i|%t|%r", check=False
+        )
         if result.returncode != 0:
             if "Invalid job id" in result.stderr:
                 return None
@@ -415,8 +498,9 @@ class SlurmPlatform:
 
     def _sacct(self, job_id: str) -> states.JobRecord | None:
         result = self._run(
-            "sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State,ExitCode,Reason"
-        )
+            "sacct", "--allusers", "-n", "-X", "-P", "-j", job_id,
+            "-o", "JobID,State,ExitCode,Reason",
+        )  # fmt: skip
         records = [r for r in states.parse_sacct(result.stdout) if r.job_id == job_id]
         return records[-1] if records else None
 
@@ -426,11 +510,13 @@ class SlurmPlatform:
             return self._workdirs[handle]
         if not _JOB_ID.match(handle):
             return None
-        result = self._run("squeue", "-h", "-t", "all", "-j", handle, "-o", "%j", check=False)
+        result = self._run(
+            "squeue", "--all", "-h", "-t", "all", "-j", handle, "-o", "%j", check=False
+        )
         names = result.stdout.split() if result.returncode == 0 else []
         if not names:
             names = self._run(
-                "sacct", "-n", "-X", "-P", "-j", handle, "-o", "JobName"
+                "sacct", "--allusers", "-n", "-X", "-P", "-j", handle, "-o", "JobName"
             ).stdout.split()
         prefix = job_name(self.broker, "")
         for name in names:
@@ -441,23 +527,18 @@ class SlurmPlatform:
         return None
 
     def _run(
-        self,
-        command: str,
-        *args: str,
-        environment: dict[str, str] | None = None,
-        check: bool = True,
+        self, command: str, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """One Slurm command, as an argument list, in a clean environment."""
-        env = {"PATH": JOB_PATH, "LANG": "C.UTF-8", **(environment or {})}
-        if "SLURM_CONF" in os.environ:  # a cluster configured away from /etc/slurm
-            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+        """One Slurm command, as an argument list, in the broker's fixed environment."""
         try:
             result = subprocess.run(
                 [self.binaries[command], *args],
                 capture_output=True,
                 text=True,
-                env=env,
-                stdin=subprocess.DEVNULL,
+                env=fixed_environment(),
+                cwd="/",  # sbatch hands its directory to the job (SLURM_SUBMIT_DIR)
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
                 timeout=COMMAND_TIMEOUT,
                 check=False,
             )
@@ -465,7 +546,7 @@ class SlurmPlatform:
             raise PlatformError(
                 f"{command} did not answer within {COMMAND_TIMEOUT:.0f}s"
             ) from error
-        except OSError as error:
+        except (OSError, KeyError) as error:
             raise PlatformError(f"{command} could not run: {error}") from error
         if check and result.returncode != 0:
             raise PlatformError(f"{command} failed: {slurm_error(result.stderr)}")
@@ -475,26 +556,85 @@ class SlurmPlatform:
 COMMANDS = ("sbatch", "squeue", "scontrol", "sacct", "scancel")
 
 
+def _accounts(parsed: SlurmOptions, broker: Any) -> Accounts:
+    """The accounts jobs run as, checked as the broker starts: one uid per user, never
+    root; raises ValueError (IsolationError) when that cannot hold."""
+    accounts = Accounts(parsed.run_as, broker=broker.name, platform="slurm")
+    users = [user.name for user in getattr(broker, "users", [])]
+    for warning in accounts.check(users):
+        log.warning("%s", warning)
+    root = os.geteuid() == 0
+    if accounts.shared and root:
+        raise ValueError(
+            "platform slurm: run_as.shared with a root broker would run every job as root; "
+            "map users in run_as.users or let the broker create their accounts"
+        )
+    unmapped = [user for user in users if user not in parsed.run_as.users]
+    if root and not accounts.shared and unmapped and not accounts.can_create():
+        raise ValueError(
+            f"platform slurm: {', '.join(unmapped)} would have their jobs run as root: map "
+            "them in run_as.users or let the broker create their accounts (run_as.create)"
+        )
+    if not accounts.shared and not root and parsed.run_as.users:
+        raise ValueError(
+            "platform slurm: run_as.users needs a root broker: only root may submit a job "
+            "as another user (sbatch --uid)"
+        )
+    return accounts
+
+
+def _sessions_dir(state_path: Path, *, prepare: bool) -> Path:
+    """The sessions' parent; with ``prepare``, made enterable (not listable) by the jobs'
+    accounts, or a ValueError naming the directory on the way they cannot enter."""
+    sessions_dir = state_path / "sessions"
+    if not SAFE_PATH.match(str(sessions_dir)):
+        raise ValueError(
+            f"the slurm platform needs a state_dir Slurm can be given as a plain path "
+            f"(letters, digits, '_', '.', '/', '+', '-'), not {state_path}"
+        )
+    if not prepare:
+        return sessions_dir
+    sessions_dir.mkdir(parents=True, exist_ok=True)
+    # The jobs' accounts must pass through the state dir, and may then open any name they
+    # know in it: all but ``sessions`` (the broker's database, above all) is made the
+    # broker's alone. SQLite gives a database's -wal and -shm files the database's mode.
+    for entry in state_path.iterdir():
+        if entry.name != "sessions" and not entry.is_symlink():
+            os.chmod(entry, stat.S_IMODE(entry.stat().st_mode) & ~0o077)
+    os.chmod(state_path, stat.S_IMODE(os.stat(state_path).st_mode) | 0o011)
+    os.chmod(sessions_dir, 0o711)  # enterable, not listable: no one sees others' sessions
+    blocked = untraversable(sessions_dir)
+    if blocked is not None:
+        raise ValueError(
+            f"the slurm platform's jobs run as other users, who cannot enter {blocked} "
+            f"on the way to {sessions_dir}: choose a state_dir below directories others "
+            "may enter (mode o+x)"
+        )
+    return sessions_dir
+
+
 def create(options: dict[str, Any], *, broker: Any) -> SlurmPlatform:
     try:
         parsed = SlurmOptions.model_validate(options)
     except ValidationError as error:
         raise ValueError(f"slurm platform options: {error}") from error
-    sessions_dir = broker.state_path / "sessions"
-    if not _SAFE_PATH.match(str(sessions_dir)):
-        raise ValueError(
-            f"the slurm platform needs a state_dir Slurm can be given as a plain path "
-            f"(letters, digits, '_', '.', '/', '+', '-'), not {broker.state_path}"
-        )
-    binaries = {name: shutil.which(name) for name in COMMANDS}
-    missing = sorted(name for name, path in binaries.items() if path is None)
+    sessions_dir = _sessions_dir(Path(broker.state_path), prepare=False)
+    binaries = {name: shutil.which(name) for name in (*COMMANDS, "sacctmgr")}
+    missing = sorted(name for name in COMMANDS if binaries[name] is None)
     if missing:
         raise ValueError(
             f"the slurm platform needs {', '.join(missing)} on PATH (is this a Slurm submit host?)"
         )
+    accounts = _accounts(parsed, broker)
+    as_others = os.geteuid() == 0 and not accounts.shared
+    if as_others and parsed.account and binaries["sacctmgr"] is None:
+        raise ValueError("the slurm platform needs sacctmgr to give its users' accounts access")
+    if as_others:
+        _sessions_dir(Path(broker.state_path), prepare=True)
     return SlurmPlatform(
         options=parsed,
         broker=broker.name,
         sessions_dir=sessions_dir,
         binaries={name: path for name, path in binaries.items() if path},
+        accounts=accounts,
     )

@@ -95,35 +95,98 @@ def list_sessions(
     return db.scalars(query.order_by(SessionRow.created.desc()).limit(limit)).all()
 
 
-def sessions_in(db: Session, phases: Sequence[str]) -> Sequence[SessionRow]:
-    return db.scalars(select(SessionRow).where(SessionRow.phase.in_(list(phases)))).all()
-
-
 def due_to_start(db: Session, now: datetime) -> Sequence[SessionRow]:
     query = select(SessionRow).where(SessionRow.phase == Phase.WAITING, SessionRow.start <= now)
     return db.scalars(query).all()
 
 
 def transition(
-    db: Session, uuid: str, from_phases: Sequence[str], to_phase: str, now: datetime, **fields: Any
+    db: Session,
+    uuid: str,
+    from_phases: Sequence[str],
+    to_phase: str,
+    now: datetime,
+    *,
+    holder: str | None = None,
+    **fields: Any,
 ) -> bool:
-    """Move one session on, only if it is still in one of ``from_phases`` (no lost updates)."""
-    result = db.execute(
-        update(SessionRow)
-        .where(SessionRow.uuid == uuid, SessionRow.phase.in_(list(from_phases)))
-        .values(phase=to_phase, modified=now, **fields)
+    """Move one session on, only if it is still in one of ``from_phases`` (no lost updates)
+    and, given a ``holder``, only while that replica still holds its lease."""
+    query = update(SessionRow).where(
+        SessionRow.uuid == uuid, SessionRow.phase.in_(list(from_phases))
     )
+    if holder is not None:
+        query = query.where(SessionRow.claimed_by == holder)
+    result = db.execute(query.values(phase=to_phase, modified=now, **fields))
     return result.rowcount == 1
 
 
 def transition_all(
     db: Session, from_phase: str, to_phase: str, now: datetime, *, before: datetime | None = None
 ) -> int:
-    """Move every session in ``from_phase`` on (offers: only those expired by ``before``)."""
-    query = update(SessionRow).where(SessionRow.phase == from_phase)
+    """Move every session in ``from_phase`` on (offers: only those expired by ``before``).
+
+    Rows another transaction holds (an accept, a cancel, another replica doing the same)
+    are skipped, not waited for: the next pass takes them, and no two replicas can
+    deadlock over the order in which they lock the same rows.
+    """
+    chosen = select(SessionRow.uuid).where(SessionRow.phase == from_phase)
     if before is not None:
-        query = query.where(SessionRow.expires <= before)
+        chosen = chosen.where(SessionRow.expires <= before)
+    uuids = list(db.scalars(chosen.with_for_update(skip_locked=True)))
+    if not uuids:
+        return 0
+    query = update(SessionRow).where(SessionRow.uuid.in_(uuids), SessionRow.phase == from_phase)
     return db.execute(query.values(phase=to_phase, modified=now)).rowcount
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+def renew_leases(db: Session, holder: str, phases: Sequence[str], until: datetime) -> int:
+    """Extend every lease ``holder`` has on sessions in ``phases``."""
+    query = update(SessionRow).where(
+        SessionRow.claimed_by == holder, SessionRow.phase.in_(list(phases))
+    )
+    return db.execute(query.values(lease_until=until)).rowcount
+
+
+def take_over(
+    db: Session, holder: str, phases: Sequence[str], now: datetime, until: datetime
+) -> list[str]:
+    """Claim the sessions in ``phases`` that nobody holds, or whose lease has lapsed.
+
+    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: two replicas looking at once each take
+    different rows, and neither waits on a row the other (or its holder) is changing.
+    SQLite has one writer at a time, so the conditional UPDATE alone decides there.
+    """
+    free = or_(SessionRow.claimed_by.is_(None), SessionRow.lease_until <= now)
+    chosen = select(SessionRow.uuid).where(SessionRow.phase.in_(list(phases)), free)
+    uuids = list(db.scalars(chosen.with_for_update(skip_locked=True)))
+    if not uuids:
+        return []
+    db.execute(
+        update(SessionRow)
+        .where(SessionRow.uuid.in_(uuids), SessionRow.phase.in_(list(phases)), free)
+        .values(claimed_by=holder, lease_until=until)
+    )
+    claimed = select(SessionRow.uuid).where(
+        SessionRow.uuid.in_(uuids), SessionRow.claimed_by == holder
+    )
+    return list(db.scalars(claimed))
+
+
+def held_sessions(db: Session, holder: str, phases: Sequence[str]) -> Sequence[SessionRow]:
+    query = select(SessionRow).where(
+        SessionRow.claimed_by == holder, SessionRow.phase.in_(list(phases))
+    )
+    return db.scalars(query).all()
+
+
+def release_leases(db: Session, holder: str, now: datetime) -> int:
+    """End ``holder``'s leases now (a clean shutdown), so another replica need not wait."""
+    query = update(SessionRow).where(SessionRow.claimed_by == holder, SessionRow.lease_until > now)
+    return db.execute(query.values(lease_until=now)).rowcount
 
 
 def add_message(db: Session, uuid: str, message: dict[str, Any]) -> None:
@@ -134,3 +197,63 @@ def add_message(db: Session, uuid: str, message: dict[str, Any]) -> None:
 
 def count_sessions(db: Session) -> int:
     return db.scalar(select(func.count()).select_from(SessionRow)) or 0
+
+
+def add_session(db: Session, row: SessionRow) -> None:
+    db.add(row)
+
+
+# -- pages (the web page reads these) -------------------------------------------------------
+
+SORTABLE = {
+    "created": SessionRow.created,
+    "start": SessionRow.start,
+    "end": SessionRow.end,
+    "phase": SessionRow.phase,
+    "owner": SessionRow.owner,
+    "cores": SessionRow.cores,
+    "memory": SessionRow.memory_gib,
+}
+
+
+def page_sessions(
+    db: Session,
+    *,
+    owner: str | None,
+    phases: Sequence[str],
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[SessionRow], int]:
+    """One page of sessions in ``phases`` (sorted, ties newest first) and how many there are."""
+    where = [SessionRow.phase.in_(list(phases))]
+    if owner is not None:
+        where.append(SessionRow.owner == owner)
+    column = SORTABLE[sort]
+    order = column.desc() if descending else column.asc()
+    query = select(SessionRow).where(*where).order_by(order, SessionRow.created.desc())
+    rows = db.scalars(query.offset(offset).limit(limit)).all()
+    total = db.scalar(select(func.count()).select_from(SessionRow).where(*where)) or 0
+    return rows, total
+
+
+def open_offers(db: Session, *, owner: str | None, now: datetime) -> Sequence[SessionRow]:
+    """Offers not yet accepted, rejected or expired, the soonest to expire first."""
+    query = select(SessionRow).where(SessionRow.phase == Phase.OFFERED, SessionRow.expires > now)
+    if owner is not None:
+        query = query.where(SessionRow.owner == owner)
+    return db.scalars(query.order_by(SessionRow.expires, SessionRow.start)).all()
+
+
+def refusals(db: Session, *, owner: str | None, limit: int) -> Sequence[OfferSetRow]:
+    """The latest NO answers, newest first."""
+    query = select(OfferSetRow).where(OfferSetRow.result == "NO")
+    if owner is not None:
+        query = query.where(OfferSetRow.owner == owner)
+    return db.scalars(query.order_by(OfferSetRow.created.desc()).limit(limit)).all()
+
+
+def phase_counts(db: Session) -> dict[str, int]:
+    query = select(SessionRow.phase, func.count()).group_by(SessionRow.phase)
+    return {phase: count for phase, count in db.execute(query)}

@@ -54,6 +54,9 @@ class OfferSetRow(Base):
     result: Mapped[str] = mapped_column(String(3))
     request: Mapped[dict[str, Any]]
     messages: Mapped[list[Any]]
+    # The schema generation the client spelt its kinds in (``kinds.Spelling``): its answers,
+    # now and later, are spelt the same way.
+    spelling: Mapped[str] = mapped_column(String(16), default="current")
 
 
 class SessionRow(Base):
@@ -82,3 +85,12 @@ class SessionRow(Base):
     exit_code: Mapped[int | None]
     messages: Mapped[list[Any]]
     endpoints: Mapped[list[Any]]
+    # The dialect a session was made through (execbroker, uws, tes) and what that dialect
+    # remembers of it (a TES task's name and executors, a UWS job's runId and parameters).
+    dialect: Mapped[str] = mapped_column(String(16), default="execbroker", index=True)
+    dialect_meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    spelling: Mapped[str] = mapped_column(String(16), default="current")
+    # The replica driving the session (see ``execbroker.monitor``) and until when its lease
+    # holds; another replica takes the session over only once the lease has lapsed.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    lease_until: Mapped[datetime | None]

@@ -1,0 +1,110 @@
+"""How the time to ask many brokers grows with their number.
+
+Starts 10 real broker processes (local platform, large quotas) and times the client's
+fan-out (``execbroker.client.ask_all``: one request to every broker at once, every answer
+collected) to 1, 3 and 10 of them, next to one plain ``POST /requests`` to one broker made
+in the same run as the floor. The offers are rejected after each round (untimed), so no
+round sees a fuller calendar than the first.
+
+    python benchmarks/fanout.py [--repeats 30] [--sizes 1,3,10]
+
+Prints one JSON object; ``ratio_max_over_1`` is the median at the largest size over the
+median at one broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from execbroker.client import BrokerTarget, ask_all
+from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
+
+REQUEST = {
+    "executable": {"kind": "batch-script", "script": "true"},
+    "compute": {"cores": {"min": 1, "max": 2}, "memory": {"min": 1, "max": 2}},
+    "schedule": {"requested": {"duration": "PT10M"}},
+}
+QUOTA = {"cores": 1000, "memory": 2000, "max_sessions": 1000, "max_duration": "PT2H"}
+IDLE = {"interval": "PT60S"}  # nothing is accepted: the monitor has nothing to do
+REJECT = {"kind": "uri:enum-value-update", "path": "phase", "value": "REJECTED"}
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+async def _round(targets: list[BrokerTarget], brokers: list[BrokerProcess]) -> float:
+    started = time.perf_counter()
+    answers = await ask_all(targets, REQUEST, timeout=30)
+    elapsed = time.perf_counter() - started
+    assert all(answer.offers for answer in answers), [answer.error for answer in answers]
+    for answer, broker in zip(answers, brokers, strict=True):
+        with broker.client() as client:
+            for offer in answer.offers:
+                client.post(f"/sessions/{offer.uuid}", json=REJECT)
+    return elapsed
+
+
+def measure(brokers: list[BrokerProcess], sizes: list[int], repeats: int) -> dict[str, object]:
+    targets = [BrokerTarget(broker.url, "demo-alice", broker.name) for broker in brokers]
+    with brokers[0].client() as client:
+        for _ in range(5):
+            client.post("/requests", json=REQUEST)
+        direct = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.post("/requests", json=REQUEST).raise_for_status()
+            direct.append(time.perf_counter() - started)
+    by_size = {}
+    for size in sizes:
+        asyncio.run(_round(targets[:size], brokers[:size]))  # warm up
+        samples = [asyncio.run(_round(targets[:size], brokers[:size])) for _ in range(repeats)]
+        by_size[size] = samples
+    first, last = by_size[sizes[0]], by_size[sizes[-1]]
+    return {
+        "benchmark": "fanout",
+        "repeats": repeats,
+        "direct_post_requests_ms": _median_ms(direct),
+        "fanout_median_ms": {str(size): _median_ms(samples) for size, samples in by_size.items()},
+        f"ratio_{sizes[-1]}_over_{sizes[0]}": round(
+            statistics.median(last) / statistics.median(first), 2
+        ),
+    }
+
+
+async def _all_ready(brokers: list[BrokerProcess]) -> None:
+    await asyncio.gather(*(broker.wait_ready() for broker in brokers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--sizes", default="1,3,10")
+    args = parser.parse_args()
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+    with tempfile.TemporaryDirectory(prefix="execbroker-fanout-") as temporary:
+        brokers = [
+            BrokerProcess(
+                {**LOCAL_CONFIG, "name": f"fan-{index:02d}", "quota": QUOTA, "monitor": IDLE},
+                Path(temporary) / f"fan-{index:02d}",
+            )
+            for index in range(sizes[-1])
+        ]
+        try:
+            for broker in brokers:
+                broker.spawn()
+            asyncio.run(_all_ready(brokers))
+            print(json.dumps(measure(brokers, sizes, args.repeats)))
+        finally:
+            for broker in brokers:
+                broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""``GET /metrics`` for Prometheus, the timing of every HTTP request it reports, and the access
+log: one line a request, naming the user and the session it is about."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from execbroker import logs
+from execbroker.metrics import CONTENT_TYPE
+from execbroker.service import BrokerService
+from execbroker.web.auth import COOKIE
+
+access = logging.getLogger("execbroker.access")
+
+
+def _state(service: BrokerService) -> dict[str, Any]:
+    usage = service.usage()
+
+    def amounts(resources: Any, sessions: int) -> dict[str, int]:
+        return {
+            "cores": resources.cores,
+            "memory_gib": resources.memory_gib,
+            "storage_gib": resources.storage_gib,
+            "sessions": sessions,
+        }
+
+    return {
+        "phases": service.phase_counts(),
+        "used": amounts(usage.booked, usage.booked_sessions),
+        "held": amounts(usage.held, usage.held_offersets),
+        "limit": amounts(usage.limit, usage.max_sessions),
+    }
+
+
+def install(app: FastAPI) -> None:
+    service: BrokerService = app.state.service
+    metrics = service.metrics
+    metrics.add_gauges(lambda: _state(service))
+
+    @app.middleware("http")
+    async def _time(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route's template (/sessions/{uuid}), never the path: ids would be unbounded labels.
+        path = getattr(route, "path", None) or "unmatched"
+        seconds = time.perf_counter() - began
+        if path != "/ui/events":  # a stream lasts as long as its page: not a latency
+            status = str(response.status_code)
+            metrics.request_latency.labels(request.method, path, status).observe(seconds)
+        _access(request, response.status_code, seconds)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics() -> Response:
+        body = await run_in_threadpool(metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE)
+
+
+def _who(request: Request) -> str | None:
+    """The user a request speaks for (bearer token or the page's cookie), for the log."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        user = request.app.state.authenticate.user_for(token.strip())
+        return user.name if user else None
+    sessions = getattr(request.app.state, "ui_sessions", None)
+    login = sessions.check(request.cookies.get(COOKIE)) if sessions else None
+    return login.user.name if login else None
+
+
+def _access(request: Request, status: int, seconds: float) -> None:
+    """The access log line (instead of uvicorn's), naming the session and user it is about."""
+    params = request.scope.get("path_params") or {}
+    uuid = params.get("uuid")
+    is_offerset = request.url.path.startswith("/offersets/")
+    with logs.bind(
+        user=_who(request),
+        session=str(uuid) if uuid and not is_offerset else None,
+        offerset=str(uuid) if uuid and is_offerset else None,
+    ):
+        access.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)

@@ -1,0 +1,1 @@
+"""The web pages: the broker's own page (``/ui``) and the client's dashboard over many brokers."""

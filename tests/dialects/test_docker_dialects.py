@@ -1,0 +1,86 @@
+"""The dialects on the real Docker Engine: the seeds' "image → RUN → endpoint" through pyvo,
+and a TES task whose executors run in order in one container."""
+
+from __future__ import annotations
+
+import io
+import uuid as uuids
+
+import httpx
+import pytest
+import tes
+from pyvo.dal import AsyncTAPJob
+
+from tests.brokers import running_broker
+from tests.dialects.test_uws_tes import create_job, session, tes_client, valid
+from tests.platforms.support import remove_labelled
+
+pytestmark = pytest.mark.docker
+
+# An image that only declares its port (EXPOSE 8080) and serves on it by default.
+DOCKERFILE = b'FROM busybox:local\nEXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+
+
+@pytest.fixture(scope="module")
+def web_image(engine):
+    tag = f"execbroker-test/uws-web:{uuids.uuid4().hex[:8]}"
+    engine.images.build(fileobj=io.BytesIO(DOCKERFILE), tag=tag, rm=True)
+    try:
+        yield tag
+    finally:
+        engine.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def docker_broker(engine, tmp_path_factory):
+    name = f"t-{uuids.uuid4().hex[:10]}"
+    config = {"name": name, "platforms": [{"type": "docker", "pull": "never"}]}
+    try:
+        with running_broker(tmp_path_factory.mktemp("docker-dialects"), **config) as broker:
+            yield broker
+    finally:
+        remove_labelled(engine, name)
+
+
+def test_a_uws_job_naming_only_an_image_reports_its_url(docker_broker, web_image):
+    url = create_job(docker_broker, image=web_image, PHASE="RUN")
+    job = AsyncTAPJob(url, session=session())
+    job.wait(phases={"EXECUTING"}, timeout=60)
+    endpoints = [uri for uri in job.result_uris if uri.startswith("http://127.0.0.1")]
+    for _ in range(50):  # AVAILABLE (and its connector) once the port answers
+        if endpoints:
+            break
+        job.wait(phases={"EXECUTING"}, timeout=5)
+        endpoints = [uri for uri in job.result_uris if uri.startswith("http://127.0.0.1")]
+    assert endpoints, job.result_uris
+    assert httpx.get(endpoints[0], timeout=10).status_code == 200
+    with docker_broker.client() as client:
+        valid(client.get(url).content)
+    job.delete()
+    with docker_broker.client() as client:
+        session_id = url.rsplit("/", 1)[1]
+        assert client.get(f"/sessions/{session_id}").json()["phase"] == "CANCELLED"
+
+
+def test_tes_executors_run_in_order_in_the_image(docker_broker):
+    client = tes_client(docker_broker)
+    task_id = client.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/data/in.txt", content="from the input\n")],
+            executors=[
+                tes.Executor(image="busybox:local", command=["cat", "/data/in.txt"]),
+                tes.Executor(
+                    image="busybox:local",
+                    command=["sh", "-c", "echo $GREETING"],
+                    env={"GREETING": "hello; rm -rf /"},
+                    ignore_error=True,
+                ),
+                tes.Executor(image="busybox:local", command=["false"], ignore_error=True),
+                tes.Executor(image="busybox:local", command=["echo", "last"]),
+            ],
+        )
+    )
+    assert client.wait(task_id, timeout=60).state == "COMPLETE"
+    logs = client.get_task(task_id, view="FULL").logs[0].logs
+    assert [log.exit_code for log in logs] == [0, 0, 1, 0]
+    assert [log.stdout for log in logs] == ["from the input", "hello; rm -rf /", "", "last"]
