@@ -882,8 +882,8 @@ etcd_ok() { curl -fsS --max-time 3 "$KUBE_ETCD/health" | grep -q '"health":"true
 apiserver_ok() { [ -s "$KUBE_PKI/token" ] && kube_get /readyz >/dev/null; }
 kube_healthz() { curl -fsSk --max-time 3 "https://127.0.0.1:$1/healthz" | grep -qx ok; }
 kubelet_ok() { curl -fsS --max-time 3 http://127.0.0.1:10248/healthz | grep -qx ok; }
-node_ready() {
-    [ "$(kubectl_ get node "$KUBE_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+node_ready() { # Ready, and with its address: the API reaches logs, exec and port-forward there
+    [ "$(kubectl_ get node "$KUBE_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.addresses[?(@.type=="InternalIP")].address}' 2>/dev/null)" = "True 127.0.0.1" ]
 }
 namespaces_ok() {
     local ns
@@ -968,10 +968,17 @@ kube_configs() {
         "serializeImagePulls: false" >"$KUBE_DIR/kubelet-config.yaml"
 }
 
-kube_start() { # NAME COMMAND...: start a daemon unless it runs
-    local name=$1
+kube_start() { # NAME COMMAND...: start a daemon unless it runs (from binaries still in place)
+    local name=$1 pid
     shift
-    kube_alive "$name" && return 0
+    if kube_alive "$name"; then
+        pid=$(cat "$(kube_pidfile "$name")")
+        # A rebuild (a new recipe) replaced the binary it runs: restart it on the new one.
+        case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
+        *" (deleted)") stop_pidfile "kubernetes: $name (its binary was rebuilt)" "$(kube_pidfile "$name")" "$(kube_comm "$name")" ;;
+        *) return 0 ;;
+        esac
+    fi
     log "kubernetes: starting $name (log: $KUBE_LOG/$name.log)"
     spawn "$KUBE_LOG/$name.log" "$@"
     echo $! >"$(kube_pidfile "$name")"
