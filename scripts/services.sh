@@ -975,7 +975,13 @@ kube_start() { # NAME COMMAND...: start a daemon unless it runs (from binaries s
         pid=$(cat "$(kube_pidfile "$name")")
         # A rebuild (a new recipe) replaced the binary it runs: restart it on the new one.
         case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
-        *" (deleted)") stop_pidfile "kubernetes: $name (its binary was rebuilt)" "$(kube_pidfile "$name")" "$(kube_comm "$name")" ;;
+        *" (deleted)")
+            log "kubernetes: restarting $name (its binary was rebuilt)"
+            # The apiserver drains its watches for minutes on one SIGTERM; a second ends it.
+            kill -TERM "$pid" 2>/dev/null || true
+            sleep 5
+            stop_pidfile "kubernetes: $name" "$(kube_pidfile "$name")" "$(kube_comm "$name")"
+            ;;
         *) return 0 ;;
         esac
     fi
