@@ -481,10 +481,134 @@ def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
     return results
 
 
+# -- kubernetes -------------------------------------------------------------------------
+
+K8S_EXAMPLE = Path(__file__).resolve().parents[1] / "examples/brokers/k8s-namespace-003.yaml"
+
+
+def _k8s_direct(api: Any, namespace: str, kubectl: list[str] | None) -> tuple[float, float]:
+    """(seconds until the Job's creation returns, seconds until its pod is Running) for the
+    same Job the broker makes (``k8s_jobs.job_manifest``, the same grant and hardening),
+    created with ``kubectl create -f`` when there is a kubectl, else the Python client;
+    polled with the Python client, deleted with its pod afterwards."""
+    import uuid as uuids
+    from datetime import timedelta
+
+    from kubernetes.client import BatchV1Api, CoreV1Api
+
+    from execbroker.planner import Resources
+    from execbroker.platforms import k8s_jobs
+    from execbroker.timeutil import utcnow
+
+    session = str(uuids.uuid4())
+    now = utcnow()
+    job = k8s_jobs.job_manifest(
+        broker="bench-direct",
+        session_id=session,
+        owner="bench",
+        namespace=namespace,
+        plan=k8s_jobs.PodPlan(image=IMAGE, command=None, args=SLEEP, environment={}),
+        resources=Resources(1, 1, 0),
+        deadline=now + timedelta(minutes=10),
+        now=now,
+        pull_policy="Never",
+    )
+    core, batch = CoreV1Api(api), BatchV1Api(api)
+    started = time.perf_counter()
+    if kubectl:
+        subprocess.run(
+            [*kubectl, "create", "-f", "-", "-o", "name"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    else:
+        batch.create_namespaced_job(namespace, job)
+    returned = time.perf_counter() - started
+    selector = f"job-name={job['metadata']['name']}"
+
+    def running() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        return any(pod.status.phase == "Running" for pod in pods)
+
+    try:
+        _wait_until(running)
+        return returned, time.perf_counter() - started
+    finally:
+        batch.delete_namespaced_job(
+            job["metadata"]["name"], namespace, propagation_policy="Foreground"
+        )
+
+
+def _k8s_settle(api: Any, namespace: str) -> None:
+    """Wait until the namespace's last (deleted) pod has gone: until then it holds the
+    quota, and the next sample would wait for it, through a broker or not."""
+    from kubernetes.client import CoreV1Api
+
+    core = CoreV1Api(api)
+    _wait_until(lambda: not core.list_namespaced_pod(namespace).items, timeout=120)
+
+
+def measure_kubernetes(repeats: int, directory: Path) -> dict[str, Any]:
+    """``busybox sleep`` as a docker-container through a broker (platform ``kubernetes``,
+    k8s-namespace-003's example config) from accept to RUNNING, next to direct creations of
+    the same Job until its pod is Running: with the Python client, and with ``kubectl
+    create`` when there is one ($EXECBROKER_KUBECTL, else on PATH; a process start and API
+    discovery each time). The broker's monitor polls every ``monitor_interval_s``."""
+    import os
+    import shutil
+
+    import yaml
+    from kubernetes import config as kube_config
+
+    kubeconfig = os.environ.get(
+        "EXECBROKER_KUBECONFIG", "/var/lib/execbroker/kubernetes/admin.kubeconfig"
+    )
+    api = kube_config.new_client_from_config(config_file=kubeconfig)
+    found = os.environ.get("EXECBROKER_KUBECTL") or shutil.which("kubectl")
+    kubectl = [found, "--kubeconfig", kubeconfig] if found else None
+    config = yaml.safe_load(K8S_EXAMPLE.read_text())
+    namespace = config["platforms"][0]["namespace"]
+    config["platforms"][0]["kubeconfig"] = kubeconfig
+    config.update(name="bench-k8s", monitor={"interval": MONITOR_INTERVAL})
+    broker = BrokerProcess(config, directory / "bench-k8s").start()
+    body = _request(SLEEP, ports=False)
+    ways = {"client": None} | ({"kubectl": kubectl} if kubectl else {})
+    timings: dict[str, list[float]] = {"broker": []}
+    for way in ways:
+        timings[f"{way}_create_returns"] = []
+        timings[f"{way}_create_to_running"] = []
+    try:
+        with broker.client() as client:
+            _through_broker(client, body, "RUNNING")  # warm up
+            for command in ways.values():
+                _k8s_settle(api, namespace)
+                _k8s_direct(api, namespace, command)
+            for _ in range(repeats):  # interleaved, so drift hits all alike
+                _k8s_settle(api, namespace)
+                timings["broker"].append(_through_broker(client, body, "RUNNING"))
+                for way, command in ways.items():
+                    _k8s_settle(api, namespace)
+                    returned, running = _k8s_direct(api, namespace, command)
+                    timings[f"{way}_create_returns"].append(returned)
+                    timings[f"{way}_create_to_running"].append(running)
+    finally:
+        broker.stop()
+    results: dict[str, Any] = {"monitor_interval_s": 0.2, "namespace": namespace}
+    results.update({f"{key}_median_ms": _median_ms(value) for key, value in timings.items()})
+    broker_s = statistics.median(timings["broker"])
+    for way in ways:
+        direct_s = statistics.median(timings[f"{way}_create_to_running"])
+        results[f"broker_over_{way}_create_to_running"] = round(broker_s / direct_s, 2)
+    return results
+
+
 PLATFORMS: dict[str, Callable[[int, Path], dict[str, Any]]] = {
     "local": measure_local,
     "docker": measure_docker,
     "slurm": measure_slurm,
+    "kubernetes": measure_kubernetes,
 }
 
 

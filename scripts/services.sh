@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install, start, check and stop the services execbroker runs against.
 #
-#   scripts/services.sh up     [docker|postgres|slurm|chromium ...]   (no names = all)
-#   scripts/services.sh status [docker|postgres|slurm|chromium ...]
-#   scripts/services.sh down   [docker|postgres|slurm|chromium ...]
+#   scripts/services.sh up     [docker|postgres|slurm|chromium|kubernetes ...]   (no names: all but kubernetes)
+#   scripts/services.sh status [docker|postgres|slurm|chromium|kubernetes ...]
+#   scripts/services.sh down   [docker|postgres|slurm|chromium|kubernetes ...]
 #
 # Debian 12 (bookworm), run as root.  Works without systemd: daemons are
 # started directly in the background and left running when the script exits.
@@ -33,7 +33,9 @@ STATE_DIR=${EXECBROKER_STATE_DIR:-/var/lib/execbroker}
 RUN_DIR=/run/execbroker
 ENV_FILE=$STATE_DIR/services.env
 ENV_FRAGMENTS=$STATE_DIR/env.d
-ALL_SERVICES=(docker postgres slurm chromium)
+ALL_SERVICES=(docker postgres slurm chromium kubernetes)
+# What no names means: Kubernetes (a ~10 minute build the first time) only when named.
+DEFAULT_SERVICES=(docker postgres slurm chromium)
 
 # How long to wait for a daemon to answer before giving up (seconds).
 WAIT_TIMEOUT=${EXECBROKER_WAIT_TIMEOUT:-120}
@@ -835,6 +837,297 @@ down_chromium() {
 }
 
 # ==============================================================================
+# kubernetes
+# ==============================================================================
+# A single-node Kubernetes 1.20 cluster built from Debian bookworm's own source
+# package (scripts/kubernetes/build.sh: once, into KUBE_CACHE, keyed by the Debian
+# version), with etcd from Debian's etcd-server. Every daemon listens on
+# 127.0.0.1 only; the kubelet runs pods on the Docker engine above (dockershim).
+# The host is left as it was: no iptables chains, no sysctl changed (only
+# reported), no kube-proxy, no DNS add-on; state, certificates and logs all under
+# KUBE_DIR. Pods are reached through the API (logs, port-forward), never by IP.
+KUBE_DIR=/var/lib/execbroker/kubernetes # compiled into the kubelet: EXECBROKER_STATE_DIR does not move it
+KUBE_CACHE=/var/cache/execbroker/kubernetes
+KUBE_LOG=$KUBE_DIR/log
+KUBE_PKI=$KUBE_DIR/pki
+KUBE_CONFIG=$KUBE_DIR/admin.kubeconfig
+KUBE_API=https://127.0.0.1:6443
+KUBE_ETCD=http://127.0.0.1:23790
+KUBE_NODE=execbroker-node
+KUBE_PAUSE_IMAGE=execbroker/pause:local
+KUBE_NAMESPACES=(k8s-namespace-001 k8s-namespace-002 k8s-namespace-003)
+KUBE_DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+KUBE_BIN=
+
+kube_pidfile() { echo "$RUN_DIR/kubernetes-$1.pid"; }
+kube_comm() { echo "${1:0:15}"; } # /proc/PID/comm holds 15 characters
+kube_alive() { pid_alive "$(kube_pidfile "$1")" "$(kube_comm "$1")"; }
+kube_token() { cat "$KUBE_PKI/token"; }
+kube_recipe() { echo "recipe=$(recipe_var "$SCRIPT_DIR/kubernetes/build.sh" RECIPE_VERSION) kube_dir=$KUBE_DIR"; }
+kube_bin_dir() { # the cached binaries of this recipe, if built (never builds)
+    local d
+    for d in "$KUBE_CACHE"/*/bin; do
+        if [ -x "$d/kubelet" ] && [ "$(cat "$d/STAMP" 2>/dev/null)" = "$(kube_recipe)" ]; then
+            echo "$d"
+            return 0
+        fi
+    done
+    return 1
+}
+kubectl_() { "$KUBE_BIN/kubectl" --kubeconfig "$KUBE_CONFIG" --request-timeout=20s "$@"; }
+kube_get() { # PATH: GET an API path with the admin token
+    curl -fsS --max-time 5 --cacert "$KUBE_PKI/ca.crt" -H "Authorization: Bearer $(kube_token)" "$KUBE_API$1"
+}
+etcd_ok() { curl -fsS --max-time 3 "$KUBE_ETCD/health" | grep -q '"health":"true"'; }
+apiserver_ok() { [ -s "$KUBE_PKI/token" ] && kube_get /readyz >/dev/null; }
+kube_healthz() { curl -fsSk --max-time 3 "https://127.0.0.1:$1/healthz" | grep -qx ok; }
+kubelet_ok() { curl -fsS --max-time 3 http://127.0.0.1:10248/healthz | grep -qx ok; }
+node_ready() { # Ready, and with its address: the API reaches logs, exec and port-forward there
+    [ "$(kubectl_ get node "$KUBE_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.addresses[?(@.type=="InternalIP")].address}' 2>/dev/null)" = "True 127.0.0.1" ]
+}
+namespaces_ok() {
+    local ns
+    for ns in "${KUBE_NAMESPACES[@]}"; do
+        kubectl_ -n "$ns" get resourcequota/execbroker serviceaccount/default >/dev/null 2>&1 || return 1
+    done
+}
+kube_version() { kube_get /version 2>/dev/null | jq -r '"server " + .gitVersion' 2>/dev/null || echo "server ?"; }
+
+# kube_pki: a CA, the apiserver's serving certificate, its client certificate
+# for the kubelets, the service-account key pair and one bearer token (in
+# system:masters: enough for a test cluster); made once.
+kube_pki() {
+    [ -s "$KUBE_PKI/token" ] && [ -s "$KUBE_PKI/apiserver.crt" ] && return 0
+    log "kubernetes: making the cluster's CA, certificates and token"
+    install -d -m 0700 "$KUBE_PKI"
+    (
+        cd "$KUBE_PKI"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=execbroker-kubernetes-ca" \
+            -keyout ca.key -out ca.crt
+        printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' >apiserver.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
+        openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile apiserver.ext -out apiserver.crt
+        openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+            -keyout kubelet-client.key -out kubelet-client.csr
+        openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -out kubelet-client.crt
+        openssl genrsa -out sa.key 2048
+        openssl rsa -in sa.key -pubout -out sa.pub
+        rm -f ./*.csr
+        od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >token.new
+        printf '%s,execbroker-admin,execbroker-admin,"system:masters"\n' "$(cat token.new)" >tokens.csv
+        mv token.new token
+    ) >>"$KUBE_LOG/pki.log" 2>&1 || die "kubernetes: making certificates failed; read $KUBE_LOG/pki.log"
+}
+
+kube_configs() {
+    local tmp=$KUBE_CONFIG.tmp
+    {
+        echo "apiVersion: v1"
+        echo "kind: Config"
+        echo "clusters:"
+        echo "- name: execbroker"
+        echo "  cluster: {server: '$KUBE_API', certificate-authority: '$KUBE_PKI/ca.crt'}"
+        echo "users:"
+        echo "- name: execbroker-admin"
+        echo "  user: {token: '$(kube_token)'}"
+        echo "contexts:"
+        echo "- name: execbroker"
+        echo "  context: {cluster: execbroker, user: execbroker-admin}"
+        echo "current-context: execbroker"
+    } >"$tmp"
+    chmod 0600 "$tmp"
+    mv "$tmp" "$KUBE_CONFIG"
+    # The kubelet: loopback only; the host's iptables and sysctls left alone; no
+    # image garbage collection (others' images live on the same engine); its own
+    # OOM adjustment 0 (root here lacks CAP_SYS_RESOURCE); nothing outside KUBE_DIR.
+    printf '%s\n' \
+        "apiVersion: kubelet.config.k8s.io/v1beta1" \
+        "kind: KubeletConfiguration" \
+        "address: 127.0.0.1" \
+        "port: 10250" \
+        "readOnlyPort: 0" \
+        "healthzBindAddress: 127.0.0.1" \
+        "healthzPort: 10248" \
+        "authentication:" \
+        "  anonymous: {enabled: false}" \
+        "  webhook: {enabled: true}" \
+        "  x509: {clientCAFile: '$KUBE_PKI/ca.crt'}" \
+        "authorization: {mode: Webhook}" \
+        "cgroupDriver: $(docker info -f '{{ .CgroupDriver }}' 2>/dev/null || echo cgroupfs)" \
+        "oomScoreAdj: 0" \
+        "makeIPTablesUtilChains: false" \
+        "protectKernelDefaults: false" \
+        "failSwapOn: false" \
+        "imageGCHighThresholdPercent: 100" \
+        "imageGCLowThresholdPercent: 99" \
+        "evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}" \
+        "volumePluginDir: '$KUBE_DIR/kubelet/volume-plugins'" \
+        "resolvConf: /etc/resolv.conf" \
+        "serializeImagePulls: false" >"$KUBE_DIR/kubelet-config.yaml"
+}
+
+kube_start() { # NAME COMMAND...: start a daemon unless it runs (from binaries still in place)
+    local name=$1 pid
+    shift
+    if kube_alive "$name"; then
+        pid=$(cat "$(kube_pidfile "$name")")
+        # A rebuild (a new recipe) replaced the binary it runs: restart it on the new one.
+        case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
+        *" (deleted)")
+            log "kubernetes: restarting $name (its binary was rebuilt)"
+            # The apiserver drains its watches for minutes on one SIGTERM; a second ends it.
+            kill -TERM "$pid" 2>/dev/null || true
+            sleep 5
+            stop_pidfile "kubernetes: $name" "$(kube_pidfile "$name")" "$(kube_comm "$name")"
+            ;;
+        *) return 0 ;;
+        esac
+    fi
+    log "kubernetes: starting $name (log: $KUBE_LOG/$name.log)"
+    spawn "$KUBE_LOG/$name.log" "$@"
+    echo $! >"$(kube_pidfile "$name")"
+}
+
+kube_pause_image() { # the pod sandbox image, from the pause.c built with the binaries
+    local want have tmp
+    want=$(kube_recipe)
+    have=$(docker image inspect -f '{{ index .Config.Labels "org.execbroker.recipe-version" }}' "$KUBE_PAUSE_IMAGE" 2>/dev/null || true)
+    [ "$have" = "$want" ] && return 0
+    log "kubernetes: importing $KUBE_PAUSE_IMAGE"
+    tmp=$(mktemp -d)
+    install -m 0755 "$KUBE_BIN/pause" "$tmp/pause"
+    tar -C "$tmp" -cf "$tmp/rootfs.tar" pause
+    docker import --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535:65535' \
+        --change "LABEL org.execbroker.recipe-version=\"$want\"" \
+        "$tmp/rootfs.tar" "$KUBE_PAUSE_IMAGE" >/dev/null
+    rm -rf "$tmp"
+}
+
+up_kubernetes() {
+    ensure_packages golang-go jq rsync build-essential dpkg-dev etcd-server openssl curl perl socat util-linux
+    docker_ok || up_docker
+    export DOCKER_HOST=unix://$DOCKER_SOCK
+    install -d -m 0755 "$KUBE_DIR" "$KUBE_LOG" "$KUBE_CACHE"
+    if ! KUBE_BIN=$(kube_bin_dir); then
+        local t0
+        t0=$(now_ms)
+        log "kubernetes: building the binaries from Debian's source package, once (~10 min on 2 cores; log: $KUBE_LOG/build.log)"
+        KUBE_BIN=$(bash "$SCRIPT_DIR/kubernetes/build.sh" "$KUBE_CACHE" "$KUBE_DIR" 2>>"$KUBE_LOG/build.log") ||
+            die "kubernetes: building failed; read $KUBE_LOG/build.log"
+        log "kubernetes: built into $KUBE_BIN in $(elapsed "$t0")"
+    fi
+    kube_pki
+    kube_configs
+    kube_pause_image
+    local pki=$KUBE_PKI kc=$KUBE_CONFIG
+    kube_start etcd etcd --name execbroker --data-dir "$KUBE_DIR/etcd" \
+        --listen-client-urls "$KUBE_ETCD" --advertise-client-urls "$KUBE_ETCD" \
+        --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
+        --initial-cluster execbroker=http://127.0.0.1:23800 --listen-metrics-urls http://127.0.0.1:23810
+    wait_until etcd "$KUBE_LOG/etcd.log" "$WAIT_TIMEOUT" etcd_ok
+    kube_start kube-apiserver "$KUBE_BIN/kube-apiserver" --etcd-servers "$KUBE_ETCD" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port 6443 \
+        --endpoint-reconciler-type none --service-cluster-ip-range 10.0.0.0/24 \
+        --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+        --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" --authorization-mode RBAC \
+        --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+        --service-account-issuer https://kubernetes.default.svc \
+        --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP \
+        --allow-privileged=false --enable-admission-plugins PodSecurityPolicy
+    wait_until kube-apiserver "$KUBE_LOG/kube-apiserver.log" "$WAIT_TIMEOUT" apiserver_ok
+    kube_start kube-controller-manager "$KUBE_BIN/kube-controller-manager" --kubeconfig "$kc" \
+        --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+        --bind-address 127.0.0.1 --secure-port 10257 --port 0 --leader-elect=false \
+        --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+        --cert-dir "$KUBE_DIR/controller-manager"
+    kube_start kube-scheduler "$KUBE_BIN/kube-scheduler" --kubeconfig "$kc" \
+        --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+        --bind-address 127.0.0.1 --secure-port 10259 --port 0 --leader-elect=false \
+        --cert-dir "$KUBE_DIR/scheduler"
+    if ! kube_alive kubelet; then # what the kubelet finds, to show it leaves them so
+        for f in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
+            printf '%s=%s\n' "$f" "$(cat "/proc/sys/$f" 2>/dev/null)"
+        done >"$KUBE_DIR/sysctls-before-kubelet"
+    fi
+    kube_start kubelet "$KUBE_BIN/kubelet" --config "$KUBE_DIR/kubelet-config.yaml" --kubeconfig "$kc" \
+        --root-dir "$KUBE_DIR/kubelet" --cert-dir "$KUBE_DIR/kubelet/pki" \
+        --experimental-dockershim-root-directory "$KUBE_DIR/dockershim" \
+        --container-runtime docker --docker-endpoint "unix://$DOCKER_SOCK" \
+        --pod-infra-container-image "$KUBE_PAUSE_IMAGE" \
+        --node-ip 127.0.0.1 --hostname-override "$KUBE_NODE"
+    wait_until kube-controller-manager "$KUBE_LOG/kube-controller-manager.log" "$WAIT_TIMEOUT" kube_healthz 10257
+    wait_until kube-scheduler "$KUBE_LOG/kube-scheduler.log" "$WAIT_TIMEOUT" kube_healthz 10259
+    wait_until kubelet "$KUBE_LOG/kubelet.log" "$WAIT_TIMEOUT" kubelet_ok
+    wait_until "kubernetes node $KUBE_NODE" "$KUBE_LOG/kubelet.log" "$WAIT_TIMEOUT" node_ready
+    kubectl_ apply -f "$SCRIPT_DIR/kubernetes/namespaces.yaml" >>"$KUBE_LOG/namespaces.log" 2>&1 ||
+        die "kubernetes: creating the namespaces failed; read $KUBE_LOG/namespaces.log"
+    # Each namespace's default ServiceAccount (every pod needs one) comes from the controller manager.
+    wait_until "kubernetes namespaces" "$KUBE_LOG/kube-controller-manager.log" "$WAIT_TIMEOUT" namespaces_ok
+    local namespaces
+    namespaces=$(IFS=,; echo "${KUBE_NAMESPACES[*]}")
+    set_env_fragment kubernetes \
+        "EXECBROKER_KUBECONFIG=$KUBE_CONFIG" \
+        "EXECBROKER_K8S_SERVER=$KUBE_API" \
+        "EXECBROKER_K8S_CA=$KUBE_PKI/ca.crt" \
+        "EXECBROKER_K8S_TOKEN=$(kube_token)" \
+        "EXECBROKER_K8S_NAMESPACES=$namespaces" \
+        "EXECBROKER_KUBECTL=$KUBE_BIN/kubectl"
+    reach "kubernetes: EXECBROKER_KUBECONFIG=$KUBE_CONFIG  ($KUBE_BIN/kubectl --kubeconfig $KUBE_CONFIG get nodes; $(kube_version); namespaces $namespaces)"
+}
+
+status_kubernetes() {
+    if ! KUBE_BIN=$(kube_bin_dir); then
+        echo "kubernetes: down (not built)"
+        return 1
+    fi
+    local problems=() d
+    for d in "${KUBE_DAEMONS[@]}"; do
+        kube_alive "$d" || problems+=("$d down")
+    done
+    if [ ${#problems[@]} -eq 0 ] && ! apiserver_ok; then
+        problems+=("apiserver not ready")
+    fi
+    if [ ${#problems[@]} -eq 0 ]; then
+        node_ready || problems+=("node $KUBE_NODE not Ready")
+        namespaces_ok || problems+=("namespaces missing")
+    fi
+    if [ ${#problems[@]} -gt 0 ]; then
+        local joined
+        joined=$(printf '%s, ' "${problems[@]}")
+        echo "kubernetes: down (${joined%, })"
+        return 1
+    fi
+    echo "kubernetes: up (EXECBROKER_KUBECONFIG=$KUBE_CONFIG, $(kube_version), node $KUBE_NODE Ready)"
+}
+
+down_kubernetes() {
+    rm -f "$ENV_FRAGMENTS/kubernetes.env"
+    KUBE_BIN=$(kube_bin_dir) || { log "kubernetes: not built"; return 0; }
+    # Pods first, while the kubelet can still stop them: they are containers on a shared engine.
+    if apiserver_ok; then
+        local ns
+        for ns in "${KUBE_NAMESPACES[@]}"; do
+            kubectl_ -n "$ns" delete jobs,pods --all --wait=true --timeout=60s >>"$KUBE_LOG/namespaces.log" 2>&1 || true
+        done
+    fi
+    local i d
+    for ((i = ${#KUBE_DAEMONS[@]} - 1; i >= 0; i--)); do
+        d=${KUBE_DAEMONS[i]}
+        stop_pidfile "$d" "$(kube_pidfile "$d")" "$(kube_comm "$d")" 60
+    done
+    # What the stopped kubelet left on the engine: only its own (dockershim's label).
+    if docker_ok; then
+        local left
+        left=$(DOCKER_HOST=unix://$DOCKER_SOCK docker ps -aq --filter label=io.kubernetes.docker.type)
+        # shellcheck disable=SC2086 # one id per word
+        [ -z "$left" ] || DOCKER_HOST=unix://$DOCKER_SOCK docker rm -f $left >/dev/null 2>&1 || true
+    fi
+}
+
+# ==============================================================================
 # main
 # ==============================================================================
 main() {
@@ -847,7 +1140,7 @@ main() {
         *) usage ;;
     esac
     local services=("$@") s
-    [ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
+    [ ${#services[@]} -gt 0 ] || services=("${DEFAULT_SERVICES[@]}")
     for s in "${services[@]}"; do
         case " ${ALL_SERVICES[*]} " in
             *" $s "*) ;;
@@ -872,7 +1165,7 @@ main() {
     local t0 total0
     total0=$(now_ms)
     if [ "$cmd" = up ]; then
-        # Always bring services up in a fixed order (docker, postgres, slurm, chromium).
+        # Always bring services up in a fixed order (docker, postgres, slurm, chromium, kubernetes).
         for s in "${ALL_SERVICES[@]}"; do
             case " ${services[*]} " in *" $s "*) ;; *) continue ;; esac
             t0=$(now_ms)

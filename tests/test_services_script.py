@@ -331,3 +331,47 @@ def test_chromium_status_and_warm_up() -> None:
     assert_warm_up("chromium", [])
     version = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("Chromium "), version.stdout + version.stderr
+
+
+# --- kubernetes --------------------------------------------------------------------------
+
+KUBE_DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+KUBE_PIDFILES = [f"/run/execbroker/kubernetes-{d}.pid" for d in KUBE_DAEMONS]
+
+
+@pytest.mark.kubernetes
+def test_kubernetes_status_and_warm_up() -> None:
+    assert_status_up("kubernetes")
+    env = services_env()
+    assert Path(env["EXECBROKER_KUBECONFIG"]).is_file()
+    assert (
+        env["EXECBROKER_K8S_NAMESPACES"] == "k8s-namespace-001,k8s-namespace-002,k8s-namespace-003"
+    )
+    assert env["EXECBROKER_K8S_SERVER"] == "https://127.0.0.1:6443"
+    assert_warm_up("kubernetes", KUBE_PIDFILES)
+
+
+@pytest.mark.kubernetes
+def test_kubernetes_leaves_the_host_as_it_was() -> None:
+    """Loopback only, no iptables chain of its own, the kernel's tunables unchanged (the
+    kubelet would set these three unless told to only warn), nothing in the host paths the
+    kubelet uses by default."""
+    pids = {read_pid(p) for p in KUBE_PIDFILES}
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
+    ours = [
+        line for line in listening.stdout.splitlines() if any(f"pid={p}," in line for p in pids)
+    ]
+    assert ours, listening.stdout
+    for line in ours:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), line
+    if shutil.which("iptables-save"):
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+        assert "KUBE-" not in rules.stdout
+    # The kernel tunables the kubelet would set: as they were before it started.
+    before = Path("/var/lib/execbroker/kubernetes/sysctls-before-kubelet").read_text()
+    for line in before.splitlines():
+        name, _, value = line.partition("=")
+        assert Path(f"/proc/sys/{name}").read_text().strip() == value, name
+    for path in ("/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/dockershim"):
+        assert not Path(path).exists(), path

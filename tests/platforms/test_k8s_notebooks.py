@@ -1,0 +1,58 @@
+"""How a notebook's outputs leave a Kubernetes pod: packed on its log, unpacked by the broker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from execbroker.platforms import k8s_notebooks as nb
+
+
+def test_the_outputs_printed_after_the_marker_come_back_and_leave_the_logs(
+    tmp_path: Path,
+) -> None:
+    task = tmp_path / "pod"
+    (task / "outputs").mkdir(parents=True)
+    (task / "outputs" / "notebook.ipynb").write_text('{"cells": []}')
+    (task / "notebook-result.json").write_text('{"state": "COMPLETED"}')
+    (task / "secret.txt").write_text("not an output")
+    _, pack = nb.command("python3", ("python3", "runner.py"), limit=1 << 20)
+    packed = subprocess.run(
+        [sys.executable, "-c", pack], cwd=task, capture_output=True, text=True, check=True
+    ).stdout
+    log = f"cell 1\ncell 2\n{nb.MARKER}\n{packed}"
+    shown, payload = nb.split_logs(log)
+    assert shown == "cell 1\ncell 2\n"
+    assert payload is not None
+    workdir = tmp_path / "session"
+    nb.unpack(payload, workdir, limit=1 << 20)
+    assert (workdir / "outputs" / "notebook.ipynb").read_text() == '{"cells": []}'
+    assert (workdir / "notebook-result.json").read_text() == '{"state": "COMPLETED"}'
+    assert not (workdir / "secret.txt").exists()
+    assert nb.split_logs("no marker\n") == ("no marker\n", None)
+
+
+def test_unpack_takes_only_plain_files_in_their_places(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, kind in (
+            ("outputs/../../escape.txt", tarfile.REGTYPE),
+            ("/etc/absolute", tarfile.REGTYPE),
+            ("outputs/link", tarfile.SYMTYPE),
+            ("elsewhere.txt", tarfile.REGTYPE),
+            ("outputs/ok.txt", tarfile.REGTYPE),
+        ):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            data = b"x" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    workdir = tmp_path / "session"
+    nb.unpack(base64.b64encode(buffer.getvalue()).decode(), workdir, limit=100)
+    found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert found == ["session/outputs/ok.txt"]
