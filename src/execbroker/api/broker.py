@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from execbroker.api import render
 from execbroker.api.content import MEDIA_TYPES, read_body, respond
+from execbroker.api.dependencies import CurrentUser, Service, base_url
 from execbroker.api.errors import error_responses
 from execbroker.kinds import Spelling
 from execbroker.model.requests import ExecutionRequest
@@ -33,25 +34,8 @@ from execbroker.model.sessions import (
     SessionLogs,
 )
 from execbroker.model.updates import DurationUpdate, UpdateRequest
-from execbroker.service import BrokerService, User
 
 router = APIRouter()
-
-
-def _service(request: Request) -> BrokerService:
-    return request.app.state.service
-
-
-def _user(request: Request) -> User:
-    return request.app.state.authenticate(request)
-
-
-Service = Annotated[BrokerService, Depends(_service)]
-CurrentUser = Annotated[User, Depends(_user)]
-
-
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
 
 
 def _ref(schema: str) -> dict[str, str]:
@@ -87,7 +71,7 @@ def _asked(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = render.offerset(answer, _base(request))
+        document = render.offerset(answer, base_url(request))
         location = {"Location": document.meta.url or ""}
         return respond(request, document, headers=location, spelling=parsed.spelling)
 
@@ -102,7 +86,7 @@ def _direct(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = render.session(row, _base(request), service.requested(row))
+        document = render.session(row, base_url(request), service.requested(row))
         location = {"Location": document.meta.url or ""}
         return respond(request, document, headers=location, spelling=parsed.spelling)
 
@@ -150,7 +134,7 @@ for _path, _summary, _handler in (
 )
 def get_offerset(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     answer = service.get_offerset(user, str(uuid))
-    document = render.offerset(answer, _base(request))
+    document = render.offerset(answer, base_url(request))
     return respond(request, document, spelling=Spelling(answer.row.spelling))
 
 
@@ -168,7 +152,7 @@ def list_sessions(
 ) -> Response:
     rows = service.list_sessions(user, [item.value for item in phase or []])
     document = SessionList(
-        sessions=[render.session(row, _base(request), service.requested(row)) for row in rows]
+        sessions=[render.session(row, base_url(request), service.requested(row)) for row in rows]
     )
     return respond(request, document, root="sessions")
 
@@ -183,7 +167,7 @@ def get_session(uuid: UUID, request: Request, service: Service, user: CurrentUse
     row = service.get_session(user, str(uuid))
     return respond(
         request,
-        render.session(row, _base(request), service.requested(row)),
+        render.session(row, base_url(request), service.requested(row)),
         spelling=Spelling(row.spelling),
     )
 
@@ -205,7 +189,7 @@ async def update_session(
         row = await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
     return respond(
         request,
-        render.session(row, _base(request), service.requested(row)),
+        render.session(row, base_url(request), service.requested(row)),
         spelling=Spelling(row.spelling),
     )
 
@@ -228,7 +212,7 @@ def get_logs(uuid: UUID, request: Request, service: Service, user: CurrentUser) 
     **_answers(OutputList, *READING),
 )
 def list_outputs(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
-    base = f"{_base(request)}/sessions/{uuid}/outputs"
+    base = f"{base_url(request)}/sessions/{uuid}/outputs"
     files = service.outputs(user, str(uuid))
     items = [OutputItem(name=f.name, size=f.size, url=f"{base}/{f.name}") for f in files]
     return respond(request, OutputList(outputs=items), root="outputs")

@@ -14,12 +14,13 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from execbroker import __version__, kinds
+from execbroker.api.dependencies import CurrentUser, Service
 from execbroker.errors import InvalidRequest, Unsupported
 from execbroker.model import tes
 from execbroker.model import tes_script as scripts
@@ -34,18 +35,6 @@ router = APIRouter(prefix="/ga4gh/tes/v1", tags=["GA4GH TES 1.1"])
 DIALECT = "tes"
 MAX_FILE_BYTES = 1_000_000  # a file:// input is read into the task's script
 PAGE_SIZE, MAX_PAGE_SIZE = 256, 2048
-
-
-def _service(request: Request) -> BrokerService:
-    return request.app.state.service
-
-
-def _user(request: Request) -> User:
-    return request.app.state.authenticate(request)
-
-
-Service = Annotated[BrokerService, Depends(_service)]
-CurrentUser = Annotated[User, Depends(_user)]
 
 
 def _json(model: Any) -> Response:

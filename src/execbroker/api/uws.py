@@ -7,14 +7,15 @@ only translates form parameters into requests and sessions into UWS documents.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from execbroker.api.dependencies import CurrentUser, Service, base_url
 from execbroker.errors import InvalidRequest, NotFound
 from execbroker.model import uws
 from execbroker.model.sessions import Phase
@@ -30,22 +31,6 @@ MAX_WAIT = 60.0  # seconds: the server's cap on a blocking WAIT (WAIT=-1 waits t
 XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
 DIALECT = "uws"
-
-
-def _service(request: Request) -> BrokerService:
-    return request.app.state.service
-
-
-def _user(request: Request) -> User:
-    return request.app.state.authenticate(request)
-
-
-Service = Annotated[BrokerService, Depends(_service)]
-CurrentUser = Annotated[User, Depends(_user)]
-
-
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
 
 
 async def _parameters(request: Request) -> tuple[uws.JobParameters, Any]:
@@ -115,7 +100,7 @@ def _error(row: SessionRow) -> str:
 
 async def _job(request: Request, service: BrokerService, user: User, uuid: UUID) -> uws.Job:
     row = await run_in_threadpool(service.get_job, user, str(uuid))
-    return job_of(row, _base(request), service, user)
+    return job_of(row, base_url(request), service, user)
 
 
 # -- the job list -----------------------------------------------------------------------------
@@ -144,7 +129,7 @@ def list_jobs(request: Request, service: Service, user: CurrentUser) -> Response
         created_after=since,
     )
     rows = service.list_jobs(user, where, limit=MAX_LIST if last is None else last)
-    base = _base(request)
+    base = base_url(request)
     return _xml(uws.jobs_element([_summary(row, base) for row in rows]))
 
 
@@ -186,7 +171,7 @@ async def create_job(request: Request, service: Service, user: CurrentUser) -> R
     row = await run_in_threadpool(
         lambda: service.submit(user, execution, dialect=DIALECT, meta=meta, run=phase == "RUN")
     )
-    return _see(f"{_base(request)}/uws/jobs/{row.uuid}")
+    return _see(f"{base_url(request)}/uws/jobs/{row.uuid}")
 
 
 # -- one job ------------------------------------------------------------------------------
@@ -220,15 +205,15 @@ async def post_job(uuid: UUID, request: Request, service: Service, user: Current
     params, _ = await _parameters(request)
     if (params.one("action") or "").upper() == "DELETE":
         await run_in_threadpool(service.delete_job, user, str(uuid))
-        return _see(f"{_base(request)}/uws/jobs")
+        return _see(f"{base_url(request)}/uws/jobs")
     await _change(params, service, user, uuid)
-    return _see(f"{_base(request)}/uws/jobs/{uuid}")
+    return _see(f"{base_url(request)}/uws/jobs/{uuid}")
 
 
 @router.delete("/jobs/{uuid}", summary="Abort the job and forget it")
 async def delete_job(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     await run_in_threadpool(service.delete_job, user, str(uuid))
-    return _see(f"{_base(request)}/uws/jobs")
+    return _see(f"{base_url(request)}/uws/jobs")
 
 
 async def _change(
@@ -275,7 +260,7 @@ async def post_child(
     if not only.values:
         raise InvalidRequest(f"{name.upper()}: missing", field=name.upper())
     await _change(only, service, user, uuid)
-    return _see(f"{_base(request)}/uws/jobs/{uuid}")
+    return _see(f"{base_url(request)}/uws/jobs/{uuid}")
 
 
 def _plain(value: str | datetime | int | None) -> Response:

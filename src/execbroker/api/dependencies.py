@@ -1,0 +1,26 @@
+"""What every router's handlers are given: the broker's service, the caller, the base URL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from execbroker.service import BrokerService, User
+
+
+def _service(request: Request) -> BrokerService:
+    return request.app.state.service
+
+
+def _user(request: Request) -> User:
+    return request.app.state.authenticate(request)
+
+
+Service = Annotated[BrokerService, Depends(_service)]
+CurrentUser = Annotated[User, Depends(_user)]
+
+
+def base_url(request: Request) -> str:
+    """The broker's own URL as the client reached it, for links in answers."""
+    return str(request.base_url).rstrip("/")
