@@ -11,10 +11,13 @@ logs ``session … started on …`` once a start has returned and its handle is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import re
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -114,16 +117,21 @@ def logged_starts(logs: Iterable[Path]) -> Counter[str]:
 
 
 def report(
-    sessions: dict[str, dict[str, Any]], state: Path, logs: Iterable[Path]
+    sessions: dict[str, dict[str, Any]],
+    state: Path,
+    logs: Iterable[Path],
+    *,
+    ran: Mapping[str, int] | None = None,
 ) -> dict[str, list[str]]:
     """Each session that got past its offer, sorted: started twice, lost (not COMPLETED) or
-    never run though COMPLETED."""
+    never run though COMPLETED. How often each task ran is what its ``started.txt`` says,
+    or ``ran`` where the test counted it another way (a platform's own record)."""
     found: dict[str, list[str]] = {"twice": [], "lost": [], "unrun": []}
     starts = logged_starts(logs)
     for uuid, session in sessions.items():
         if session["phase"] in UNSTARTED:
             continue
-        count = runs(state, uuid)
+        count = runs(state, uuid) if ran is None else ran.get(uuid, 0)
         if count > 1 or starts[uuid] > 1:
             found["twice"].append(
                 f"{uuid} ran {count} times, started {starts[uuid]} times ({session['phase']})"
@@ -134,3 +142,48 @@ def report(
         elif count == 0:
             found["unrun"].append(f"{uuid} COMPLETED but never ran")
     return found
+
+
+def keep_accepting(url: str, request: Callable[[], dict[str, Any]], stop: threading.Event) -> None:
+    """As alice, offer and accept sessions one after another until ``stop``, through kills
+    and restarts: a request to a dead broker, or one it has no offer for (its quota full),
+    is simply tried again."""
+    headers = {"Authorization": "Bearer demo-alice"}
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.TransportError, httpx.HTTPStatusError):
+                offers = client.post("/requests", json=request()).raise_for_status().json()
+                if offers["offers"]:
+                    client.post(f"/sessions/{offers['offers'][0]['meta']['uuid']}", json=ACCEPT)
+                else:
+                    stop.wait(0.3)
+            time.sleep(0.02)
+
+
+def kill_while_accepting(
+    broker: BrokerProcess,
+    request: Callable[[], dict[str, Any]],
+    kills: int,
+    *,
+    pause: tuple[float, float] = (0.2, 1.5),
+    settle: float = 120,
+) -> dict[str, dict[str, Any]]:
+    """Keep sessions coming to the (started) ``broker`` while it is killed with SIGKILL
+    ``kills`` times, each after a random ``pause`` (seconds) and started again at once;
+    then wait until every session settles, and return them all. The broker is left running."""
+    stop = threading.Event()
+    driver = threading.Thread(target=keep_accepting, args=(broker.url, request, stop), daemon=True)
+    driver.start()
+    rng = random.Random()
+    try:
+        for _ in range(kills):
+            time.sleep(rng.uniform(*pause))
+            broker.kill()
+            broker.start()
+    finally:
+        stop.set()
+        driver.join(timeout=30)
+    return wait_until_settled(broker.url, timeout=settle)
+
+
+NOTHING_WRONG: dict[str, list[str]] = {"twice": [], "lost": [], "unrun": []}
