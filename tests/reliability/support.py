@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,9 @@ def report(
     return found
 
 
-def keep_accepting(url: str, request: Callable[[], dict[str, Any]], stop: threading.Event) -> None:
+def keep_accepting(
+    url: str, request: Callable[[], dict[str, Any]], stop: threading.Event, gap: float = 0.02
+) -> None:
     """As alice, offer and accept sessions one after another until ``stop``, through kills
     and restarts: a request to a dead broker, or one it has no offer for (its quota full),
     is simply tried again."""
@@ -157,7 +160,7 @@ def keep_accepting(url: str, request: Callable[[], dict[str, Any]], stop: thread
                     client.post(f"/sessions/{offers['offers'][0]['meta']['uuid']}", json=ACCEPT)
                 else:
                     stop.wait(0.3)
-            time.sleep(0.02)
+            stop.wait(gap)
 
 
 def kill_while_accepting(
@@ -166,13 +169,17 @@ def kill_while_accepting(
     kills: int,
     *,
     pause: tuple[float, float] = (0.2, 1.5),
+    gap: float = 0.02,
     settle: float = 120,
 ) -> dict[str, dict[str, Any]]:
     """Keep sessions coming to the (started) ``broker`` while it is killed with SIGKILL
-    ``kills`` times, each after a random ``pause`` (seconds) and started again at once;
+    ``kills`` times, each after a random ``pause`` (seconds) and started again at once
+    (``gap`` seconds between one accept and the next offer);
     then wait until every session settles, and return them all. The broker is left running."""
     stop = threading.Event()
-    driver = threading.Thread(target=keep_accepting, args=(broker.url, request, stop), daemon=True)
+    driver = threading.Thread(
+        target=keep_accepting, args=(broker.url, request, stop, gap), daemon=True
+    )
     driver.start()
     rng = random.Random()
     try:
@@ -187,3 +194,9 @@ def kill_while_accepting(
 
 
 NOTHING_WRONG: dict[str, list[str]] = {"twice": [], "lost": [], "unrun": []}
+
+
+def starting_now(seconds: int = 10) -> str:
+    """A requested start window from now: an offer for later (the quota full) is none."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return f"{now.isoformat().replace('+00:00', 'Z')}/PT{seconds}S"

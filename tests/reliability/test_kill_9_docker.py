@@ -22,12 +22,12 @@ import pytest
 
 from tests.brokers import BASE_CONFIG, BrokerProcess
 from tests.platforms.support import BUSYBOX
-from tests.reliability.support import NOTHING_WRONG, kill_while_accepting, report
+from tests.reliability.support import NOTHING_WRONG, kill_while_accepting, report, starting_now
 
 pytestmark = pytest.mark.docker
 
 KILLS = 5
-QUOTA = {"cores": 8, "memory": 8, "storage": 8, "max_sessions": 8, "max_duration": "PT1H"}
+QUOTA = {"cores": 16, "memory": 16, "storage": 16, "max_sessions": 16, "max_duration": "PT1H"}
 LABEL_BROKER = "execbroker.broker"
 LABEL_SESSION = "execbroker.session"
 
@@ -44,7 +44,7 @@ def _request() -> dict[str, Any]:
             "cores": {"min": 1, "max": 1},
             "memory": {"min": 1, "max": 1},
         },
-        "schedule": {"requested": {"duration": "PT5M"}},
+        "schedule": {"requested": {"duration": "PT1M", "start": starting_now()}},
     }
 
 
@@ -96,7 +96,9 @@ def test_five_kills_start_no_container_twice_and_lose_none(
     }
     broker = BrokerProcess(config, tmp_path).start()
     try:
-        sessions = kill_while_accepting(broker, _request, KILLS, pause=(0.5, 3.0), settle=90)
+        sessions = kill_while_accepting(
+            broker, _request, KILLS, pause=(0.5, 3.0), gap=1.0, settle=90
+        )
     finally:
         broker.stop()
     created, started = events.counts["create"], events.counts["start"]
