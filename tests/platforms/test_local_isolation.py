@@ -5,6 +5,8 @@ and against its own runner; and a task's processes outliving their session or it
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid as uuids
 from pathlib import Path
@@ -225,3 +227,31 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_what_lies_under_tmp_on_the_host_is_still_bound_into_the_sandbox(tmp_path):
+    """A clone (and its venv) may live under /tmp: the sandbox's own /tmp must not hide the
+    read-only directories bound into it, such as the python that runs notebooks."""
+    import subprocess
+
+    from execbroker.platforms import sandbox
+
+    tools = Path(tempfile.mkdtemp(prefix="eb-sandbox-", dir="/tmp"))
+    try:
+        tools.chmod(0o755)
+        hello = tools / "hello"
+        hello.write_text("#!/bin/sh\necho hello from under /tmp\n")
+        hello.chmod(0o755)
+        work = tmp_path / "work"
+        work.mkdir()
+        argv = sandbox.command(
+            [str(hello)],
+            workdir=work,
+            account=None,
+            environment={"PATH": "/usr/bin:/bin"},
+            read_only=[tools],
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert done.stdout.strip() == "hello from under /tmp", done.stderr
+    finally:
+        shutil.rmtree(tools)

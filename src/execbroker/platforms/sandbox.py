@@ -106,15 +106,17 @@ def command(
     args += ["--perms", "0755", "--dir", "/etc"]  # bwrap makes directories root's alone
     for name in ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    made: set[Path] = set()
+    # The fresh /proc, /dev and /tmp first: what is bound later may lie inside them (a venv
+    # under /tmp, as in a clone there, would otherwise be hidden by the task's own /tmp).
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    made: set[Path] = {Path("/tmp")}
     for path in read_only:
         for parent in reversed(path.parents[:-1]):  # bwrap would make them root's alone
             if parent not in made and not parent.is_relative_to("/usr"):
                 args += ["--perms", "0755", "--dir", str(parent)]
                 made.add(parent)
         args += ["--ro-bind", str(path), str(path)]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
     args += ["--bind", str(workdir), str(TASK_DIR)]
     for mount in mounts:  # after /tmp and /task: a mount may lie inside either
         target = PurePosixPath(mount.target)
