@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import insert, select
 
-from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
+from execbroker.launcher import LOCAL_CONFIG, BrokerProcess, fresh_postgres_database
 from execbroker.model.sessions import Phase
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -182,24 +182,13 @@ def database_url(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'state' / 'broker.db'}"
         return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     base = os.environ.get("EXECBROKER_TEST_POSTGRES_URL") or _services().get(
         "EXECBROKER_TEST_POSTGRES_URL"
     )
     if not base:
         raise SystemExit("no PostgreSQL: run scripts/services.sh up postgres")
-    url = make_url(base)
-    name = f"execbroker_bench_{uuid.uuid4().hex[:12]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(base, "execbroker_bench") as url:
+        yield url
 
 
 def measure(

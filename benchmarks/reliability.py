@@ -30,7 +30,6 @@ import re
 import tempfile
 import threading
 import time
-import uuid as uuids
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from execbroker.launcher import BrokerProcess
+from execbroker.launcher import BrokerProcess, fresh_postgres_database
 
 STARTS = "started.txt"
 SCRIPT = f"echo run >> {STARTS}; sleep 0.5"
@@ -207,19 +206,9 @@ def _fresh_database(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(os.environ["EXECBROKER_TEST_POSTGRES_URL"])
-    name = f"execbroker_bench_{uuids.uuid4().hex[:10]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    server = os.environ["EXECBROKER_TEST_POSTGRES_URL"]
+    with fresh_postgres_database(server, "execbroker_bench") as url:
+        yield url
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ says how to reach them."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,19 +28,10 @@ _load_services_env()
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from execbroker.launcher import fresh_postgres_database
 
     base = os.environ.get("EXECBROKER_TEST_POSTGRES_URL")
     if not base:
         pytest.fail("EXECBROKER_TEST_POSTGRES_URL is not set: run scripts/services.sh up postgres")
-    url = make_url(base)
-    name = f"execbroker_{uuid.uuid4().hex[:12]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(base) as url:
+        yield url

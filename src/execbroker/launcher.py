@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,25 @@ LOCAL_CONFIG: dict[str, Any] = {
     ],
     "monitor": {"interval": "PT0.2S"},
 }
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str, prefix: str = "execbroker") -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of ``server_url`` (an SQLAlchemy URL
+    whose role may create databases), dropped afterwards: for tests and benchmarks."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:
