@@ -34,6 +34,8 @@ from execbroker.model.sessions import (
     SessionLogs,
 )
 from execbroker.model.updates import DurationUpdate, UpdateRequest
+from execbroker.service import BrokerService
+from execbroker.store.tables import SessionRow
 
 router = APIRouter()
 
@@ -78,6 +80,16 @@ def _asked(default: Spelling):
     return post_request
 
 
+def _render(request: Request, service: BrokerService, row: SessionRow) -> ExecutionSession:
+    """A session as the wire document, with links from the URL the client reached."""
+    return render.session(row, base_url(request), service.requested(row))
+
+
+def _session(request: Request, service: BrokerService, row: SessionRow) -> Response:
+    """A session, answered in the spelling it was asked in."""
+    return respond(request, _render(request, service, row), spelling=Spelling(row.spelling))
+
+
 def _direct(default: Spelling):
     async def post_direct(request: Request, service: Service, user: CurrentUser) -> Response:
         parsed = await read_body(request, ExecutionRequest, spelling=default, lenient=True)
@@ -86,7 +98,7 @@ def _direct(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = render.session(row, base_url(request), service.requested(row))
+        document = _render(request, service, row)
         location = {"Location": document.meta.url or ""}
         return respond(request, document, headers=location, spelling=parsed.spelling)
 
@@ -151,9 +163,7 @@ def list_sessions(
     phase: Annotated[list[Phase] | None, Query(description="only sessions in these phases")] = None,
 ) -> Response:
     rows = service.list_sessions(user, [item.value for item in phase or []])
-    document = SessionList(
-        sessions=[render.session(row, base_url(request), service.requested(row)) for row in rows]
-    )
+    document = SessionList(sessions=[_render(request, service, row) for row in rows])
     return respond(request, document, root="sessions")
 
 
@@ -165,11 +175,7 @@ def list_sessions(
 )
 def get_session(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
     row = service.get_session(user, str(uuid))
-    return respond(
-        request,
-        render.session(row, base_url(request), service.requested(row)),
-        spelling=Spelling(row.spelling),
-    )
+    return _session(request, service, row)
 
 
 @router.post(
@@ -187,11 +193,7 @@ async def update_session(
         row = await run_in_threadpool(service.change_duration, user, str(uuid), update.duration)
     else:
         row = await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
-    return respond(
-        request,
-        render.session(row, base_url(request), service.requested(row)),
-        spelling=Spelling(row.spelling),
-    )
+    return _session(request, service, row)
 
 
 @router.get(
