@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "services.sh"
 ENV_FILE = Path("/var/lib/execbroker/services.env")
+ENV_FRAGMENTS = ENV_FILE.parent / "env.d"  # one file per service, merged into ENV_FILE
 WARM_UP_SECONDS = 30  # a warm `up` takes ~1-3 s here; generous for a loaded CI machine
 
 # What `up` prints only when it does something (installs, starts, builds, creates, writes).
@@ -68,7 +69,12 @@ def assert_warm_up(service: str, pidfiles: list[str]) -> None:
     """A second `up` of a running service: succeeds quickly, restarts nothing, changes nothing."""
     pids = {p: read_pid(p) for p in pidfiles}
     assert all(pids.values()), f"{service} is not running: {pids}"
-    env_before = ENV_FILE.read_text()
+    # The service's own fragment and its lines in ENV_FILE: other services' lines may change
+    # meanwhile (another checkout's `up` of another service), and are not this test's business.
+    fragment = ENV_FRAGMENTS / f"{service}.env"
+    fragment_before = fragment.read_text()
+    lines = set(fragment_before.splitlines())
+    assert lines <= set(ENV_FILE.read_text().splitlines()), "the env file lacks the service"
     started = time.monotonic()
     result = run_script("up", service)
     took = time.monotonic() - started
@@ -77,7 +83,8 @@ def assert_warm_up(service: str, pidfiles: list[str]) -> None:
     assert took < WARM_UP_SECONDS, f"a warm `up {service}` took {took:.1f}s:\n{output}"
     assert not [w for w in CHANGE_WORDS if w in result.stderr], output
     assert {p: read_pid(p) for p in pidfiles} == pids, "a warm `up` restarted a daemon"
-    assert ENV_FILE.read_text() == env_before
+    assert fragment.read_text() == fragment_before, "a warm `up` rewrote how to reach it"
+    assert lines <= set(ENV_FILE.read_text().splitlines()), "a warm `up` lost the service"
     assert result.stdout.startswith(f"{service}:"), "no line saying how to reach the service"
 
 
