@@ -183,11 +183,8 @@ def _volumes(
         seen_paths.add(str(volume.path))
         matches = [i for i, d in enumerate(data) if volume.resource in _names(d)]
         if not volume.resource or len(matches) != 1:
-            what = "names no" if not matches else "names more than one"
-            reasons.append(
-                f"{field}.resource: {volume.resource!r} {what} data resource "
-                "(by meta.name, name or meta.uuid)"
-            )
+            what = _reference_reason(volume.resource, len(matches), "data resource")
+            reasons.append(f"{field}.resource: {what}")
             continue
         if matches[0] in chosen:
             reasons.append(f"{field}.resource: data[{matches[0]}] is mounted twice")
@@ -205,8 +202,13 @@ def _storage_reason(item: dict[str, Any], storage: list[dict[str, Any]]) -> str 
     matches = [s for s in storage if isinstance(wanted, str) and wanted in _names(s)]
     if len(matches) == 1:
         return None
-    what = "names no" if not matches else "names more than one"
-    return f"{wanted!r} {what} storage resource of this request (by meta.name, name or meta.uuid)"
+    return _reference_reason(wanted, len(matches), "storage resource of this request")
+
+
+def _reference_reason(wanted: object, matches: int, what: str) -> str:
+    """Why a reference by name that should match exactly one resource does not."""
+    count = "names no" if not matches else "names more than one"
+    return f"{wanted!r} {count} {what} (by meta.name, name or meta.uuid)"
 
 
 def plan_data(
