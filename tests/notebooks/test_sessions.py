@@ -160,14 +160,15 @@ def test_an_interactive_session_serves_jupyter_behind_its_token_until_cancelled(
 
 
 def test_the_end_of_the_grant_ends_a_server_well_and_a_batch_run_badly(client):
-    # 12 s: room for the server to come up on a busy machine before the runner's stop margin.
-    serving = _start(client, notebook_request(notebook("1"), mode="interactive", duration="PT12S"))
+    # 20 s: room for the server to come up on a loaded 2-core machine (it has taken over 10 s)
+    # before the runner's stop margin.
+    serving = _start(client, notebook_request(notebook("1"), mode="interactive", duration="PT20S"))
     slow = notebook("import time\ntime.sleep(60)")
     running = _start(client, notebook_request(slow, duration="PT8S"))
-    up = wait_for_phase(client, serving, {"AVAILABLE", *FINAL}, timeout=30)
+    up = wait_for_phase(client, serving, {"AVAILABLE", *FINAL}, timeout=40)
     assert up["phase"] == "AVAILABLE", up["meta"]["messages"]
     base, token = _server(up)
-    ended = wait_for_phase(client, serving, FINAL, timeout=30)
+    ended = wait_for_phase(client, serving, FINAL, timeout=40)
     # The runner stops the server a little before the end; the monitor releases it at the
     # end, whichever sees it first: either way its time was used as granted.
     assert ended["phase"] == "COMPLETED", _last(ended)
