@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
 # Phases in which a session's booking may still change: nothing of it has run yet.
 NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
+# Accepted, but not yet in the platform's hands.
+STARTING = (Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,6 +699,11 @@ class BrokerService:
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             row = self.get_job(user, uuid)
         return row
+
+    def wait_started(self, user: User, uuid: str, timeout: float) -> SessionRow:
+        """The job once its platform has it (running, queued there, or ended: not ACCEPTED,
+        WAITING or PREPARING any more), or as it is after ``timeout`` seconds."""
+        return self.wait_while(user, uuid, STARTING, timeout, poll=0.05)
 
     def image_ports(self, image: str) -> list[int]:
         """The TCP ports ``image`` declares (EXPOSE), as the first platform that knows says:

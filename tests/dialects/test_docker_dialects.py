@@ -84,3 +84,26 @@ def test_tes_executors_run_in_order_in_the_image(docker_broker):
     logs = client.get_task(task_id, view="FULL").logs[0].logs
     assert [log.exit_code for log in logs] == [0, 0, 1, 0]
     assert [log.stdout for log in logs] == ["from the input", "hello; rm -rf /", "", "last"]
+
+
+@pytest.mark.parametrize(("ignore_error", "ran"), [(False, 1), (True, 2)])
+def test_a_tes_task_shows_the_executors_it_ran_when_first_read(docker_broker, ignore_error, ran):
+    """As the TES compliance suite reads it: a GET right after the create sees the executors
+    that have run, each with its exit code (the first is no command at all)."""
+    body = {
+        "name": "CompTest",
+        "executors": [
+            {"image": "busybox:local", "command": ["ERROR"], "ignore_error": ignore_error},
+            {"image": "busybox:local", "command": ["echo", "hello"]},
+        ],
+    }
+    http = session()
+    url = f"{docker_broker.url}/ga4gh/tes/v1/tasks"
+    created = http.post(url, json=body)
+    assert created.status_code == 200, created.text
+    task = http.get(f"{url}/{created.json()['id']}", params={"view": "FULL"}).json()
+    logs = task["logs"][0]["logs"]
+    assert len(logs) == ran, task
+    assert logs[0]["exit_code"] == 127 and logs[0]["start_time"].endswith("Z")
+    if ran == 2:
+        assert logs[1]["exit_code"] == 0 and logs[1]["stdout"] == "hello"

@@ -182,6 +182,10 @@ async def create_task(request: Request, service: Service, user: CurrentUser) -> 
             user, execution, dialect=DIALECT, meta=meta, run=True, refuse=reasons
         )
     )
+    # Answered once the platform has the task (bounded): a GET that follows at once shows
+    # it started, with the executors that have run so far.
+    wait = service.config.tes.start_wait.total_seconds()
+    await run_in_threadpool(service.wait_started, user, row.uuid, wait)
     return _json(tes.CreateTaskResponse(id=row.uuid))
 
 
