@@ -700,6 +700,10 @@ class BrokerService:
             row = self.get_job(user, uuid)
         return row
 
+    def copies_out(self) -> bool:
+        """Whether this broker can copy a file out of an ended container (for delivery)."""
+        return any(isinstance(platform, Collecting) for platform in self.platforms.values())
+
     def fetch_refusal(self, url: str) -> str | None:
         """Why none of this broker's platforms would fetch from (or deliver to) ``url`` under
         its fetch rules, as far as can be told without DNS; None if one would."""

@@ -3,7 +3,8 @@
 A task is one session, accepted at once on the best offer (a NO is a SYSTEM_ERROR task
 whose ``system_logs`` are the reasons). Its executors become one script (see
 ``model.tes_script``): a docker-container running ``/bin/sh -c`` in the executors' image
-when this broker runs containers, else a batch script.
+when this broker runs containers, else a batch script. Outputs are left where the executors
+write them and delivered by the broker once the task has ended well (``deliveries``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def translate(
     containers: bool,
     roots: list[Path],
     fetch_refusal: Callable[[str], str | None],
+    copies_out: bool = True,
 ) -> tuple[ExecutionRequest, list[str], dict[str, Any]]:
     """The request a task describes, the reasons it cannot run here (a NO), and what the
     session keeps of it. Raises InvalidRequest for input that is wrong, not unsupported."""
@@ -137,6 +139,9 @@ def translate(
             continue
         if item.path_prefix or "*" in item.path:
             reasons.append(f"{field}.path: wildcards (path_prefix) are not supported")
+            continue
+        if containers and not copies_out:
+            reasons.append(f"{field}.url: this broker cannot copy outputs out of its containers")
             continue
         kind = (item.type or tes.FileType.FILE).value
         deliveries.append({"url": item.url, "path": item.path, "type": kind})
@@ -201,6 +206,7 @@ async def create_task(request: Request, service: Service, user: CurrentUser) -> 
         containers=containers,
         roots=list(service.config.tes.file_roots),
         fetch_refusal=service.fetch_refusal,
+        copies_out=service.copies_out(),
     )
     row = await run_in_threadpool(
         lambda: service.submit(
