@@ -38,6 +38,11 @@ Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``Engi
 e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
 ``allow: {privileged: true}``, ``isolate: false``, ``notebook_image: null`` (no notebooks).
 
+Every container also gets an empty ``/session/outputs`` (``$EXECBROKER_OUTPUTS``) before it
+starts; the regular files it leaves there are copied back like a notebook's when it ends, and
+a TES task's outputs are copied out of the ended container at their own paths (``collect``)
+for the broker to deliver.
+
 The monitor hears of a container starting or ending from the engine's event stream
 (``watch``) rather than at its next pass.
 """
