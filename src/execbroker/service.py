@@ -690,12 +690,13 @@ class BrokerService:
         timeout: float,
         *,
         poll: float = 0.2,
+        done: Callable[[SessionRow], bool] = lambda row: False,
     ) -> SessionRow:
-        """The job once its phase is not one of ``phases``, or as it is after ``timeout``
-        seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
+        """The job once its phase is not one of ``phases`` (or ``done`` says so), or as it
+        is after ``timeout`` seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
         deadline = time.monotonic() + max(0.0, timeout)
         row = self.get_job(user, uuid)
-        while row.phase in phases and time.monotonic() < deadline:
+        while row.phase in phases and not done(row) and time.monotonic() < deadline:
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             row = self.get_job(user, uuid)
         return row
@@ -754,9 +755,10 @@ class BrokerService:
         return failure
 
     def wait_started(self, user: User, uuid: str, timeout: float) -> SessionRow:
-        """The job once its platform has it (running, queued there, or ended: not ACCEPTED,
-        WAITING or PREPARING any more), or as it is after ``timeout`` seconds."""
-        return self.wait_while(user, uuid, STARTING, timeout, poll=0.05)
+        """The job once its platform has it (its handle is saved: started, or queued there;
+        or it has ended), or as it is after ``timeout`` seconds. A job queued on a busy
+        cluster is not waited for: it has its handle."""
+        return self.wait_while(user, uuid, STARTING, timeout, poll=0.05, done=_has_handle)
 
     def image_ports(self, image: str) -> list[int]:
         """The TCP ports ``image`` declares (EXPOSE), as the first platform that knows says:
@@ -863,6 +865,10 @@ class BrokerService:
 
 
 _INSTANT = timedelta(microseconds=1)
+
+
+def _has_handle(row: SessionRow) -> bool:
+    return row.handle is not None
 
 
 def _split(bookings: Sequence[Booking]) -> tuple[Calendar, Calendar]:
