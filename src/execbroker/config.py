@@ -176,8 +176,8 @@ class TesConfig(_Config):
     long a create waits for the task to start, and how much of its outputs is delivered."""
 
     file_roots: list[Path] = Field(default_factory=list)
-    # POST /tasks answers once the platform has the task (running, queued on it, or failed
-    # to start), or after this long: a client's first GET then shows what it has done.
+    # A task's BASIC or FULL view answers once the platform has the task (started, queued
+    # on it, or failed to start), or after this long: its logs are then a started task's.
     start_wait: timedelta = timedelta(seconds=10)
     # What the broker delivers of one task's outputs, all files together.
     max_output_bytes: int = Field(default=256 * 1024**2, ge=0)

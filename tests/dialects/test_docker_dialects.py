@@ -166,3 +166,16 @@ def test_a_link_in_a_container_s_output_is_never_followed(docker_broker):
     assert done.state == "SYSTEM_ERROR", logs
     assert any("outputs[0]" in line and "link" in line for line in logs), logs
     assert not (out / "secret").exists()
+
+
+def test_a_tes_task_cancelled_right_after_its_create_is_canceled(docker_broker):
+    """As the compliance suite's cancel check: a task that would end at once, cancelled as
+    soon as it is made, is CANCELED (the create does not wait for it to start)."""
+    http = session()
+    url = f"{docker_broker.url}/ga4gh/tes/v1/tasks"
+    body = {"executors": [{"image": "busybox:local", "command": ["echo", "hello"]}]}
+    for _ in range(3):
+        task_id = http.post(url, json=body).json()["id"]
+        assert http.post(f"{url}/{task_id}:cancel").status_code == 200
+        client = tes_client(docker_broker)
+        assert client.wait(task_id, timeout=30).state == "CANCELED"

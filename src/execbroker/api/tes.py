@@ -213,10 +213,6 @@ async def create_task(request: Request, service: Service, user: CurrentUser) -> 
             user, execution, dialect=DIALECT, meta=meta, run=True, refuse=reasons
         )
     )
-    # Answered once the platform has the task (bounded): a GET that follows at once shows
-    # it started, with the executors that have run so far.
-    wait = service.config.tes.start_wait.total_seconds()
-    await run_in_threadpool(service.wait_started, user, row.uuid, wait)
     return _json(tes.CreateTaskResponse(id=row.uuid))
 
 
@@ -290,7 +286,12 @@ def _log(
 def get_task(
     uuid: UUID, service: Service, user: CurrentUser, view: tes.View = "MINIMAL"
 ) -> Response:
-    return _json(task_of(service.get_job(user, str(uuid)), view, service, user))
+    if view == "MINIMAL":  # a state to poll: at once
+        return _json(task_of(service.get_job(user, str(uuid)), view, service, user))
+    # Its logs: once the task is in its platform's hands (bounded), so a GET right after the
+    # create shows the executors that have run, not a task on its way to the platform.
+    wait = service.config.tes.start_wait.total_seconds()
+    return _json(task_of(service.wait_started(user, str(uuid), wait), view, service, user))
 
 
 @router.get("/tasks", summary="The caller's tasks, newest first, in pages")
