@@ -172,9 +172,17 @@ class RetentionConfig(_Config):
 
 class TesConfig(_Config):
     """The TES dialect: where ``file://`` inputs may be read and outputs written (nowhere
-    unless listed: a task must not read or write the broker host's files by default)."""
+    unless listed: a task must not read or write the broker host's files by default), how
+    long a create waits for the task to start, and how much of its outputs is delivered."""
 
     file_roots: list[Path] = Field(default_factory=list)
+    # A task's BASIC or FULL view answers once the platform has the task (started, queued
+    # on it, or failed to start), or after this long: its logs are then a started task's.
+    start_wait: timedelta = timedelta(seconds=10)
+    # What the broker delivers of one task's outputs, all files together.
+    max_output_bytes: int = Field(default=256 * 1024**2, ge=0)
+
+    _durations = field_validator("start_wait", mode="before")(_duration)
 
 
 class LoggingConfig(_Config):

@@ -377,3 +377,59 @@ def _get(
                 raise FetchError(f"{what} at {original} is larger than {max_bytes} bytes")
             remaining()
         return response.status, headers, bytes(body)
+
+
+# -- uploading --------------------------------------------------------------------------
+
+UPLOADED = (200, 201, 204)
+
+
+def upload(
+    url: str,
+    body: bytes,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    policy: FetchPolicy | None = None,
+) -> None:
+    """PUT ``body`` at ``url`` under the same rules as ``fetch`` (the address of the one
+    connection checked, never resolved again). A redirect is not followed (the body would go
+    where its owner did not say): it fails, as does any answer but 200, 201 or 204, whose
+    body is never read. FetchError saying why."""
+    policy = policy or current_policy()
+    target = _parsed(url)
+    deadline = time.monotonic() + timeout
+    headers = [
+        (b"Host", target.netloc),
+        (b"Content-Type", b"application/octet-stream"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"User-Agent", b"execbroker"),
+    ]
+    with httpcore.ConnectionPool(
+        ssl_context=ssl.create_default_context(),
+        network_backend=_GuardedBackend(policy),
+        max_keepalive_connections=0,
+    ) as pool:
+        left = max(0.001, deadline - time.monotonic())
+        limits = {"connect": left, "read": left, "write": left, "pool": left}
+        try:
+            with pool.stream(
+                "PUT",
+                httpcore.URL(
+                    scheme=target.raw_scheme,
+                    host=target.raw_host,
+                    port=target.port,
+                    target=target.raw_path,
+                ),
+                headers=headers,
+                content=body,
+                extensions={"timeout": limits},
+            ) as response:
+                status = response.status
+        except FetchError:
+            raise
+        except _TRANSPORT_ERRORS as error:
+            if time.monotonic() >= deadline:
+                raise FetchError(f"could not upload to {url}: no answer in {timeout:g}s") from None
+            raise FetchError(f"could not upload to {url}: {type(error).__name__} {error}") from None
+    if status not in UPLOADED:
+        raise FetchError(f"could not upload to {url}: HTTP {status}")

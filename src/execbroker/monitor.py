@@ -427,6 +427,10 @@ class Monitor:
         phase = _PHASE_OF_STATE[status.state]
         if status.state.final:
             text = status.message or f"finished: {phase}"
+            if phase == Phase.COMPLETED:  # outputs the broker delivers, before it is done
+                failure = self.service.deliver_outputs(row, handle)
+                if failure is not None:
+                    phase, text = Phase.FAILED, failure
             if status.state == RunState.LOST:
                 text = f"the platform lost the task: {status.message or handle}"
                 self.service.metrics.platform_error(row.platform, "lost")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from execbroker import kinds, logs
+from execbroker import deliveries, fetch, kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
 from execbroker.holdings import Holdings
@@ -37,7 +37,7 @@ from execbroker.planner import (
     check_accept,
     plan_offers,
 )
-from execbroker.platforms.base import Logs, Platform, stop_and_release
+from execbroker.platforms.base import Collecting, Logs, Platform, PlatformError, stop_and_release
 from execbroker.retention import Retention
 from execbroker.store import queries
 from execbroker.store.engine import Database
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
 # Phases in which a session's booking may still change: nothing of it has run yet.
 NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
+# Accepted, but not yet in the platform's hands.
+STARTING = (Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,15 +690,75 @@ class BrokerService:
         timeout: float,
         *,
         poll: float = 0.2,
+        done: Callable[[SessionRow], bool] = lambda row: False,
     ) -> SessionRow:
-        """The job once its phase is not one of ``phases``, or as it is after ``timeout``
-        seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
+        """The job once its phase is not one of ``phases`` (or ``done`` says so), or as it
+        is after ``timeout`` seconds (UWS's blocking WAIT). Checks ownership as ``get_job``."""
         deadline = time.monotonic() + max(0.0, timeout)
         row = self.get_job(user, uuid)
-        while row.phase in phases and time.monotonic() < deadline:
+        while row.phase in phases and not done(row) and time.monotonic() < deadline:
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             row = self.get_job(user, uuid)
         return row
+
+    def copies_out(self) -> bool:
+        """Whether this broker can copy a file out of an ended container (for delivery)."""
+        return any(isinstance(platform, Collecting) for platform in self.platforms.values())
+
+    def fetch_refusal(self, url: str) -> str | None:
+        """Why none of this broker's platforms would fetch from (or deliver to) ``url`` under
+        its fetch rules, as far as can be told without DNS; None if one would."""
+        reasons = [
+            fetch.location_reason(url, getattr(platform, "fetch_policy", None))
+            for platform in self.platforms.values()
+        ]
+        return None if not reasons or None in reasons else reasons[0]
+
+    def deliver_outputs(self, row: SessionRow, handle: str) -> str | None:
+        """Deliver the outputs a dialect asked for (``dialect_meta["deliveries"]``: TES's
+        ``outputs``) of a task that ended well, before its session is COMPLETED and its task
+        released; what was delivered is kept as ``dialect_meta["delivered"]``. Returns why
+        one could not be (the session then FAILED, a TES SYSTEM_ERROR), or None."""
+        wanted = (row.dialect_meta or {}).get("deliveries") or []
+        if not wanted:
+            return None
+        platform = self.platforms.get(row.platform)
+        workdir, left = self.workdir(row.uuid), self.config.tes.max_output_bytes
+        delivered: list[deliveries.Delivered] = []
+        failure = None
+        for index, output in enumerate(wanted):
+            try:
+                if isinstance(platform, Collecting):
+                    source = deliveries.source_of(workdir, output["path"])
+                    platform.collect(handle, output["path"], source, limit=left)
+                done = deliveries.deliver(
+                    workdir,
+                    output,
+                    roots=list(self.config.tes.file_roots),
+                    policy=getattr(platform, "fetch_policy", None),
+                    limit=left,
+                )
+            except (deliveries.DeliveryError, fetch.FetchError, PlatformError) as error:
+                failure = f"outputs[{index}] ({output['url']}) was not delivered: {error}"
+                break
+            left -= sum(item.size for item in done)
+            delivered += done
+        with self.database.write() as db:
+            current = queries.get_session(db, row.uuid)
+            if current is not None:
+                kept = [
+                    {"url": item.url, "path": item.path, "size_bytes": str(item.size)}
+                    for item in delivered
+                ]
+                current.dialect_meta = {**(current.dialect_meta or {}), "delivered": kept}
+        log.info("session %s: %d output files delivered", row.uuid, len(delivered))
+        return failure
+
+    def wait_started(self, user: User, uuid: str, timeout: float) -> SessionRow:
+        """The job once its platform has it (its handle is saved: started, or queued there;
+        or it has ended), or as it is after ``timeout`` seconds. A job queued on a busy
+        cluster is not waited for: it has its handle."""
+        return self.wait_while(user, uuid, STARTING, timeout, poll=0.05, done=_has_handle)
 
     def image_ports(self, image: str) -> list[int]:
         """The TCP ports ``image`` declares (EXPOSE), as the first platform that knows says:
@@ -803,6 +865,10 @@ class BrokerService:
 
 
 _INSTANT = timedelta(microseconds=1)
+
+
+def _has_handle(row: SessionRow) -> bool:
+    return row.handle is not None
 
 
 def _split(bookings: Sequence[Booking]) -> tuple[Calendar, Calendar]:

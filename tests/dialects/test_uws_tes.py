@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
 
 import httpx
@@ -242,27 +244,170 @@ def test_tes_backend_parameters_are_refused_only_when_strict(broker):
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
 
 
-def test_a_tes_file_output_a_sandboxed_task_cannot_write_is_refused_saying_why(tmp_path):
-    """A task on local runs sandboxed under its owner's account: it cannot write the broker
-    host's directories, so a file:// output is a SYSTEM_ERROR with the reason, never a
-    task that fails half-way (outside the allowed roots it is a 422 as before)."""
-    with running_broker(tmp_path, tes={"file_roots": [str(tmp_path)]}) as broker:
-        client = tes.HTTPClient(f"{broker.url}/ga4gh/tes", user="alice", password="demo-alice")
-        output = tes.Output(path="/out/a.txt", url=f"file://{tmp_path}/a.txt")
+class PutServer:
+    """A tiny HTTP server on 127.0.0.1 that keeps what is PUT to it, by path."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, bytes] = {}
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                size = int(self.headers.get("content-length", "0"))
+                received[self.path] = self.rfile.read(size)
+                self.send_response(201)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def put_server():
+    server = PutServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def delivering_broker(tmp_path_factory):
+    """A local broker that may write under ``out`` and PUT to 127.0.0.1 (tests' server)."""
+    directory = tmp_path_factory.mktemp("deliveries")
+    (directory / "out").mkdir()
+    platforms = [{"type": "local", "fetch": {"allow": ["127.0.0.1/32"]}}]
+    config = {"tes": {"file_roots": [str(directory / "out")]}, "platforms": platforms}
+    with running_broker(directory / "broker", **config) as broker:
+        broker.out = directory / "out"
+        yield broker
+
+
+# The task's own paths are under $TES_ROOT on a batch platform.
+MAKE_OUTPUTS = (
+    'tr a-z A-Z < "$TES_ROOT/data/in.txt" > "$TES_ROOT/results/upper.txt" && '
+    'mkdir -p "$TES_ROOT/results/tree/sub" && echo a > "$TES_ROOT/results/tree/a.txt" && '
+    'echo b > "$TES_ROOT/results/tree/sub/b.txt" && echo "$EXECBROKER_OUTPUTS" > '
+    '"$EXECBROKER_OUTPUTS/where.txt"'
+)
+
+
+def test_a_tes_task_s_outputs_are_delivered_by_the_broker(delivering_broker, put_server):
+    """The sandboxed task writes its outputs in its own area; once it ends the broker copies
+    them to the allowed file:// directory and PUTs one over http, and logs each file."""
+    broker, out = delivering_broker, delivering_broker.out
+    client = tes_client(broker)
+    task = tes.Task(
+        inputs=[tes.Input(path="/data/in.txt", content="shout\n")],
+        executors=[tes.Executor(image="busybox:local", command=["sh", "-c", MAKE_OUTPUTS])],
+        outputs=[
+            tes.Output(path="/results/upper.txt", url=f"file://{out}/upper.txt"),
+            tes.Output(path="/results/tree", url=f"file://{out}/tree", type="DIRECTORY"),
+            tes.Output(path="/results/upper.txt", url=f"{put_server.url}/put/upper.txt"),
+        ],
+    )
+    task_id = client.create_task(task)
+    done = client.wait(task_id, timeout=60)
+    full = client.get_task(task_id, view="FULL")
+    assert done.state == "COMPLETE", full.logs[0].system_logs
+    assert (out / "upper.txt").read_text() == "SHOUT\n"
+    assert (out / "tree/a.txt").read_text() == "a\n"
+    assert (out / "tree/sub/b.txt").read_text() == "b\n"
+    assert put_server.received["/put/upper.txt"] == b"SHOUT\n"
+    logged = {(item.url, item.path, int(item.size_bytes)) for item in full.logs[0].outputs}
+    assert logged == {
+        ((out / "upper.txt").as_uri(), "/results/upper.txt", 6),
+        ((out / "tree/a.txt").as_uri(), "/results/tree/a.txt", 2),
+        ((out / "tree/sub/b.txt").as_uri(), "/results/tree/sub/b.txt", 2),
+        (f"{put_server.url}/put/upper.txt", "/results/upper.txt", 6),
+    }
+    # $EXECBROKER_OUTPUTS is the session's outputs, served as such
+    with broker.client() as http_client:
+        listed = http_client.get(f"/sessions/{task_id}/outputs").json()["outputs"]
+        assert [item["name"] for item in listed] == ["where.txt"], listed
+
+
+@pytest.mark.parametrize(
+    ("command", "wanted", "said"),
+    [
+        ('ln -s /etc/shadow "$TES_ROOT/results/secret"', "FILE", "not readable as an output"),
+        (
+            'mkdir -p "$TES_ROOT/results/secret" && ln -s /etc "$TES_ROOT/results/secret/etc"',
+            "DIRECTORY",
+            "links are never followed",
+        ),
+        ("true", "FILE", "no such file"),
+        ('head -c 3000 /dev/zero > "$TES_ROOT/results/secret"', "FILE", "larger than"),
+    ],
+)
+def test_an_output_the_broker_cannot_deliver_is_a_system_error_naming_it(
+    tmp_path, command, wanted, said
+):
+    """A link is never followed (the broker is root; the task is not), a missing output or
+    one past the limit is not half-delivered: SYSTEM_ERROR, saying which output failed."""
+    (tmp_path / "out").mkdir()
+    config = {"tes": {"file_roots": [str(tmp_path / "out")], "max_output_bytes": 2000}}
+    with running_broker(tmp_path / "broker", **config) as broker:
+        client = tes_client(broker)
+        target = tmp_path / "out" / "secret"
         task = tes.Task(
-            executors=[tes.Executor(image="busybox:local", command=["echo", "hi"])],
-            outputs=[output],
+            executors=[tes.Executor(image="busybox:local", command=["sh", "-c", command])],
+            outputs=[tes.Output(path="/results/secret", url=target.as_uri(), type=wanted)],
         )
-        found = client.wait(client.create_task(task), timeout=30)
-        assert found.state == "SYSTEM_ERROR"
-        logs = client.get_task(found.id, view="FULL").logs[0].system_logs
-        assert any("cannot deliver outputs to file URLs" in line for line in logs), logs
-        assert not (tmp_path / "a.txt").exists()
-        outside = tes.Output(path="/out/b.txt", url="file:///etc/b.txt")
-        with broker.client() as http:
-            body = {
-                "executors": [{"image": "busybox:local", "command": ["true"]}],
-                "outputs": [{"path": outside.path, "url": outside.url}],
-            }
-            answer = http.post("/ga4gh/tes/v1/tasks", json=body)
-            assert answer.status_code == 422, answer.text
+        done = client.wait(client.create_task(task), timeout=60)
+        full = client.get_task(done.id, view="FULL")
+        assert done.state == "SYSTEM_ERROR", full.logs[0].system_logs
+        failures = [line for line in full.logs[0].system_logs if "outputs[0]" in line]
+        assert failures and said in failures[0], full.logs[0].system_logs
+        assert not any((tmp_path / "out").iterdir())
+        assert full.logs[0].outputs == []
+
+
+def test_tes_output_paths_and_urls_are_checked_at_create(delivering_broker):
+    http = session()
+    url = f"{delivering_broker.url}/ga4gh/tes/v1/tasks"
+    executors = [{"image": "busybox:local", "command": ["true"]}]
+    for field, output in [
+        ("outputs[0].path", {"path": "../escape", "url": delivering_broker.out.as_uri()}),
+        ("outputs[0].path", {"path": "/a/../../b", "url": delivering_broker.out.as_uri()}),
+        ("outputs[0].url", {"path": "/a", "url": "file:///etc/passwd"}),
+    ]:
+        answer = http.post(url, json={"executors": executors, "outputs": [output]})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == field, answer.text
+
+
+def test_tes_http_inputs_and_outputs_are_checked_against_the_fetch_rules_at_create(broker):
+    """A URL the broker's fetch rules refuse (metadata, loopback) is a 400 naming the field,
+    and no task is made."""
+    http = session()
+    url = f"{broker.url}/ga4gh/tes/v1/tasks"
+    before = len(http.get(url, params={"name_prefix": "fetch-rules"}).json()["tasks"])
+    executors = [{"image": "busybox:local", "command": ["true"]}]
+    cases = [
+        (
+            "inputs[1].url",
+            {
+                "inputs": [
+                    {"path": "/a", "content": "x"},
+                    {"path": "/b", "url": "http://169.254.169.254/latest/meta-data/"},
+                ]
+            },
+        ),
+        ("inputs[0].url", {"inputs": [{"path": "/a", "url": "http://127.0.0.1:8080/x"}]}),
+        ("outputs[0].url", {"outputs": [{"path": "/o", "url": "https://[::1]/up"}]}),
+    ]
+    for field, part in cases:
+        answer = http.post(url, json={"name": "fetch-rules", "executors": executors, **part})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["field"] == field, answer.text
+        assert "address" in answer.json()["detail"]
+    assert len(http.get(url, params={"name_prefix": "fetch-rules"}).json()["tasks"]) == before

@@ -3,13 +3,15 @@
 A task is one session, accepted at once on the best offer (a NO is a SYSTEM_ERROR task
 whose ``system_logs`` are the reasons). Its executors become one script (see
 ``model.tes_script``): a docker-container running ``/bin/sh -c`` in the executors' image
-when this broker runs containers, else a batch script.
+when this broker runs containers, else a batch script. Outputs are left where the executors
+write them and delivered by the broker once the task has ended well (``deliveries``).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
@@ -69,8 +71,20 @@ def _local_file(url: str, roots: list[Path], field: str) -> Path:
     raise InvalidRequest(f"{field}: {url} is not under a directory this broker allows", field=field)
 
 
+def _fetchable(url: str, refusal: Callable[[str], str | None], field: str) -> None:
+    """A 400 naming ``field`` when the broker's fetch rules refuse ``url`` already."""
+    reason = refusal(url)
+    if reason is not None:
+        raise Unsupported(f"{field}: {reason}", field=field)
+
+
 def translate(
-    task: tes.Task, *, containers: bool, roots: list[Path]
+    task: tes.Task,
+    *,
+    containers: bool,
+    roots: list[Path],
+    fetch_refusal: Callable[[str], str | None],
+    copies_out: bool = True,
 ) -> tuple[ExecutionRequest, list[str], dict[str, Any]]:
     """The request a task describes, the reasons it cannot run here (a NO), and what the
     session keeps of it. Raises InvalidRequest for input that is wrong, not unsupported."""
@@ -89,6 +103,7 @@ def translate(
         if item.content is not None:
             staging.append(scripts.Staging(item.path, content=item.content))
         elif scheme in ("http", "https"):
+            _fetchable(item.url or "", fetch_refusal, f"{field}.url")
             staging.append(scripts.Staging(item.path, url=item.url))
         elif scheme == "file":
             path = _local_file(item.url or "", roots, f"{field}.url")
@@ -102,23 +117,34 @@ def translate(
             reasons.append(
                 f"{field}.url: fetches http(s) and file URLs only, not {scheme or item.url!r}"
             )
-    deliveries = []
+    deliveries: list[dict[str, str]] = []
     for index, item in enumerate(task.outputs or []):
-        field = f"outputs[{index}].url"
-        if urlparse(item.url).scheme != "file":
-            reasons.append(f"{field}: this broker delivers outputs to file URLs only")
-        elif containers:
-            reasons.append(
-                f"{field}: outputs are delivered by batch platforms only, not from containers"
+        field = f"outputs[{index}]"
+        scheme = urlparse(item.url).scheme
+        parts = PurePosixPath(item.path).parts
+        if not item.path.startswith("/") or ".." in parts or len(parts) < 2:
+            raise InvalidRequest(
+                f"{field}.path: {item.path[:100]!r} is not an absolute path below /",
+                field=f"{field}.path",
             )
+        if scheme == "file":
+            _local_file(item.url, roots, f"{field}.url")
+        elif scheme in ("http", "https"):
+            _fetchable(item.url, fetch_refusal, f"{field}.url")
         else:
-            _local_file(item.url, roots, field)  # a URL outside the roots is a 422 still
-            # The task runs sandboxed under its owner's own account and cannot write the
-            # broker host's directories; until the broker delivers outputs itself, say so.
             reasons.append(
-                f"{field}: this broker cannot deliver outputs to file URLs yet (tasks run "
-                "sandboxed under their own accounts and cannot write the broker's directories)"
+                f"{field}.url: this broker delivers outputs to file and http(s) URLs only, "
+                f"not {scheme or item.url!r}"
             )
+            continue
+        if item.path_prefix or "*" in item.path:
+            reasons.append(f"{field}.path: wildcards (path_prefix) are not supported")
+            continue
+        if containers and not copies_out:
+            reasons.append(f"{field}.url: this broker cannot copy outputs out of its containers")
+            continue
+        kind = (item.type or tes.FileType.FILE).value
+        deliveries.append({"url": item.url, "path": item.path, "type": kind})
     images = {executor.image for executor in task.executors}
     if containers and len(images) > 1:
         raise InvalidRequest(
@@ -129,7 +155,7 @@ def translate(
     marker = scripts.nonce()
     try:
         text = scripts.script(
-            task, marker, in_container=containers, staging=staging, deliveries=deliveries
+            task, marker, in_container=containers, staging=staging, outputs=deliveries
         )
     except ValueError as error:
         raise InvalidRequest(str(error), field="executors") from None
@@ -162,7 +188,8 @@ def translate(
     kept = task.model_dump(
         mode="json", exclude_none=True, exclude={"id", "state", "logs", "creation_time"}
     )
-    return request, reasons, {"task": kept, "marker": marker, "name": task.name}
+    meta = {"task": kept, "marker": marker, "name": task.name, "deliveries": deliveries}
+    return request, reasons, meta
 
 
 @router.post("/tasks", summary="Create a task")
@@ -175,7 +202,11 @@ async def create_task(request: Request, service: Service, user: CurrentUser) -> 
         raise InvalidRequest(f"{where}: {first['msg']}", field=where) from None
     containers = kinds.DOCKER_CONTAINER in service.supported_kinds()
     execution, reasons, meta = translate(
-        task, containers=containers, roots=list(service.config.tes.file_roots)
+        task,
+        containers=containers,
+        roots=list(service.config.tes.file_roots),
+        fetch_refusal=service.fetch_refusal,
+        copies_out=service.copies_out(),
     )
     row = await run_in_threadpool(
         lambda: service.submit(
@@ -215,23 +246,21 @@ def task_of(row: SessionRow, view: tes.View, service: BrokerService, user: User)
             item.pop("content", None)
     task = tes.Task.model_validate({**kept, "id": row.uuid, "state": state})
     task.creation_time = format_instant(row.created)
-    task.logs = [_log(row, meta, task, view, service, user)]
+    task.logs = [_log(row, meta, view, service, user)]
     return task
 
 
 def _log(
     row: SessionRow,
     meta: dict[str, Any],
-    task: tes.Task,
     view: tes.View,
     service: BrokerService,
     user: User,
 ) -> tes.TaskLog:
     logs = service.logs(user, row.uuid) if row.handle else None
     executors: list[tes.ExecutorLog] = []
-    sizes: dict[int, str] = {}
     if logs is not None and "marker" in meta:
-        executors, sizes = scripts.executor_logs(logs.stdout, logs.stderr, meta["marker"])
+        executors = scripts.executor_logs(logs.stdout, logs.stderr, meta["marker"])
     elif logs is not None and row.started:  # one executor: the session's own output
         executors = [
             tes.ExecutorLog(
@@ -244,16 +273,11 @@ def _log(
         ]
     if view == "BASIC":
         executors = [item.model_copy(update={"stdout": None, "stderr": None}) for item in executors]
-    file_outputs = [item for item in task.outputs or [] if urlparse(item.url).scheme == "file"]
     return tes.TaskLog(
         logs=executors,
         start_time=format_instant(row.started) if row.started else None,
         end_time=format_instant(row.finished) if row.finished else None,
-        outputs=[
-            tes.OutputFileLog(url=item.url, path=item.path, size_bytes=sizes[number])
-            for number, item in enumerate(file_outputs)
-            if number in sizes
-        ],
+        outputs=[tes.OutputFileLog.model_validate(item) for item in meta.get("delivered", [])],
         system_logs=[item["message"] for item in row.messages] if view == "FULL" else None,
     )
 
@@ -262,7 +286,12 @@ def _log(
 def get_task(
     uuid: UUID, service: Service, user: CurrentUser, view: tes.View = "MINIMAL"
 ) -> Response:
-    return _json(task_of(service.get_job(user, str(uuid)), view, service, user))
+    if view == "MINIMAL":  # a state to poll: at once
+        return _json(task_of(service.get_job(user, str(uuid)), view, service, user))
+    # Its logs: once the task is in its platform's hands (bounded), so a GET right after the
+    # create shows the executors that have run, not a task on its way to the platform.
+    wait = service.config.tes.start_wait.total_seconds()
+    return _json(task_of(service.wait_started(user, str(uuid), wait), view, service, user))
 
 
 @router.get("/tasks", summary="The caller's tasks, newest first, in pages")

@@ -20,6 +20,13 @@ from execbroker.model.executables import ENV_NAME
 from execbroker.model.tes import ExecutorLog, Task
 
 NOW = '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'
+# A batch task's paths: the session directory's ``tes/`` folder, beside $EXECBROKER_OUTPUTS
+# (where the broker reads the outputs back from: ``deliveries``).
+TASK_ROOT = "tes"
+BATCH_ROOT = (
+    'TES_ROOT="${EXECBROKER_OUTPUTS:?}"; '
+    f'TES_ROOT="${{TES_ROOT%/*}}/{TASK_ROOT}"; export TES_ROOT'
+)
 
 
 def nonce() -> str:
@@ -35,15 +42,6 @@ class Staging:
     url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An output copied, once the executors end, to a local directory the config allows."""
-
-    path: str
-    target: str
-    url: str
-
-
 def _path(path: str) -> str:
     """A task path under ``$TES_ROOT`` (empty in a container), quoted for the shell."""
     return f'"$TES_ROOT"{quote(path)}'
@@ -55,14 +53,20 @@ def script(
     *,
     in_container: bool,
     staging: list[Staging],
-    deliveries: list[Delivery],
+    outputs: list[dict[str, str]],
 ) -> str:
+    """The script; ``outputs`` (``path``, ``type``) get their folders made, and are left
+    where the executors write them, for the broker to deliver once the script ends."""
     lines = [
         "#!/bin/sh",
         "# A GA4GH TES task, written by execbroker: its executors, in order.",
-        'TES_ROOT=""' if in_container else 'TES_ROOT="$PWD/tes"; export TES_ROOT',
+        'TES_ROOT=""' if in_container else BATCH_ROOT,
         f"M={quote('::tes:' + marker)}",
     ]
+    for item in outputs:
+        folder = item["path"] if item.get("type") == "DIRECTORY" else item["path"].rsplit("/", 1)[0]
+        if folder:
+            lines.append(f"mkdir -p {_path(folder)}")
     for item in staging:
         target = _path(item.path)
         lines.append(f'mkdir -p "$(dirname {target})"')
@@ -100,12 +104,6 @@ def script(
         ]
         if not executor.ignore_error:
             lines.append('[ "$code" -eq 0 ] || exit "$code"')
-    for number, item in enumerate(deliveries):
-        source, target = _path(item.path), quote(item.target)
-        lines += [
-            f"cp {source} {target} || exit 4",
-            f'printf \'%s:output:{number}:%s\\n\' "$M" "$(wc -c < {target})" >&2',
-        ]
     lines.append("exit 0")
     return "\n".join(lines) + "\n"
 
@@ -122,8 +120,7 @@ def _split(text: str, marker: str) -> tuple[dict[int, list[str]], list[tuple[int
         found = _MARK.match(line)
         if found and found["nonce"] == marker:
             head, *fields = found["rest"].split(":", 2)
-            if head == "output" and len(fields) == 2 and fields[0].isdigit():
-                marks.append((int(fields[0]), "output", [fields[1]]))
+            if not head.isdigit():
                 continue
             index, what = int(head), fields[0] if fields else ""
             marks.append((index, what, fields[1].split(":", 1) if len(fields) > 1 else []))
@@ -136,19 +133,13 @@ def _split(text: str, marker: str) -> tuple[dict[int, list[str]], list[tuple[int
     return lines, marks
 
 
-def executor_logs(
-    stdout: str, stderr: str, marker: str
-) -> tuple[list[ExecutorLog], dict[int, str]]:
-    """Per-executor logs (start, end, exit code, their own output), and the sizes of the
-    outputs delivered so far, by their number in the task's deliveries."""
+def executor_logs(stdout: str, stderr: str, marker: str) -> list[ExecutorLog]:
+    """Per-executor logs (start, end, exit code, their own output) of those that started."""
     out, _ = _split(stdout, marker)
     err, marks = _split(stderr, marker)
     logs: dict[int, dict[str, object]] = {}
-    outputs: dict[int, str] = {}
     for index, what, fields in marks:
-        if what == "output":
-            outputs[index] = fields[0].strip()
-        elif what == "start" and fields:
+        if what == "start" and fields:
             logs[index] = {"start_time": ":".join(fields), "exit_code": -1}
         elif what == "end" and index in logs and fields:
             code, _, when = ":".join(fields).partition(":")
@@ -163,4 +154,4 @@ def executor_logs(
         )
         for index in sorted(logs)
     ]
-    return found, outputs
+    return found

@@ -178,6 +178,16 @@ class Watching(Protocol):
         """Stop watching, and free what was prepared ahead (the broker is stopping)."""
 
 
+@runtime_checkable
+class Collecting(Protocol):
+    """A backend whose tasks' files are not on the broker's host (a container's): it copies
+    one out of an ended task before ``release``, for the broker to deliver."""
+
+    def collect(self, handle: str, path: str, target: Path, *, limit: int) -> None:
+        """Copy the file or directory ``path`` (as the task saw it) to ``target``: regular
+        files and directories only, at most ``limit`` bytes. Raises PlatformError."""
+
+
 def stop_and_release(platform: Platform, handle: str) -> None:
     """Stop a task and free what it holds, logging (not raising) what the platform refuses:
     the caller has already decided the session's fate and only needs the task gone."""

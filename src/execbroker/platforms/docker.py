@@ -38,6 +38,11 @@ Options (``platforms: [{type: docker, ...}]``): see ``DockerOptions`` and ``Engi
 e.g. ``pull: never``, ``publish_host: 0.0.0.0``, ``endpoint_host: broker.example.org``,
 ``allow: {privileged: true}``, ``isolate: false``, ``notebook_image: null`` (no notebooks).
 
+Every container also gets an empty ``/session/outputs`` (``$EXECBROKER_OUTPUTS``) before it
+starts; the regular files it leaves there are copied back like a notebook's when it ends, and
+a TES task's outputs are copied out of the ended container at their own paths (``collect``)
+for the broker to deliver.
+
 The monitor hears of a container starting or ending from the engine's event stream
 (``watch``) rather than at its next pass.
 """
@@ -63,6 +68,7 @@ from execbroker.model.executables import (
     JupyterNotebook,
 )
 from execbroker.notebooks import task as notebook_files
+from execbroker.outputs import OUTPUTS_DIR
 from execbroker.planner import Resources
 from execbroker.platforms import docker_data
 from execbroker.platforms import docker_engine as engine_
@@ -103,7 +109,7 @@ _NOTEBOOK_FILES = {
     notebook_files.TASK_FILE: 0o600,
     notebook_files.INPUT_FILE: 0o644,
 }
-_NOTEBOOK_DIRS = {notebooks.OUTPUTS_DIR: 0o755, "work": 0o700}
+_NOTEBOOK_DIRS = {OUTPUTS_DIR: 0o755, "work": 0o700}
 
 
 class DockerOptions(EngineOptions):
@@ -115,7 +121,7 @@ class DockerOptions(EngineOptions):
         default="execbroker/python:local", description="runs notebooks; null: no notebooks"
     )
     notebook_outputs_limit: int = Field(
-        default=256 * 1024**2, ge=0, description="bytes of a notebook's outputs copied back"
+        default=256 * 1024**2, ge=0, description="bytes of a task's outputs copied back"
     )
 
 
@@ -349,6 +355,8 @@ class DockerPlatform:
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
+                else:  # an empty $EXECBROKER_OUTPUTS, whatever user the image runs as
+                    engine_.put_files(container, str(SESSION_DIR), {}, {OUTPUTS_DIR: 0o777})
                 container.start()
             except docker.errors.APIError as error:
                 reason = engine_.ok_or_reason(error)
@@ -449,8 +457,7 @@ class DockerPlatform:
             except docker.errors.NotFound:
                 return
             self._keep_logs(container)
-            if LABEL_NOTEBOOK in container.labels:
-                self._collect(container, self._workdir(container))
+            self._collect(container, self._workdir(container))
             self._collected.discard(container.id)
             try:
                 container.remove(force=True, v=True)
@@ -509,17 +516,30 @@ class DockerPlatform:
             temporary.replace(workdir / name)
 
     def _collect(self, container: Container, workdir: Path) -> None:
-        """Copy an ended notebook task's outputs and result into its work directory, once."""
+        """Copy an ended task's outputs ($EXECBROKER_OUTPUTS) and a notebook's result into
+        its work directory, once."""
         if container.id in self._collected:
             return
         engine_.copy_out(
             container,
-            str(SESSION_DIR / notebooks.OUTPUTS_DIR),
-            workdir / notebooks.OUTPUTS_DIR,
+            str(SESSION_DIR / OUTPUTS_DIR),
+            workdir / OUTPUTS_DIR,
             limit=self.options.notebook_outputs_limit,
         )
-        self._copy_back(container, workdir, notebook_files.RESULT_FILE)
+        if LABEL_NOTEBOOK in container.labels:
+            self._copy_back(container, workdir, notebook_files.RESULT_FILE)
         self._collected.add(container.id)
+
+    def collect(self, handle: str, path: str, target: Path, *, limit: int) -> None:
+        """Copy the file or directory ``path`` of an ended task's container to ``target``
+        on the broker's host: regular files and directories only, at most ``limit`` bytes
+        (PlatformError saying which is wrong otherwise)."""
+        with engine_errors("copying an output out of the container"):
+            try:
+                container = self.engine.client.containers.get(handle)
+            except docker.errors.NotFound:
+                raise PlatformError(f"the task's container is gone: no {path}") from None
+            engine_.copy_tree_out(container, path, target, limit=limit)
 
     def _keep_logs(self, container: Container) -> None:
         try:
@@ -557,6 +577,7 @@ def _session_environment(spec: LaunchSpec) -> dict[str, str]:
         "EXECBROKER_SESSION": spec.session_id,
         "EXECBROKER_CORES": str(spec.resources.cores),
         "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+        "EXECBROKER_OUTPUTS": str(SESSION_DIR / OUTPUTS_DIR),
     }
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tarfile
 import threading
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import docker
@@ -521,6 +522,53 @@ def copy_out(container: Container, path: str, target: Path, *, limit: int) -> li
         if partial is not None:
             partial.unlink(missing_ok=True)
     return copied
+
+
+def copy_tree_out(container: Container, path: str, target: Path, *, limit: int) -> None:
+    """Copy the file or directory ``path`` of a container to ``target`` on this host (made
+    afresh): regular files and directories only, at most ``limit`` bytes of files. A link,
+    a device or an odd name in it is an error, never followed; PlatformError says which."""
+    top = PurePosixPath(path).name
+    try:
+        archive = _archive(container, path, 2 * limit + 16 * 1024**2)  # headers too
+    except docker.errors.APIError as error:
+        raise PlatformError(f"{path}: {ok_or_reason(error)}") from None
+    if archive is None:
+        raise PlatformError(f"{path}: no such file or directory in the task")
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    total = 0
+    try:
+        with archive:
+            for member in archive:
+                parts = PurePosixPath(member.name).parts
+                if not parts or parts[0] != top or any(p in ("..", "/") for p in parts):
+                    raise PlatformError(f"{path}: an odd name {member.name[:100]!r} in it")
+                place = target.joinpath(*parts[1:])
+                if member.isdir():
+                    place.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise PlatformError(
+                        f"{path}: {member.name[:100]} is a link or a special file (outputs "
+                        "are regular files and directories)"
+                    )
+                total += member.size
+                if total > limit:
+                    raise PlatformError(f"{path}: larger than {limit} bytes")
+                stream = archive.extractfile(member)
+                place.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                with os.fdopen(os.open(place, flags, 0o644), "wb") as out:
+                    while stream is not None and (chunk := stream.read(COPY_CHUNK)):
+                        out.write(chunk)
+    except TooLarge:
+        raise PlatformError(f"{path}: larger than {limit} bytes") from None
+    except tarfile.TarError as error:
+        raise PlatformError(f"{path}: could not be copied out: {error}") from None
 
 
 # -- events -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
+from execbroker.outputs import OUTPUTS_DIR
 from execbroker.planner import Resources
 from execbroker.platforms import sandbox, staging
 from execbroker.platforms.accounts import Account, Accounts, IsolationError, RunAsOptions
@@ -257,6 +258,7 @@ class LocalPlatform:
             argv, result = ["/bin/sh", str(sandbox.TASK_DIR / "script.sh")], None
         else:
             raise PlatformError("a batch-script with a script or a jupyter-notebook is needed")
+        (workdir / OUTPUTS_DIR).mkdir(exist_ok=True)  # $EXECBROKER_OUTPUTS
         _hand_over(workdir, account)
         return argv, result
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from execbroker.notebooks.progress import read_untrusted
+from execbroker.outputs import OUTPUTS_DIR
 from execbroker.platforms import local_runs, sandbox
 from execbroker.platforms.accounts import Account
 from execbroker.platforms.cgroups import Limits, SessionCgroup
@@ -87,6 +88,7 @@ def run(run: Path) -> int:
         "EXECBROKER_SESSION": launch["session"],
         "EXECBROKER_CORES": str(launch["cores"]),
         "EXECBROKER_MEMORY_GIB": str(launch["memory_gib"]),
+        "EXECBROKER_OUTPUTS": str(sandbox.TASK_DIR / OUTPUTS_DIR),
     }
     argv = sandbox.command(
         launch["argv"],

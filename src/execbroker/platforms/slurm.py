@@ -94,6 +94,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from execbroker import kinds, notebooks
 from execbroker.model.executables import BatchScript, Executable, JupyterNotebook
+from execbroker.outputs import OUTPUTS_DIR
 from execbroker.planner import Resources
 from execbroker.platforms import slurm_states as states
 from execbroker.platforms import staging
@@ -360,6 +361,7 @@ class SlurmPlatform:
             shutil.rmtree(workdir)
         workdir.mkdir(mode=0o700)
         (workdir / "work").mkdir()
+        (workdir / OUTPUTS_DIR).mkdir()  # $EXECBROKER_OUTPUTS
         (workdir / "script.sh").write_text(self._task_script(spec))
         for name in ("stdout.log", "stderr.log"):  # the owner's, before Slurm opens them
             (workdir / name).touch()

@@ -22,6 +22,7 @@ from string import Template
 
 from execbroker.errors import InvalidRequest
 from execbroker.model.executables import BatchScript
+from execbroker.outputs import OUTPUTS_DIR
 from execbroker.platforms import staging
 from execbroker.platforms.base import LaunchSpec, PlatformError
 
@@ -110,6 +111,7 @@ def job_environment(spec: LaunchSpec) -> dict[str, str]:
         "EXECBROKER_SESSION": spec.session_id,
         "EXECBROKER_CORES": str(spec.resources.cores),
         "EXECBROKER_MEMORY_GIB": str(spec.resources.memory_gib),
+        "EXECBROKER_OUTPUTS": str(spec.workdir / OUTPUTS_DIR),
         **staging.environment(
             [(str(spec.workdir / "data" / str(mount.index)), mount) for mount in spec.data]
         ),

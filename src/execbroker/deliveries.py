@@ -1,0 +1,177 @@
+"""A TES task's outputs, delivered by the broker itself once the task has ended well.
+
+The task writes each output at its path in its own area: a container's path (copied out by
+the platform into the session's ``tes/`` directory), or a batch task's ``$TES_ROOT``, which
+is that directory. The area is the task's, so nothing in it is trusted: it is read without
+following a link at any step (nor opening a FIFO), regular files and directories only, at
+most ``limit`` bytes in all. The broker then writes the files where the sandboxed task could
+not: under a ``file://`` URL in a directory the config allows (``tes.file_roots``), or to an
+``http(s)`` URL by PUT, under the platform's fetch rules (``fetch.upload``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote, urlparse
+
+from execbroker import fetch
+from execbroker.model.tes_script import TASK_ROOT  # the folder that holds a task's paths
+
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1024 * 1024
+
+
+class DeliveryError(Exception):
+    """An output could not be delivered; the message is fit to show the task's owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    url: str
+    path: str  # as the task saw it
+    size: int
+
+
+def source_of(workdir: Path, path: str) -> Path:
+    """Where a task's ``path`` lies on the broker's host (the path was checked: absolute,
+    no ``..``)."""
+    return workdir / TASK_ROOT / path.lstrip("/")
+
+
+def deliver(
+    workdir: Path,
+    output: dict[str, str],
+    *,
+    roots: list[Path],
+    policy: fetch.FetchPolicy | None,
+    limit: int,
+) -> list[Delivered]:
+    """Deliver one output (``url``, ``path``, ``type``) of the session whose directory is
+    ``workdir``: one entry per file (a directory's are flattened, as TES logs them).
+    Raises DeliveryError (or fetch.FetchError) saying what went wrong."""
+    url, path = output["url"], output["path"]
+    scheme = urlparse(url).scheme
+    put = _file_sink(url, roots) if scheme == "file" else _http_sink(url, policy)
+    delivered = []
+    for relative, content in read_output(workdir, path, output.get("type", "FILE"), limit):
+        where = put(relative, content)
+        shown = str(PurePosixPath(path, relative)) if relative.parts else path
+        delivered.append(Delivered(url=where, path=shown, size=len(content)))
+    return delivered
+
+
+def read_output(
+    workdir: Path, path: str, kind: str, limit: int
+) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """The files of one output, each with its path below the output (empty for a FILE)."""
+    base = workdir / TASK_ROOT
+    parts = PurePosixPath(path).parts[1:]
+    try:
+        fd = os.open(base, _OPEN | os.O_DIRECTORY)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            try:
+                found = os.open(part, _OPEN | (0 if last else os.O_DIRECTORY), dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = found
+    except FileNotFoundError:
+        raise DeliveryError(f"{path}: the task left no such file or directory") from None
+    except OSError as error:  # ELOOP, ENOTDIR: a link or a file on the way
+        raise DeliveryError(f"{path}: not readable as an output ({error.strerror})") from None
+    budget = [limit]
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            if kind == "DIRECTORY":
+                raise DeliveryError(f"{path}: a file, but the output is a DIRECTORY")
+            yield PurePosixPath(), _read(fd, path, budget)
+        elif stat.S_ISDIR(mode):
+            if kind != "DIRECTORY":
+                raise DeliveryError(f"{path}: a directory, but the output is a FILE")
+            yield from _walk(fd, PurePosixPath(), path, budget)
+        else:
+            raise DeliveryError(f"{path}: neither a regular file nor a directory")
+    finally:
+        os.close(fd)
+
+
+def _walk(
+    fd: int, relative: PurePosixPath, path: str, budget: list[int]
+) -> Iterator[tuple[PurePosixPath, bytes]]:
+    for name in sorted(os.listdir(fd)):
+        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        below = relative / name
+        if stat.S_ISLNK(info.st_mode) or not (
+            stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
+        ):
+            raise DeliveryError(
+                f"{path}/{below}: a link or a special file (outputs are regular files and "
+                "directories; links are never followed)"
+            )
+        child = os.open(
+            name, _OPEN | (os.O_DIRECTORY if stat.S_ISDIR(info.st_mode) else 0), dir_fd=fd
+        )
+        try:
+            if stat.S_ISDIR(info.st_mode):
+                yield from _walk(child, below, path, budget)
+            else:
+                yield below, _read(child, f"{path}/{below}", budget)
+        finally:
+            os.close(child)
+
+
+def _read(fd: int, shown: str, budget: list[int]) -> bytes:
+    """A regular file's content, counted against what is left of the task's budget."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise DeliveryError(f"{shown}: not a regular file")
+    chunks, size = [], 0
+    while chunk := os.read(fd, _CHUNK):
+        size += len(chunk)
+        if size > budget[0]:
+            raise DeliveryError(f"{shown}: the task's outputs are larger than its limit")
+        chunks.append(chunk)
+    budget[0] -= size
+    return b"".join(chunks)
+
+
+def _file_sink(url: str, roots: list[Path]) -> Callable[[PurePosixPath, bytes], str]:
+    target = Path(unquote(urlparse(url).path))
+
+    def allowed(path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved.is_relative_to(root.resolve()) for root in roots)
+
+    def put(relative: PurePosixPath, content: bytes) -> str:
+        place = target.joinpath(*relative.parts)
+        # Checked before and after making its folders: a link in an allowed directory
+        # must not lead the broker's writes elsewhere.
+        if not allowed(place.parent):
+            raise DeliveryError(f"{url}: not under a directory this broker allows")
+        place.parent.mkdir(parents=True, exist_ok=True)
+        if not allowed(place.parent):
+            raise DeliveryError(f"{url}: not under a directory this broker allows")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            with os.fdopen(os.open(place, flags, 0o644), "wb") as out:
+                out.write(content)
+        except OSError as error:
+            raise DeliveryError(f"{place}: could not be written ({error.strerror})") from None
+        return place.as_uri()
+
+    return put
+
+
+def _http_sink(url: str, policy: fetch.FetchPolicy | None) -> Callable[[PurePosixPath, bytes], str]:
+    def put(relative: PurePosixPath, content: bytes) -> str:
+        where = url
+        if relative.parts:
+            where = url.rstrip("/") + "/" + "/".join(quote(part) for part in relative.parts)
+        fetch.upload(where, content, policy=policy)
+        return where
+
+    return put
