@@ -8,6 +8,7 @@ what is held and re-checks it, so concurrent requests can never overbook.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
@@ -49,6 +50,24 @@ log = logging.getLogger(__name__)
 CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
 # Phases in which a session's booking may still change: nothing of it has run yet.
 NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
+
+
+class Recent:
+    """The last ``size`` values put, by key (a bounded cache safe across threads)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        return self._items.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,9 @@ class BrokerService:
         self.wakers: list[Callable[[], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
+        # What each recent offer set asked for (stored once, never changed), so rendering a
+        # session after an accept needs no second transaction to read it.
+        self._requests = Recent(1024)
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -185,6 +207,7 @@ class BrokerService:
                 row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
             queries.add_offerset(db, offerset, sessions)
             booker.book(sessions)
+        self._requests.put(offerset_uuid, offerset.request)
         log.info(
             "offer set %s for %s: %s, %d offers",
             offerset_uuid,
@@ -374,8 +397,10 @@ class BrokerService:
         self.get_session(user, uuid)
         return open_output(self.workdir(uuid), name)
 
-    def _owned_session(self, db: object, user: User, uuid: str) -> SessionRow:
-        row = queries.get_session(db, uuid)  # type: ignore[arg-type]
+    def _owned_session(
+        self, db: object, user: User, uuid: str, *, lock: bool = False
+    ) -> SessionRow:
+        row = queries.get_session(db, uuid, lock=lock)  # type: ignore[arg-type]
         if row is None:
             raise NotFound(f"no session {uuid}")
         self._check_owner(user, row.owner, f"session {uuid}")
@@ -417,7 +442,8 @@ class BrokerService:
     def _accept(self, user: User, uuid: str) -> SessionRow:
         with self.holdings.booking() as booker:
             db, now = booker.db, booker.now
-            row = self._owned_session(db, user, uuid)
+            # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
+            row = self._owned_session(db, user, uuid, lock=True)
             if row.phase != Phase.OFFERED:
                 raise PhaseConflict(
                     f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
@@ -441,15 +467,8 @@ class BrokerService:
                 )
             if reason is not None:
                 raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-            siblings = []
-            for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
-                if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
-                    sibling.phase, sibling.modified = Phase.REJECTED, now
-                    sibling.messages = [
-                        *sibling.messages,
-                        message(f"a sibling offer {uuid} was accepted", now=now),
-                    ]
-                    siblings.append(sibling.uuid)
+            note = message(f"a sibling offer {uuid} was accepted", now=now)
+            siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, note)
             row.phase, row.modified = Phase.ACCEPTED, now
             row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
             booker.release(siblings)
@@ -469,7 +488,7 @@ class BrokerService:
         """
         with self.holdings.booking() as booker:
             db, now = booker.db, booker.now
-            row = self._owned_session(db, user, uuid)
+            row = self._owned_session(db, user, uuid, lock=True)
             if row.phase not in NOT_STARTED:
                 raise PhaseConflict(
                     f"session {uuid} is {row.phase}: its duration can change only while it is "
@@ -512,11 +531,16 @@ class BrokerService:
         now = self.clock()
         with self.database.write() as db:
             row = self._owned_session(db, user, uuid)
-            if row.phase != Phase.OFFERED:
+            # one conditional UPDATE: an accept committed since the read above (it holds the
+            # row until then) leaves this one nothing to change, never an ACCEPTED to overwrite
+            if row.phase != Phase.OFFERED or not queries.transition(
+                db, uuid, [Phase.OFFERED], Phase.REJECTED, now
+            ):
+                db.refresh(row)
                 raise PhaseConflict(
                     f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
                 )
-            row.phase, row.modified = Phase.REJECTED, now
+            db.refresh(row)
         self.metrics.rejected()
         self.holdings.released([uuid])
         return row
@@ -546,9 +570,15 @@ class BrokerService:
 
     def requested(self, row: SessionRow) -> dict[str, Any]:
         """The request ``row`` was offered for, as stored (empty if its offer set is gone)."""
+        known = self._requests.get(row.offerset_uuid)
+        if known is not None:
+            return dict(known)
         with self.database.read() as db:
             answer = queries.get_offerset(db, row.offerset_uuid)
-        return dict(answer.request or {}) if answer is not None else {}
+        if answer is None:
+            return {}
+        self._requests.put(answer.uuid, answer.request or {})
+        return dict(answer.request or {})
 
     def data_of(self, session_id: str) -> tuple[DataMount, ...]:
         """The data a session's task is to be given, as its request asked (checked then)."""

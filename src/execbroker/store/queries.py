@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, delete, false, func, not_, or_, select, type_coerce, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    and_,
+    cast,
+    delete,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
@@ -167,8 +182,38 @@ def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
     return db.get(OfferSetRow, uuid)
 
 
-def get_session(db: Session, uuid: str) -> SessionRow | None:
-    return db.get(SessionRow, uuid)
+def get_session(db: Session, uuid: str, *, lock: bool = False) -> SessionRow | None:
+    """One session; ``lock`` holds its row until the transaction ends (PostgreSQL's
+    ``FOR UPDATE``: a concurrent conditional UPDATE of it waits, then sees what this wrote)."""
+    return db.get(SessionRow, uuid, with_for_update=lock or None)
+
+
+def _appended(db: Session, message: dict[str, Any]) -> Any:
+    """``messages`` with ``message`` appended, computed by the database (no row is read)."""
+    item = json.dumps([message])
+    if db.get_bind().dialect.name == "postgresql":
+        merged = type_coerce(SessionRow.messages, JSONB).op("||")(cast(item, JSONB))
+        return cast(merged, JSON)
+    return func.json_insert(SessionRow.messages, "$[#]", func.json(json.dumps(message)))
+
+
+def reject_offers(
+    db: Session, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
+) -> list[str]:
+    """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
+    ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
+    query = (
+        update(SessionRow)
+        .where(
+            SessionRow.offerset_uuid == offerset_uuid,
+            SessionRow.uuid != besides,
+            SessionRow.phase == Phase.OFFERED,
+        )
+        .values(phase=Phase.REJECTED, modified=now, messages=_appended(db, message))
+        .returning(SessionRow.uuid)
+        .execution_options(synchronize_session=False)  # none of them is loaded
+    )
+    return list(db.scalars(query))
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
