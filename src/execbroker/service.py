@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from execbroker import kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
-from execbroker.holdings import Holdings
+from execbroker.holdings import Booker, Holdings
 from execbroker.metrics import Metrics
 from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
@@ -440,42 +440,45 @@ class BrokerService:
         return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
-        with self.holdings.booking() as booker:
-            db, now = booker.db, booker.now
-            # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
-            row = self._owned_session(db, user, uuid, lock=True)
-            if row.phase != Phase.OFFERED:
-                raise PhaseConflict(
-                    f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
-                )
-            if row.expires <= now:
-                raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
-            offer = Offer(
-                row.start, row.end - row.start, self._resources(row), row.expires, row.cost
+        # booked together with the accepts that arrive meanwhile: one transaction, one commit
+        row, siblings = self.holdings.together(lambda booker: self._book_accept(booker, user, uuid))
+        log.info("session %s accepted by %s", uuid, user.name)
+        self.metrics.accepted(uuid, len(siblings))
+        return row
+
+    def _book_accept(self, booker: Booker, user: User, uuid: str) -> tuple[SessionRow, list[str]]:
+        """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
+        db, now = booker.db, booker.now
+        # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
+        row = self._owned_session(db, user, uuid, lock=True)
+        if row.phase != Phase.OFFERED:
+            raise PhaseConflict(
+                f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
             )
+        if row.expires <= now:
+            raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
+        offer = Offer(row.start, row.end - row.start, self._resources(row), row.expires, row.cost)
+        reason = check_accept(
+            offer,
+            quota=self.quota,
+            calendar=booker.without(row.offerset_uuid, row.start, row.end),
+        )
+        if reason is not None and booker.refresh():
+            # a release not yet learned must never refuse an accept
             reason = check_accept(
                 offer,
                 quota=self.quota,
                 calendar=booker.without(row.offerset_uuid, row.start, row.end),
             )
-            if reason is not None and booker.refresh():
-                # a release not yet learned must never refuse an accept
-                reason = check_accept(
-                    offer,
-                    quota=self.quota,
-                    calendar=booker.without(row.offerset_uuid, row.start, row.end),
-                )
-            if reason is not None:
-                raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-            note = message(f"a sibling offer {uuid} was accepted", now=now)
-            siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, note)
-            row.phase, row.modified = Phase.ACCEPTED, now
-            row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
-            booker.release(siblings)
-            booker.book([row])
-        log.info("session %s accepted by %s", uuid, user.name)
-        self.metrics.accepted(uuid, len(siblings))
-        return row
+        if reason is not None:
+            raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+        note = message(f"a sibling offer {uuid} was accepted", now=now)
+        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, note)
+        row.phase, row.modified = Phase.ACCEPTED, now
+        row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
+        booker.release(siblings)
+        booker.book([row])
+        return row, siblings
 
     def change_duration(
         self, user: User, uuid: str, duration: Callable[[timedelta], timedelta]

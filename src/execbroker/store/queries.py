@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    String,
     and_,
+    bindparam,
     cast,
     delete,
     false,
@@ -185,16 +187,33 @@ def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
 def get_session(db: Session, uuid: str, *, lock: bool = False) -> SessionRow | None:
     """One session; ``lock`` holds its row until the transaction ends (PostgreSQL's
     ``FOR UPDATE``: a concurrent conditional UPDATE of it waits, then sees what this wrote)."""
-    return db.get(SessionRow, uuid, with_for_update=lock or None)
+    # locked, it is read afresh too: a row of this transaction's identity map may be stale
+    # (changed by a conditional UPDATE, or by another replica before the lock was had)
+    return db.get(SessionRow, uuid, with_for_update=lock or None, populate_existing=lock)
 
 
-def _appended(db: Session, message: dict[str, Any]) -> Any:
-    """``messages`` with ``message`` appended, computed by the database (no row is read)."""
-    item = json.dumps([message])
-    if db.get_bind().dialect.name == "postgresql":
-        merged = type_coerce(SessionRow.messages, JSONB).op("||")(cast(item, JSONB))
-        return cast(merged, JSON)
-    return func.json_insert(SessionRow.messages, "$[#]", func.json(json.dumps(message)))
+def _reject_offers_statement(dialect: str) -> Any:
+    """The UPDATE of ``reject_offers``, built once per dialect (a Core statement on the table,
+    its parameters bound at each call: no ORM bookkeeping on the booking path)."""
+    table = SessionRow.__table__
+    note = bindparam("note", type_=String)
+    if dialect == "postgresql":  # the column is JSON: appended to as JSONB
+        messages: Any = cast(cast(table.c.messages, JSONB).op("||")(cast(note, JSONB)), JSON)
+    else:
+        messages = func.json_insert(table.c.messages, "$[#]", func.json(note))
+    return (
+        update(table)
+        .where(
+            table.c.offerset_uuid == bindparam("offerset"),
+            table.c.uuid != bindparam("besides"),
+            table.c.phase == Phase.OFFERED.value,
+        )
+        .values(phase=Phase.REJECTED.value, modified=bindparam("now"), messages=messages)
+        .returning(table.c.uuid)
+    )
+
+
+_REJECT_OFFERS: dict[str, Any] = {}
 
 
 def reject_offers(
@@ -202,18 +221,13 @@ def reject_offers(
 ) -> list[str]:
     """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
     ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
-    query = (
-        update(SessionRow)
-        .where(
-            SessionRow.offerset_uuid == offerset_uuid,
-            SessionRow.uuid != besides,
-            SessionRow.phase == Phase.OFFERED,
-        )
-        .values(phase=Phase.REJECTED, modified=now, messages=_appended(db, message))
-        .returning(SessionRow.uuid)
-        .execution_options(synchronize_session=False)  # none of them is loaded
-    )
-    return list(db.scalars(query))
+    dialect = db.get_bind().dialect.name
+    statement = _REJECT_OFFERS.get(dialect)
+    if statement is None:
+        statement = _REJECT_OFFERS[dialect] = _reject_offers_statement(dialect)
+    note = json.dumps([message] if dialect == "postgresql" else message)
+    parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
+    return list(db.connection().execute(statement, parameters).scalars())
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
