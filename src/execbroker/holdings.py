@@ -83,6 +83,11 @@ class Booker:
     _booked: list[SessionRow] = field(default_factory=list)
     _released: set[str] = field(default_factory=set)
 
+    @property
+    def version(self) -> int:
+        """The booking version this transaction writes (``sessions.booked`` of its rows)."""
+        return int(self.db.info["lock_version"]) + 1
+
     def calendar(self) -> Calendar:
         return self._holdings.index.calendar()
 
@@ -262,7 +267,7 @@ class Holdings:
     def _record(self, booker: Booker) -> None:
         if not booker._booked and not booker._released:
             return
-        version = booker.db.info["lock_version"] + 1
+        version = booker.version
         for row in booker._booked:  # before the UPDATE below flushes them: one write per row
             row.booked = version
         queries.bump_lock_version(booker.db, version)

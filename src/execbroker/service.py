@@ -450,7 +450,10 @@ class BrokerService:
         """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
         db, now = booker.db, booker.now
         # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
-        row = self._owned_session(db, user, uuid, lock=True)
+        row = queries.locked_session(db, uuid)
+        if row is None:
+            raise NotFound(f"no session {uuid}")
+        self._check_owner(user, row.owner, f"session {uuid}")
         if row.phase != Phase.OFFERED:
             raise PhaseConflict(
                 f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
@@ -472,10 +475,14 @@ class BrokerService:
             )
         if reason is not None:
             raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-        note = message(f"a sibling offer {uuid} was accepted", now=now)
-        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, note)
-        row.phase, row.modified = Phase.ACCEPTED, now
-        row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
+        # Core statements, no ORM object: the row above is a record in no ORM session
+        note = message(f"accepted by {user.name}", now=now)
+        if not queries.accept_offer(db, uuid, now, note, booker.version):
+            raise PhaseConflict(f"session {uuid} is no longer OFFERED")  # nothing written
+        sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
+        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, sibling_note)
+        row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version
+        row.messages = [*row.messages, note]
         booker.release(siblings)
         booker.book([row])
         return row, siblings

@@ -192,15 +192,54 @@ def get_session(db: Session, uuid: str, *, lock: bool = False) -> SessionRow | N
     return db.get(SessionRow, uuid, with_for_update=lock or None, populate_existing=lock)
 
 
-def _reject_offers_statement(dialect: str) -> Any:
-    """The UPDATE of ``reject_offers``, built once per dialect (a Core statement on the table,
-    its parameters bound at each call: no ORM bookkeeping on the booking path)."""
+def _appended_messages(dialect: str, note: Any) -> Any:
+    """``messages`` with the JSON item ``note`` (a one-item array on PostgreSQL) appended."""
+    column = SessionRow.__table__.c.messages
+    if dialect == "postgresql":  # the column is JSON: appended to as JSONB
+        return cast(cast(column, JSONB).op("||")(cast(note, JSONB)), JSON)
+    return func.json_insert(column, "$[#]", func.json(note))
+
+
+def _note(dialect: str, message: dict[str, Any]) -> str:
+    return json.dumps([message] if dialect == "postgresql" else message)
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statement(db: Session, name: str) -> tuple[str, Any]:
+    """A Core statement of the booking path, built once per dialect (its parameters bound at
+    each call: no ORM bookkeeping, no statement to compile again)."""
+    dialect = db.get_bind().dialect.name
+    found = _STATEMENTS.get((dialect, name))
+    if found is None:
+        found = _STATEMENTS[dialect, name] = _BUILDERS[name](dialect)
+    return dialect, found
+
+
+def _locked_session(dialect: str) -> Any:
+    table = SessionRow.__table__
+    return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
+
+
+def _accept_offer(dialect: str) -> Any:
     table = SessionRow.__table__
     note = bindparam("note", type_=String)
-    if dialect == "postgresql":  # the column is JSON: appended to as JSONB
-        messages: Any = cast(cast(table.c.messages, JSONB).op("||")(cast(note, JSONB)), JSON)
-    else:
-        messages = func.json_insert(table.c.messages, "$[#]", func.json(note))
+    return (
+        update(table)
+        .where(table.c.uuid == bindparam("accepted"), table.c.phase == Phase.OFFERED.value)
+        .values(
+            phase=Phase.ACCEPTED.value,
+            modified=bindparam("now"),
+            messages=_appended_messages(dialect, note),
+            booked=bindparam("version"),
+        )
+    )
+
+
+def _reject_offers(dialect: str) -> Any:
+    table = SessionRow.__table__
+    note = bindparam("note", type_=String)
     return (
         update(table)
         .where(
@@ -208,12 +247,36 @@ def _reject_offers_statement(dialect: str) -> Any:
             table.c.uuid != bindparam("besides"),
             table.c.phase == Phase.OFFERED.value,
         )
-        .values(phase=Phase.REJECTED.value, modified=bindparam("now"), messages=messages)
+        .values(
+            phase=Phase.REJECTED.value,
+            modified=bindparam("now"),
+            messages=_appended_messages(dialect, note),
+        )
         .returning(table.c.uuid)
     )
 
 
-_REJECT_OFFERS: dict[str, Any] = {}
+_BUILDERS = {"locked": _locked_session, "accept": _accept_offer, "reject": _reject_offers}
+
+
+def locked_session(db: Session, uuid: str) -> SessionRow | None:
+    """One session read (as a record of its own, in no ORM session) and locked until the
+    transaction ends: PostgreSQL's ``FOR UPDATE``, so a concurrent conditional UPDATE of it
+    waits, then sees what this transaction wrote."""
+    _, statement = _statement(db, "locked")
+    found = db.connection().execute(statement, {"uuid": uuid}).mappings().first()
+    return None if found is None else SessionRow(**found)
+
+
+def accept_offer(
+    db: Session, uuid: str, now: datetime, message: dict[str, Any], version: int
+) -> bool:
+    """Move one offer from OFFERED to ACCEPTED, noting ``message`` and the booking
+    ``version``; False if it was no longer OFFERED."""
+    dialect, statement = _statement(db, "accept")
+    note = _note(dialect, message)
+    parameters = {"accepted": uuid, "now": now, "note": note, "version": version}
+    return db.connection().execute(statement, parameters).rowcount == 1
 
 
 def reject_offers(
@@ -221,11 +284,8 @@ def reject_offers(
 ) -> list[str]:
     """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
     ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
-    dialect = db.get_bind().dialect.name
-    statement = _REJECT_OFFERS.get(dialect)
-    if statement is None:
-        statement = _REJECT_OFFERS[dialect] = _reject_offers_statement(dialect)
-    note = json.dumps([message] if dialect == "postgresql" else message)
+    dialect, statement = _statement(db, "reject")
+    note = _note(dialect, message)
     parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
     return list(db.connection().execute(statement, parameters).scalars())
 
