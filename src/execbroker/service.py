@@ -199,12 +199,14 @@ class BrokerService:
             if not plan.accepted and booker.refresh():
                 plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
+            executable = request.executable.model_dump(mode="json", exclude_none=True)
             sessions = [
-                self._session_row(offerset_uuid, user, request, now, offer, platform.name)
+                self._session_row(offerset_uuid, user, executable, now, offer, platform.name)
                 for offer in plan.offers
             ]
             for row in sessions:
                 row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
+                row.booked = booker.version  # inserted as they are: stamped before
             queries.add_offerset(db, offerset, sessions)
             booker.book(sessions)
         self._requests.put(offerset_uuid, offerset.request)
@@ -331,7 +333,7 @@ class BrokerService:
         self,
         offerset_uuid: str,
         user: User,
-        request: ExecutionRequest,
+        executable: dict[str, Any],
         now: datetime,
         offer: Offer,
         platform: str,
@@ -352,7 +354,7 @@ class BrokerService:
             storage_gib=offer.resources.storage_gib,
             cost=offer.cost,
             cost_type=pricing.type if pricing and offer.cost is not None else None,
-            executable=request.executable.model_dump(mode="json", exclude_none=True),
+            executable=executable,
             platform=platform,
             handle=None,
             messages=[],

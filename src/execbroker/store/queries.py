@@ -18,6 +18,7 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    insert,
     not_,
     or_,
     select,
@@ -174,10 +175,25 @@ def delete_offersets(db: Session, uuids: Sequence[str]) -> int:
     return db.execute(delete(OfferSetRow).where(OfferSetRow.uuid.in_(list(uuids)))).rowcount
 
 
+def _values(row: OfferSetRow | SessionRow) -> dict[str, Any]:
+    """A record's columns as an INSERT's values, the columns' defaults for those left unset."""
+    values = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if value is None and column.default is not None and column.default.is_scalar:
+            value = column.default.arg
+        values[column.key] = value
+    return values
+
+
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
-    db.add(offerset)
-    db.flush()  # the offer set first: sessions refer to it
-    db.add_all(sessions)
+    """Insert an offer set and its sessions (Core INSERTs, one for all the sessions: the
+    records stay as they were made, in no ORM session)."""
+    connection = db.connection()
+    connection.execute(insert(OfferSetRow.__table__), [_values(offerset)])
+    rows = [_values(row) for row in sessions]
+    if rows:
+        connection.execute(insert(SessionRow.__table__), rows)
 
 
 def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
