@@ -134,6 +134,11 @@ class Holdings:
 
         Raises what the job raised, or what failed the group's commit.
         """
+        return self.submit(job).result()
+
+    def submit(self, job: Callable[[Booker], T]) -> Future[T]:
+        """``together``, without waiting: the future of its answer (an event loop awaits it
+        with ``asyncio.wrap_future`` and needs no thread of its own meanwhile)."""
         done: Future[T] = Future()
         self._queue.put((job, done))
         with self._writer_lock:
@@ -142,7 +147,7 @@ class Holdings:
                     target=self._write_groups, name="booking-writer", daemon=True
                 )
                 self._writer.start()
-        return done.result()
+        return done
 
     def _write_groups(self) -> None:
         while True:

@@ -7,6 +7,7 @@ what is held and re-checks it, so concurrent requests can never overbook.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -441,9 +442,22 @@ class BrokerService:
                 wake()
         return row
 
+    async def accept_async(self, user: User, uuid: str) -> SessionRow:
+        """``update_phase(user, uuid, ACCEPTED)`` for an event loop: it waits for the booking
+        without holding a thread. Raises as ``update_phase``."""
+        with logs.bind(session=uuid, user=user.name):
+            booked = self.holdings.submit(lambda booker: self._book_accept(booker, user, uuid))
+            row = self._accepted(user, uuid, *await asyncio.wrap_future(booked))
+        for wake in self.wakers:
+            wake()
+        return row
+
     def _accept(self, user: User, uuid: str) -> SessionRow:
         # booked together with the accepts that arrive meanwhile: one transaction, one commit
-        row, siblings = self.holdings.together(lambda booker: self._book_accept(booker, user, uuid))
+        booked = self.holdings.together(lambda booker: self._book_accept(booker, user, uuid))
+        return self._accepted(user, uuid, *booked)
+
+    def _accepted(self, user: User, uuid: str, row: SessionRow, siblings: list[str]) -> SessionRow:
         log.info("session %s accepted by %s", uuid, user.name)
         self.metrics.accepted(uuid, len(siblings))
         return row
