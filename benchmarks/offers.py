@@ -2,7 +2,8 @@
 
 For 0, 1 000, 10 000 and 100 000 existing bookings it measures, against a real broker
 process over HTTP: the median and p95 latency of ``POST /offersets`` and the rate of accepts
-(8 clients accepting concurrently, then a check that nothing is overbooked). ``GET /health``
+(8 clients accepting concurrently offers that start an hour later, so no task is launched
+meanwhile; then a check that nothing is overbooked). ``GET /health``
 is timed in the same run as the floor a request cannot go under (HTTP + uvicorn), and, when
 Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could this start?)
 interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
@@ -103,13 +104,22 @@ def _ms(samples: list[float]) -> dict[str, float]:
     }
 
 
+def later_request() -> dict[str, object]:
+    """REQUEST starting an hour from now: its accepts book capacity and start nothing during
+    the run, so the rate is the booking's (launching tasks is ``benchmarks/launch.py``'s)."""
+    start = datetime.now(UTC) + timedelta(hours=1)
+    schedule = {"start": f"{start:%Y-%m-%dT%H:%M:%SZ}/PT10M", "duration": "PT1H"}
+    return {**REQUEST, "schedule": {"requested": schedule}}
+
+
 async def _accepts(url: str, count: int, concurrency: int) -> tuple[float, int]:
     """Accepts per second with ``concurrency`` clients at once, and how many were refused."""
     headers = {"Authorization": "Bearer demo-alice"}
+    request = later_request()
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
         offers = []
         for _ in range(count):
-            answer = (await client.post("/offersets", json=REQUEST)).json()
+            answer = (await client.post("/offersets", json=request)).json()
             offers.append(answer["offers"][-1]["meta"]["uuid"])
         update = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
         gate = asyncio.Semaphore(concurrency)

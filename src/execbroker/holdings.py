@@ -16,15 +16,23 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
   missed by the sweeps (purged while this replica was idle) does not refuse for long.
 * Any failure in a transaction that changed the index drops the index; the next one rebuilds
   it from the database, as does start-up.
+
+Accepts are booked in groups (``together``): one writer thread takes every accept queued
+meanwhile into one booking transaction, each run in a savepoint of its own and checked
+against the index as the ones before it left it, then commits them at once. A refused accept
+rolls back its savepoint only; a failed commit fails the whole group (and drops the index).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -43,7 +51,11 @@ SWEEP_MARGIN = timedelta(seconds=2)
 # purged it, a clock far behind) is checked on an index rebuilt, at most this often.
 REBUILD_AFTER = timedelta(seconds=10)
 
+# At most this many accepts share one transaction: a long group holds the lock long too.
+MAX_GROUP = 32
+
 _HOLDING = {phase.value for phase in queries.HOLDING}
+T = TypeVar("T")
 
 
 def _hold(row: queries.HoldRow | SessionRow) -> Hold:
@@ -70,6 +82,11 @@ class Booker:
     _holdings: Holdings
     _booked: list[SessionRow] = field(default_factory=list)
     _released: set[str] = field(default_factory=set)
+
+    @property
+    def version(self) -> int:
+        """The booking version this transaction writes (``sessions.booked`` of its rows)."""
+        return int(self.db.info["lock_version"]) + 1
 
     def calendar(self) -> Calendar:
         return self._holdings.index.calendar()
@@ -105,6 +122,71 @@ class Holdings:
         self._lock = threading.Lock()
         self._swept: datetime | None = None
         self._rebuilt: datetime | None = None
+        self._queue: queue.SimpleQueue[tuple[Callable[[Booker], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+
+    def together(self, job: Callable[[Booker], T]) -> T:
+        """``job(booker)``'s answer, run in a booking transaction shared with the jobs queued
+        meanwhile (its own savepoint: what it raises undoes its changes only), once committed.
+
+        Raises what the job raised, or what failed the group's commit.
+        """
+        return self.submit(job).result()
+
+    def submit(self, job: Callable[[Booker], T]) -> Future[T]:
+        """``together``, without waiting: the future of its answer (an event loop awaits it
+        with ``asyncio.wrap_future`` and needs no thread of its own meanwhile)."""
+        done: Future[T] = Future()
+        self._queue.put((job, done))
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_groups, name="booking-writer", daemon=True
+                )
+                self._writer.start()
+        return done
+
+    def _write_groups(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._book_group(group)
+
+    def _book_group(self, group: list[tuple[Callable[[Booker], Any], Future[Any]]]) -> None:
+        answers: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self.booking() as booker:
+                for job, done in group:
+                    own = Booker(booker.db, self.clock(), self)
+                    try:
+                        with booker.db.begin_nested():
+                            answer = job(own)
+                    except Exception as error:  # this job's alone: its savepoint is undone
+                        answers.append((done, None, error))
+                        continue
+                    # learned at once, so the next job of the group is checked against it;
+                    # a failed commit drops the whole index (see ``booking``)
+                    self._apply(own)
+                    booker.book(own._booked)
+                    booker.release(own._released)
+                    answers.append((done, answer, None))
+        except BaseException as error:
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        for done, answer, error in answers:
+            if error is None:
+                done.set_result(answer)
+            else:
+                done.set_exception(error)
 
     @contextmanager
     def booking(self) -> Iterator[Booker]:
@@ -174,6 +256,12 @@ class Holdings:
         self._version = db.info["lock_version"]
         self._swept = self._rebuilt = now
 
+    def _apply(self, booker: Booker) -> None:
+        for uuid in booker._released:
+            self.index.discard(uuid)
+        for row in booker._booked:
+            self._learn(row.uuid, row.phase, _hold(row), booker.now)
+
     def _learn(self, uuid: str, phase: str, hold: Hold, now: datetime) -> None:
         live = phase in _HOLDING and (hold.expires is None or hold.expires > now)
         if live:
@@ -184,14 +272,11 @@ class Holdings:
     def _record(self, booker: Booker) -> None:
         if not booker._booked and not booker._released:
             return
-        version = booker.db.info["lock_version"] + 1
+        version = booker.version
         for row in booker._booked:  # before the UPDATE below flushes them: one write per row
             row.booked = version
         queries.bump_lock_version(booker.db, version)
-        for uuid in booker._released:
-            self.index.discard(uuid)
-        for row in booker._booked:
-            self._learn(row.uuid, row.phase, _hold(row), booker.now)
+        self._apply(booker)
         # the version moves on only once the transaction commits (see ``booking``); were it
         # to fail, the except clause drops the index instead
         self._version = version

@@ -7,7 +7,9 @@ what is held and re-checks it, so concurrent requests can never overbook.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import uuid as uuids
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from typing import Any, BinaryIO
 from execbroker import deliveries, fetch, kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
-from execbroker.holdings import Holdings
+from execbroker.holdings import Booker, Holdings
 from execbroker.metrics import Metrics
 from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
@@ -51,6 +53,24 @@ CANCELLABLE = (Phase.ACCEPTED, Phase.WAITING, *queries.STARTED)
 NOT_STARTED = (Phase.OFFERED, Phase.ACCEPTED, Phase.WAITING)
 # Accepted, but not yet in the platform's hands.
 STARTING = (Phase.ACCEPTED, Phase.WAITING, Phase.PREPARING)
+
+
+class Recent:
+    """The last ``size`` values put, by key (a bounded cache safe across threads)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        return self._items.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +120,9 @@ class BrokerService:
         self.wakers: list[Callable[[], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
+        # What each recent offer set asked for (stored once, never changed), so rendering a
+        # session after an accept needs no second transaction to read it.
+        self._requests = Recent(1024)
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -179,14 +202,17 @@ class BrokerService:
             if not plan.accepted and booker.refresh():
                 plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
+            executable = request.executable.model_dump(mode="json", exclude_none=True)
             sessions = [
-                self._session_row(offerset_uuid, user, request, now, offer, platform.name)
+                self._session_row(offerset_uuid, user, executable, now, offer, platform.name)
                 for offer in plan.offers
             ]
             for row in sessions:
                 row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
+                row.booked = booker.version  # inserted as they are: stamped before
             queries.add_offerset(db, offerset, sessions)
             booker.book(sessions)
+        self._requests.put(offerset_uuid, offerset.request)
         log.info(
             "offer set %s for %s: %s, %d offers",
             offerset_uuid,
@@ -310,7 +336,7 @@ class BrokerService:
         self,
         offerset_uuid: str,
         user: User,
-        request: ExecutionRequest,
+        executable: dict[str, Any],
         now: datetime,
         offer: Offer,
         platform: str,
@@ -331,7 +357,7 @@ class BrokerService:
             storage_gib=offer.resources.storage_gib,
             cost=offer.cost,
             cost_type=pricing.type if pricing and offer.cost is not None else None,
-            executable=request.executable.model_dump(mode="json", exclude_none=True),
+            executable=executable,
             platform=platform,
             handle=None,
             messages=[],
@@ -376,8 +402,10 @@ class BrokerService:
         self.get_session(user, uuid)
         return open_output(self.workdir(uuid), name)
 
-    def _owned_session(self, db: object, user: User, uuid: str) -> SessionRow:
-        row = queries.get_session(db, uuid)  # type: ignore[arg-type]
+    def _owned_session(
+        self, db: object, user: User, uuid: str, *, lock: bool = False
+    ) -> SessionRow:
+        row = queries.get_session(db, uuid, lock=lock)  # type: ignore[arg-type]
         if row is None:
             raise NotFound(f"no session {uuid}")
         self._check_owner(user, row.owner, f"session {uuid}")
@@ -416,49 +444,66 @@ class BrokerService:
                 wake()
         return row
 
+    async def accept_async(self, user: User, uuid: str) -> SessionRow:
+        """``update_phase(user, uuid, ACCEPTED)`` for an event loop: it waits for the booking
+        without holding a thread. Raises as ``update_phase``."""
+        with logs.bind(session=uuid, user=user.name):
+            booked = self.holdings.submit(lambda booker: self._book_accept(booker, user, uuid))
+            row = self._accepted(user, uuid, *await asyncio.wrap_future(booked))
+        for wake in self.wakers:
+            wake()
+        return row
+
     def _accept(self, user: User, uuid: str) -> SessionRow:
-        with self.holdings.booking() as booker:
-            db, now = booker.db, booker.now
-            row = self._owned_session(db, user, uuid)
-            if row.phase != Phase.OFFERED:
-                raise PhaseConflict(
-                    f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
-                )
-            if row.expires <= now:
-                raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
-            offer = Offer(
-                row.start, row.end - row.start, self._resources(row), row.expires, row.cost
+        # booked together with the accepts that arrive meanwhile: one transaction, one commit
+        booked = self.holdings.together(lambda booker: self._book_accept(booker, user, uuid))
+        return self._accepted(user, uuid, *booked)
+
+    def _accepted(self, user: User, uuid: str, row: SessionRow, siblings: list[str]) -> SessionRow:
+        log.info("session %s accepted by %s", uuid, user.name)
+        self.metrics.accepted(uuid, len(siblings))
+        return row
+
+    def _book_accept(self, booker: Booker, user: User, uuid: str) -> tuple[SessionRow, list[str]]:
+        """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
+        db, now = booker.db, booker.now
+        # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
+        row = queries.locked_session(db, uuid)
+        if row is None:
+            raise NotFound(f"no session {uuid}")
+        self._check_owner(user, row.owner, f"session {uuid}")
+        if row.phase != Phase.OFFERED:
+            raise PhaseConflict(
+                f"session {uuid} is {row.phase}: only an OFFERED one can be accepted"
             )
+        if row.expires <= now:
+            raise PhaseConflict(f"offer {uuid} expired at {format_instant(row.expires)}")
+        offer = Offer(row.start, row.end - row.start, self._resources(row), row.expires, row.cost)
+        reason = check_accept(
+            offer,
+            quota=self.quota,
+            calendar=booker.without(row.offerset_uuid, row.start, row.end),
+        )
+        if reason is not None and booker.refresh():
+            # a release not yet learned must never refuse an accept
             reason = check_accept(
                 offer,
                 quota=self.quota,
                 calendar=booker.without(row.offerset_uuid, row.start, row.end),
             )
-            if reason is not None and booker.refresh():
-                # a release not yet learned must never refuse an accept
-                reason = check_accept(
-                    offer,
-                    quota=self.quota,
-                    calendar=booker.without(row.offerset_uuid, row.start, row.end),
-                )
-            if reason is not None:
-                raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-            siblings = []
-            for sibling in queries.sessions_of_offerset(db, row.offerset_uuid):
-                if sibling.uuid != uuid and sibling.phase == Phase.OFFERED:
-                    sibling.phase, sibling.modified = Phase.REJECTED, now
-                    sibling.messages = [
-                        *sibling.messages,
-                        message(f"a sibling offer {uuid} was accepted", now=now),
-                    ]
-                    siblings.append(sibling.uuid)
-            row.phase, row.modified = Phase.ACCEPTED, now
-            row.messages = [*row.messages, message(f"accepted by {user.name}", now=now)]
-            booker.release(siblings)
-            booker.book([row])
-        log.info("session %s accepted by %s", uuid, user.name)
-        self.metrics.accepted(uuid, len(siblings))
-        return row
+        if reason is not None:
+            raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
+        # Core statements, no ORM object: the row above is a record in no ORM session
+        note = message(f"accepted by {user.name}", now=now)
+        if not queries.accept_offer(db, uuid, now, note, booker.version):
+            raise PhaseConflict(f"session {uuid} is no longer OFFERED")  # nothing written
+        sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
+        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, sibling_note)
+        row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version
+        row.messages = [*row.messages, note]
+        booker.release(siblings)
+        booker.book([row])
+        return row, siblings
 
     def change_duration(
         self, user: User, uuid: str, duration: Callable[[timedelta], timedelta]
@@ -471,7 +516,7 @@ class BrokerService:
         """
         with self.holdings.booking() as booker:
             db, now = booker.db, booker.now
-            row = self._owned_session(db, user, uuid)
+            row = self._owned_session(db, user, uuid, lock=True)
             if row.phase not in NOT_STARTED:
                 raise PhaseConflict(
                     f"session {uuid} is {row.phase}: its duration can change only while it is "
@@ -514,11 +559,16 @@ class BrokerService:
         now = self.clock()
         with self.database.write() as db:
             row = self._owned_session(db, user, uuid)
-            if row.phase != Phase.OFFERED:
+            # one conditional UPDATE: an accept committed since the read above (it holds the
+            # row until then) leaves this one nothing to change, never an ACCEPTED to overwrite
+            if row.phase != Phase.OFFERED or not queries.transition(
+                db, uuid, [Phase.OFFERED], Phase.REJECTED, now
+            ):
+                db.refresh(row)
                 raise PhaseConflict(
                     f"session {uuid} is {row.phase}: only an OFFERED one can be rejected"
                 )
-            row.phase, row.modified = Phase.REJECTED, now
+            db.refresh(row)
         self.metrics.rejected()
         self.holdings.released([uuid])
         return row
@@ -548,9 +598,15 @@ class BrokerService:
 
     def requested(self, row: SessionRow) -> dict[str, Any]:
         """The request ``row`` was offered for, as stored (empty if its offer set is gone)."""
+        known = self._requests.get(row.offerset_uuid)
+        if known is not None:
+            return dict(known)
         with self.database.read() as db:
             answer = queries.get_offerset(db, row.offerset_uuid)
-        return dict(answer.request or {}) if answer is not None else {}
+        if answer is None:
+            return {}
+        self._requests.put(answer.uuid, answer.request or {})
+        return dict(answer.request or {})
 
     def data_of(self, session_id: str) -> tuple[DataMount, ...]:
         """The data a session's task is to be given, as its request asked (checked then)."""

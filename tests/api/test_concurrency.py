@@ -117,3 +117,47 @@ def test_concurrent_requests_and_accepts_never_overbook(tmp_path, database, requ
             cores <= QUOTA["cores"] and memory <= QUOTA["memory"] and count <= QUOTA["max_sessions"]
         )
         assert os.path.exists(broker.directory / "broker.log")
+
+
+async def _accept_and_reject_at_once(url: str, sets: int) -> list[tuple[str, int, int]]:
+    """For each of ``sets`` offer sets, its first offer accepted and rejected at the same
+    moment: (offer, accept status, reject status) for each."""
+    headers = {"Authorization": "Bearer demo-alice"}
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=60, limits=limits
+    ) as client:
+        request = batch_request("true", cores=(1, 2), memory=(1, 2), duration="PT10M")
+        answers = [(await client.post("/requests", json=request)).json() for _ in range(sets)]
+        offers = [answer["offers"][0]["meta"]["uuid"] for answer in answers]
+
+        def update(phase: str) -> dict[str, str]:
+            return {"kind": "uri:enum-value-update", "path": "phase", "value": phase}
+
+        async def both(offer: str) -> tuple[str, int, int]:
+            accepted, rejected = await asyncio.gather(
+                client.post(f"/sessions/{offer}", json=update("ACCEPTED")),
+                client.post(f"/sessions/{offer}", json=update("REJECTED")),
+            )
+            return offer, accepted.status_code, rejected.status_code
+
+        return list(await asyncio.gather(*(both(offer) for offer in offers)))
+
+
+@pytest.mark.postgres
+def test_an_offer_accepted_and_rejected_at_once_ends_one_way(tmp_path, postgres_url):
+    """Exactly one of the two wins, and the session's phase is the winner's: never an accept
+    answered 200 whose session a reject then overwrote (a read-then-write race on PostgreSQL,
+    where a reject does not take the booking lock)."""
+    quota = {**QUOTA, "max_sessions": 100, "cores": 400, "memory": 800}
+    changes = {"quota": quota, "monitor": {"interval": "PT60S"}, "database": postgres_url}
+    with running_broker(tmp_path, **changes) as broker:
+        outcomes = asyncio.run(_accept_and_reject_at_once(broker.url, 40))
+        with broker.client() as client:
+            for offer, accepted, rejected in outcomes:
+                assert {accepted, rejected} == {200, 409}, (offer, accepted, rejected)
+                phase = client.get(f"/sessions/{offer}").raise_for_status().json()["phase"]
+                if accepted == 200:
+                    assert phase in BOOKED, (offer, phase)
+                else:
+                    assert phase == "REJECTED", (offer, phase)

@@ -192,7 +192,11 @@ async def update_session(
     if isinstance(update, DurationUpdate):
         row = await run_in_threadpool(service.change_duration, user, str(uuid), update.duration)
     else:
-        row = await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
+        row = (
+            await service.accept_async(user, str(uuid))
+            if update.value == Phase.ACCEPTED  # booked without a thread of its own
+            else await run_in_threadpool(service.update_phase, user, str(uuid), update.value)
+        )
     return _session(request, service, row)
 
 

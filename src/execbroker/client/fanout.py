@@ -27,12 +27,15 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from execbroker.client.broker import (
     DEFAULT_TIMEOUT,
     BrokerClient,
     BrokerClientError,
     BrokerNoAnswer,
     BrokerUnreachable,
+    shared_pool,
 )
 from execbroker.client.policy import DEFAULT_POLICY, Policy, explain, get_policy, rank
 from execbroker.client.results import Offer, OfferSet, Session
@@ -73,8 +76,8 @@ class BrokerTarget:
             raise ValueError(f"{spec!r}: a broker is [name=]http(s)://host:port[#token]")
         return cls(url.rstrip("/"), own_token or token, name or None)
 
-    def client(self, timeout: float) -> BrokerClient:
-        return BrokerClient(self.url, self.token, timeout=timeout)
+    def client(self, timeout: float, pool: httpx.AsyncClient | None = None) -> BrokerClient:
+        return BrokerClient(self.url, self.token, timeout=timeout, pool=pool)
 
 
 class Outcome(StrEnum):
@@ -207,16 +210,23 @@ async def _limited(call: Awaitable[T], timeout: float) -> T:
 
 
 async def ask(
-    target: BrokerTarget, request: dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT
+    target: BrokerTarget,
+    request: dict[str, Any],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    pool: httpx.AsyncClient | None = None,
 ) -> BrokerAnswer:
-    """One broker's answer to ``request``; every failure becomes an answer, never an exception."""
+    """One broker's answer to ``request``; every failure becomes an answer, never an exception.
+
+    ``pool``: the HTTP pool to send it through (see ``shared_pool``); else one of its own.
+    """
     began = time.monotonic()
 
     def answer(outcome: Outcome, **details: Any) -> BrokerAnswer:
         return BrokerAnswer(target, outcome, seconds=time.monotonic() - began, **details)
 
     try:
-        async with target.client(timeout) as client:
+        async with target.client(timeout, pool) as client:
             offerset = await _limited(client.request_offers(request), timeout)
     except TimeoutError:
         return answer(Outcome.TIMEOUT, error=f"no answer within {timeout:g}s")
@@ -236,10 +246,11 @@ async def ask(
 async def ask_all(
     targets: Sequence[BrokerTarget], request: dict[str, Any], *, timeout: float = DEFAULT_TIMEOUT
 ) -> list[BrokerAnswer]:
-    """Every broker's answer, in the order the brokers were given, asked concurrently."""
-    return list(
-        await asyncio.gather(*(ask(target, request, timeout=timeout) for target in targets))
-    )
+    """Every broker's answer, in the order the brokers were given, asked concurrently
+    through one HTTP pool (every request is on its way before the first answer is read)."""
+    async with shared_pool(timeout) as pool:
+        asked = (ask(target, request, timeout=timeout, pool=pool) for target in targets)
+        return list(await asyncio.gather(*asked))
 
 
 def candidates(

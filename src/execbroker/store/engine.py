@@ -91,7 +91,9 @@ class Database:
     def write(self) -> Iterator[Session]:
         # SQLite's write lock at BEGIN too: a transaction that reads first and takes the lock
         # later fails at once ("database is locked", no busy wait) if another wrote meanwhile.
-        with self._booking() as session, session.begin():
+        # Queued on the same lock as bookings: left to SQLite's busy handler, a booking that
+        # meets the monitor's write would sleep in steps of up to 100 ms.
+        with self._writer, self._booking() as session, session.begin():
             yield session
 
     @contextmanager

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, delete, false, func, not_, or_, select, type_coerce, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from execbroker.model.sessions import Phase
@@ -157,18 +175,135 @@ def delete_offersets(db: Session, uuids: Sequence[str]) -> int:
     return db.execute(delete(OfferSetRow).where(OfferSetRow.uuid.in_(list(uuids)))).rowcount
 
 
+def _values(row: OfferSetRow | SessionRow) -> dict[str, Any]:
+    """A record's columns as an INSERT's values, the columns' defaults for those left unset."""
+    values = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if value is None and column.default is not None and column.default.is_scalar:
+            value = column.default.arg
+        values[column.key] = value
+    return values
+
+
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
-    db.add(offerset)
-    db.flush()  # the offer set first: sessions refer to it
-    db.add_all(sessions)
+    """Insert an offer set and its sessions (Core INSERTs, one for all the sessions: the
+    records stay as they were made, in no ORM session)."""
+    connection = db.connection()
+    connection.execute(insert(OfferSetRow.__table__), [_values(offerset)])
+    rows = [_values(row) for row in sessions]
+    if rows:
+        connection.execute(insert(SessionRow.__table__), rows)
 
 
 def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
     return db.get(OfferSetRow, uuid)
 
 
-def get_session(db: Session, uuid: str) -> SessionRow | None:
-    return db.get(SessionRow, uuid)
+def get_session(db: Session, uuid: str, *, lock: bool = False) -> SessionRow | None:
+    """One session; ``lock`` holds its row until the transaction ends (PostgreSQL's
+    ``FOR UPDATE``: a concurrent conditional UPDATE of it waits, then sees what this wrote)."""
+    # locked, it is read afresh too: a row of this transaction's identity map may be stale
+    # (changed by a conditional UPDATE, or by another replica before the lock was had)
+    return db.get(SessionRow, uuid, with_for_update=lock or None, populate_existing=lock)
+
+
+def _appended_messages(dialect: str, note: Any) -> Any:
+    """``messages`` with the JSON item ``note`` (a one-item array on PostgreSQL) appended."""
+    column = SessionRow.__table__.c.messages
+    if dialect == "postgresql":  # the column is JSON: appended to as JSONB
+        return cast(cast(column, JSONB).op("||")(cast(note, JSONB)), JSON)
+    return func.json_insert(column, "$[#]", func.json(note))
+
+
+def _note(dialect: str, message: dict[str, Any]) -> str:
+    return json.dumps([message] if dialect == "postgresql" else message)
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statement(db: Session, name: str) -> tuple[str, Any]:
+    """A Core statement of the booking path, built once per dialect (its parameters bound at
+    each call: no ORM bookkeeping, no statement to compile again)."""
+    dialect = db.get_bind().dialect.name
+    found = _STATEMENTS.get((dialect, name))
+    if found is None:
+        found = _STATEMENTS[dialect, name] = _BUILDERS[name](dialect)
+    return dialect, found
+
+
+def _locked_session(dialect: str) -> Any:
+    table = SessionRow.__table__
+    return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
+
+
+def _accept_offer(dialect: str) -> Any:
+    table = SessionRow.__table__
+    note = bindparam("note", type_=String)
+    return (
+        update(table)
+        .where(table.c.uuid == bindparam("accepted"), table.c.phase == Phase.OFFERED.value)
+        .values(
+            phase=Phase.ACCEPTED.value,
+            modified=bindparam("now"),
+            messages=_appended_messages(dialect, note),
+            booked=bindparam("version"),
+        )
+    )
+
+
+def _reject_offers(dialect: str) -> Any:
+    table = SessionRow.__table__
+    note = bindparam("note", type_=String)
+    return (
+        update(table)
+        .where(
+            table.c.offerset_uuid == bindparam("offerset"),
+            table.c.uuid != bindparam("besides"),
+            table.c.phase == Phase.OFFERED.value,
+        )
+        .values(
+            phase=Phase.REJECTED.value,
+            modified=bindparam("now"),
+            messages=_appended_messages(dialect, note),
+        )
+        .returning(table.c.uuid)
+    )
+
+
+_BUILDERS = {"locked": _locked_session, "accept": _accept_offer, "reject": _reject_offers}
+
+
+def locked_session(db: Session, uuid: str) -> SessionRow | None:
+    """One session read (as a record of its own, in no ORM session) and locked until the
+    transaction ends: PostgreSQL's ``FOR UPDATE``, so a concurrent conditional UPDATE of it
+    waits, then sees what this transaction wrote."""
+    _, statement = _statement(db, "locked")
+    found = db.connection().execute(statement, {"uuid": uuid}).mappings().first()
+    return None if found is None else SessionRow(**found)
+
+
+def accept_offer(
+    db: Session, uuid: str, now: datetime, message: dict[str, Any], version: int
+) -> bool:
+    """Move one offer from OFFERED to ACCEPTED, noting ``message`` and the booking
+    ``version``; False if it was no longer OFFERED."""
+    dialect, statement = _statement(db, "accept")
+    note = _note(dialect, message)
+    parameters = {"accepted": uuid, "now": now, "note": note, "version": version}
+    return db.connection().execute(statement, parameters).rowcount == 1
+
+
+def reject_offers(
+    db: Session, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
+) -> list[str]:
+    """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
+    ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
+    dialect, statement = _statement(db, "reject")
+    note = _note(dialect, message)
+    parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
+    return list(db.connection().execute(statement, parameters).scalars())
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
