@@ -108,7 +108,7 @@ def test_the_environment_is_set_inside_the_job_script_quoted() -> None:
     # sbatch exports its own, fixed environment (no login environment is loaded)
     assert _directives(text)["export"] == "ALL"
     assert set(environment) == {"PATH", "HOME", "LANG", "FOO"} | {
-        f"EXECBROKER_{name}" for name in ("BROKER", "SESSION", "CORES", "MEMORY_GIB")
+        f"EXECBROKER_{name}" for name in ("BROKER", "SESSION", "CORES", "MEMORY_GIB", "OUTPUTS")
     }
     # every export comes after the last directive: sbatch stops reading them at the first
     lines = text.splitlines()
