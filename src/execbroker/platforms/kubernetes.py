@@ -154,6 +154,10 @@ class KubernetesPlatform:
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._forwards: dict[str, list[tuple[jobs.Port, Forward]]] = {}
         self._ready: set[str] = set()
+        # Jobs being removed: their sessions have ended, so the calendar no longer counts
+        # them, though their pods are not yet marked deleted (their logs and a notebook's
+        # outputs are kept first); ``free()`` must not add those pods back as this broker's.
+        self._removing: set[str] = set()
         self._lock = threading.Lock()
 
     # -- offers ---------------------------------------------------------------------------
@@ -198,10 +202,14 @@ class KubernetesPlatform:
     def _free(self) -> Resources:
         # A pod being deleted (a cancelled session's) still holds quota until it has gone,
         # but no longer this broker's calendar: it counts as someone else's until then.
+        # ``_removing`` is read first: a Job's name leaves it only once its pods are marked.
+        with self._lock:
+            removing = set(self._removing)
         own_pods = [
             pod
             for pod in self._live_pods(self.namespace, jobs.selector(self.broker))
             if not pod["metadata"].get("deletionTimestamp")
+            and (pod["metadata"].get("labels") or {}).get("job-name") not in removing
         ]
         own = _sum_holds(own_pods)
         cpus, memory = Decimal("Infinity"), Decimal("Infinity")
@@ -485,7 +493,9 @@ class KubernetesPlatform:
 
     def _job_state(self, handle: str, job: dict[str, Any], pod: dict[str, Any] | None) -> RunStatus:
         code, reason = jobs.container_end(pod) if pod else (None, None)
-        failure = jobs.job_failure(job)
+        # The pod's deadline first: its Failed phase (and the Job's BackoffLimitExceeded
+        # that follows) would otherwise read as the task's own failure.
+        failure = (jobs.past_deadline(pod) if pod else None) or jobs.job_failure(job)
         if failure is not None:
             self._close_forwards(handle)
             if reason and reason != "Error":  # e.g. OOMKilled: say it
@@ -547,13 +557,15 @@ class KubernetesPlatform:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return str(
-                self.core.read_namespaced_pod_log(
-                    pod["metadata"]["name"],
-                    self.namespace,
-                    container=jobs.CONTAINER,
-                    limit_bytes=None if whole else LOG_TAIL_BYTES,
-                    _request_timeout=REQUEST_TIMEOUT,
+            return jobs.readable_log(
+                str(
+                    self.core.read_namespaced_pod_log(
+                        pod["metadata"]["name"],
+                        self.namespace,
+                        container=jobs.CONTAINER,
+                        limit_bytes=None if whole else LOG_TAIL_BYTES,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
                 )
             )
         except ApiException as error:
@@ -570,12 +582,21 @@ class KubernetesPlatform:
     def _remove(self, handle: str) -> None:
         """Keep the logs, then delete the Job with its pods (foreground: the Job goes only
         once its pods have); deleting what is gone already is not an error."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
         self._close_forwards(handle)
         self._ready.discard(handle)
         name = self._name(handle)
+        with self._lock:
+            self._removing.add(name)
+        try:
+            self._delete(name)
+        finally:
+            with self._lock:
+                self._removing.discard(name)
+
+    def _delete(self, name: str) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
         with api_errors("removing the Job"):
             pod = self._pod(name)
             if pod is not None:
@@ -583,7 +604,7 @@ class KubernetesPlatform:
                     self._keep_logs(name, self._pod_log(pod))
                     self._save_notebook(pod)
                 except (ApiException, OSError, ValueError) as error:
-                    log.warning("keeping what %s wrote: %s", handle, error)
+                    log.warning("keeping what %s wrote: %s", name, error)
             try:
                 self.batch.delete_namespaced_job(
                     name,
