@@ -260,6 +260,37 @@ def test_platform_starts_finds_reads_back_and_never_starts_twice(tmp_path: Path,
     platform.stop(handle)  # gone already: not an error
 
 
+def test_execs_and_forwards_leave_the_platforms_other_calls_alone(tmp_path: Path) -> None:
+    """The client's exec and port-forward swap their ApiClient's transport while they
+    connect; on a client shared with the monitor and ``free()`` that sent those calls
+    down a websocket (or left the swap in place). Execs in threads, status and capacity
+    alongside: every answer is the right one."""
+    platform = _platform(tmp_path)
+    spec = _spec(BatchScript(script="sleep 600"), tmp_path)
+    handle = platform.start(spec)
+    deadline = time.monotonic() + 60
+    while platform.status(handle).state != RunState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pod = platform._pod(jobs.job_name(spec.session_id))
+    assert pod is not None
+
+    def execs() -> list[str]:
+        return [platform._exec(pod, ["echo", "hi"]) for _ in range(8)]
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            running = [pool.submit(execs) for _ in range(2)]
+            states = []
+            while not all(f.done() for f in running):
+                states.append(platform.status(handle).state)
+                assert platform.free().cores >= 1  # 0: an API call failed
+        assert {s for f in running for s in f.result()} == {"hi\n"}
+        assert set(states) == {RunState.RUNNING} and len(states) > 3
+        assert platform.status(handle).state == RunState.RUNNING  # the client still works
+    finally:
+        platform.release(handle)
+
+
 def test_a_broker_quota_beyond_its_namespace_is_refused_at_start_up(tmp_path: Path) -> None:
     broker = SimpleNamespace(
         name="too-big", state_path=tmp_path, quota=QuotaConfig(cores=2, memory=2)
@@ -400,7 +431,25 @@ def test_the_three_namespaces_stay_apart(tmp_path: Path, api: Any) -> None:
             # and what 002 can still promise is what its quota has left: 2 GiB
             assert _offers(c2, batch_request("true", memory=(2, 2)))["result"] == "YES"
         finally:
-            core(api).delete_namespaced_pod(other["metadata"]["name"], "k8s-namespace-002")
+            _delete_pod(api, "k8s-namespace-002", other["metadata"]["name"])
+
+
+def _delete_pod(api: Any, namespace: str, name: str) -> None:
+    """Delete a pod and wait until it is gone: even 100m of CPU left on the 2-core node
+    makes the next test's brokers offer one whole core less."""
+    from kubernetes.client.exceptions import ApiException
+
+    core(api).delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            core(api).read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        time.sleep(0.3)
+    raise AssertionError(f"pod {namespace}/{name} still there after 60 s")
 
 
 def _holder(namespace: str, *, memory: str) -> dict[str, Any]:

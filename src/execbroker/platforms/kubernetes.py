@@ -531,6 +531,8 @@ class KubernetesPlatform:
         if not ports:
             return RunStatus(RunState.RUNNING)
         forwards = self._open_forwards(handle, pod["metadata"]["name"], ports)
+        if not forwards:  # being removed
+            return RunStatus(RunState.RUNNING)
         endpoints = tuple(
             Endpoint(port.protocol, _location(port, self.options.connector_host, fwd.port))
             for port, fwd in forwards
@@ -582,12 +584,12 @@ class KubernetesPlatform:
     def _remove(self, handle: str) -> None:
         """Keep the logs, then delete the Job with its pods (foreground: the Job goes only
         once its pods have); deleting what is gone already is not an error."""
-        self._close_forwards(handle)
-        self._ready.discard(handle)
         name = self._name(handle)
-        with self._lock:
+        with self._lock:  # first: closing the forwards may take a while
             self._removing.add(name)
         try:
+            self._close_forwards(handle)
+            self._ready.discard(handle)
             self._delete(name)
         finally:
             with self._lock:
@@ -700,7 +702,7 @@ class KubernetesPlatform:
 
         return str(
             stream(
-                self.core.connect_get_namespaced_pod_exec,
+                self._websocket_api().connect_get_namespaced_pod_exec,
                 pod["metadata"]["name"],
                 self.namespace,
                 container=jobs.CONTAINER,
@@ -712,6 +714,15 @@ class KubernetesPlatform:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         )
+
+    def _websocket_api(self) -> Any:
+        """A CoreV1Api on a client of its own, for one exec or port-forward: the client's
+        ``stream``/``portforward`` swap their ApiClient's ``call_api`` while they connect,
+        which on the shared client would send other threads' calls (``free()``, the
+        monitor's) down the websocket, or leave the swap in place for good."""
+        from kubernetes import client
+
+        return client.CoreV1Api(client.ApiClient(self.api_client.configuration))
 
     def _server_file(self, pod: dict[str, Any], workdir: Path) -> None:
         """The runner's word that its server answers, read in the running container."""
@@ -740,11 +751,13 @@ class KubernetesPlatform:
         from kubernetes.stream import portforward
 
         with self._lock:
+            if self._name(handle) in self._removing:  # its forwards are being closed
+                return []
             if handle not in self._forwards:
 
                 def opener(port: int) -> Any:
                     return lambda: portforward(
-                        self.core.connect_get_namespaced_pod_portforward,
+                        self._websocket_api().connect_get_namespaced_pod_portforward,
                         pod,
                         self.namespace,
                         ports=str(port),
