@@ -205,21 +205,44 @@ class KubernetesPlatform:
         # ``_removing`` is read first: a Job's name leaves it only once its pods are marked.
         with self._lock:
             removing = set(self._removing)
-        own_pods = [
-            pod
-            for pod in self._live_pods(self.namespace, jobs.selector(self.broker))
-            if not pod["metadata"].get("deletionTimestamp")
-            and (pod["metadata"].get("labels") or {}).get("job-name") not in removing
-        ]
+        quotas, everyone = self._quotas_and_pods()
+        own_pods = [pod for pod in everyone if self._booked_here(pod, removing)]
         own = _sum_holds(own_pods)
         cpus, memory = Decimal("Infinity"), Decimal("Infinity")
-        for quota in self._quotas():
+        for quota in quotas:
             status = quota.get("status") or {}
             bound = jobs.quota_free(status.get("hard") or {}, status.get("used") or {}, own)
             if bound is not None:
                 cpus, memory = min(cpus, bound[0]), min(memory, bound[1])
-        node_cpus, node_memory = self._node_room(own_pods)
+        node_cpus, node_memory = self._node_room(everyone, own_pods)
         return jobs.whole(min(cpus, node_cpus + own[0]), min(memory, node_memory + own[1]))
+
+    def _quotas_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The namespace's ResourceQuotas and every live pod, as of one moment: a pod
+        created between the two reads would count as someone else's in the quota's
+        ``used`` (offering too little), so the pods are read between two reads of the
+        quotas until these are the same. Still changing after a few tries, the later quotas
+        are kept: with the pods read before them, that errs on offering too little."""
+        quotas = self._quotas()
+        for _ in range(3):
+            pods = self._live_pods(None, None)
+            again = self._quotas()
+            if _versions(again) == _versions(quotas):
+                break
+            quotas = again
+        return again, pods
+
+    def _booked_here(self, pod: dict[str, Any], removing: set[str]) -> bool:
+        """Whether a pod is one of this broker's that its calendar still counts."""
+        metadata = pod["metadata"]
+        labels = metadata.get("labels") or {}
+        return (
+            metadata.get("namespace") == self.namespace
+            and labels.get(jobs.LABEL_BROKER) == jobs.label_value(self.broker)
+            and labels.get(jobs.LABEL_PLATFORM) == "kubernetes"
+            and not metadata.get("deletionTimestamp")
+            and labels.get("job-name") not in removing
+        )
 
     def _quotas(self) -> list[dict[str, Any]]:
         found = self.core.list_namespaced_resource_quota(
@@ -227,7 +250,9 @@ class KubernetesPlatform:
         )
         return [self._plain(item) for item in found.items]
 
-    def _node_room(self, own_pods: list[dict[str, Any]]) -> tuple[Decimal, Decimal]:
+    def _node_room(
+        self, everyone: list[dict[str, Any]], own_pods: list[dict[str, Any]]
+    ) -> tuple[Decimal, Decimal]:
         """CPUs and bytes the schedulable nodes have left, counting every live pod's requests
         but this broker's own (which the caller adds back)."""
         nodes = self.core.list_node(_request_timeout=REQUEST_TIMEOUT).items
@@ -239,7 +264,6 @@ class KubernetesPlatform:
             cpus += jobs.quantity(allocatable.get("cpu"))
             memory += jobs.quantity(allocatable.get("memory"))
         mine = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in own_pods}
-        everyone = self._live_pods(None, None)
         others = [
             p for p in everyone if (p["metadata"]["namespace"], p["metadata"]["name"]) not in mine
         ]
@@ -581,6 +605,12 @@ class KubernetesPlatform:
     def release(self, handle: str) -> None:
         self._remove(handle)
 
+    def ending(self, handle: str) -> None:
+        """The broker's word that a session is about to end (a cancel), before it leaves
+        the calendar: its pods are no longer counted as this broker's in ``free()``."""
+        with self._lock:
+            self._removing.add(self._name(handle))
+
     def _remove(self, handle: str) -> None:
         """Keep the logs, then delete the Job with its pods (foreground: the Job goes only
         once its pods have); deleting what is gone already is not an error."""
@@ -780,6 +810,10 @@ def _sum_holds(pods: list[dict[str, Any]]) -> tuple[Decimal, Decimal]:
         c, m = jobs.pod_holds(pod)
         cpus, memory = cpus + c, memory + m
     return cpus, memory
+
+
+def _versions(objects: list[dict[str, Any]]) -> list[str]:
+    return [str(o["metadata"].get("resourceVersion")) for o in objects]
 
 
 def _ready(node: dict[str, Any]) -> bool:
