@@ -8,15 +8,23 @@ Virtual platforms on one cluster are brokers with different namespaces (``k8s-na
 ``hard`` and ``used`` (adding back what this broker's own pods hold, which the broker's
 calendar counts already) and what the nodes can still place, so a YES is a promise the
 namespace can keep; at start-up the broker's own quota is checked against the namespace's,
-and a broker whose quota is larger refuses to start, saying so.
+and a broker whose quota is larger refuses to start, saying so. What is "its own" must be
+what the calendar counts, at the same moment: the pods come from one list read between two
+equal reads of the quotas (a pod created in between would be counted twice), and a pod
+stops being its own as soon as its session is to end (``ending``, before the cancel leaves
+the calendar; the service reads ``free()`` after the calendar), not when it is gone.
 
 The Job is named after the session (``eb-<session uuid>``), so the API server itself refuses
 a second Job for a session: a start after a crash finds the first one (409) instead of
 starting it again, and ``find`` reads it by name. Its labels carry broker, session and
 platform; annotations the owner, the deadline and the planned ports. One pod, never retried
 (``backoffLimit: 0``, ``restartPolicy: Never``); requests = limits = the grant (Guaranteed
-QoS); ``activeDeadlineSeconds`` is the grant's time left, so Kubernetes ends the task at the
-grant's end even while the broker is down (the session then FAILS with that reason).
+QoS); the pod's ``activeDeadlineSeconds`` is the grant's time left, so Kubernetes ends the
+task at the grant's end even while the broker is down (the session then FAILS with that
+reason). The kubelet ends such a pod in place (Failed, reason DeadlineExceeded), keeping its
+container and output; the Job's own deadline, which would have the Job controller delete
+the pod (and the kubelet its container, output and all, at once), comes later, only for a
+pod no kubelet ever ran.
 
 Closed by default, as on docker: the same container policy (``allow``), and every pod runs
 without a service-account token, with no host network, PID or IPC namespace and no volume
@@ -32,7 +40,9 @@ Reaching a pod: only through the API, never by its IP (the node's container brid
 private range). Logs come from the pod (kept in the broker's state directory when the Job is
 removed); a container's ports are forwarded from ``127.0.0.1`` of the broker's host through
 the API's port-forward (``k8s_forward``), and reported as connectors once they answer.
-Cancel deletes the Job with its pods (foreground propagation).
+Cancel deletes the Job with its pods (foreground propagation). Execs and port-forwards use
+an API client each: the client library's websocket calls swap their client's transport while
+they connect, which would catch the other threads' calls on a shared one.
 
 APIs used: batch/v1 Job, v1 Pod (and its log, portforward and exec subresources), v1
 ConfigMap, v1 Event, v1 ResourceQuota, v1 Node: all stable long before 1.20, which is what
