@@ -4,6 +4,8 @@
 # that outlives any work tree:
 #
 #   scripts/kubernetes/build.sh CACHE_DIR KUBE_DIR
+#   scripts/kubernetes/build.sh --patch TREE KUBE_DIR   (the source changes alone, on an
+#                                                       unpacked tree; for the tests)
 #
 # CACHE_DIR (e.g. /var/cache/execbroker/kubernetes) gets
 #   apt/                 a private apt state with one deb-src line (the host's
@@ -21,11 +23,42 @@
 set -euo pipefail
 
 RECIPE_VERSION=2
-CACHE_DIR=${1:?usage: build.sh CACHE_DIR KUBE_DIR}
-KUBE_DIR=${2:?usage: build.sh CACHE_DIR KUBE_DIR}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
+# --- the changes this sandbox needs, in the unpacked tree (the current directory) -------
+# patch_line FILE OLD NEW: replace the text OLD (one line) in FILE, failing loudly
+# when it is not there: a newer source must be looked at, not silently mis-built.
+patch_line() {
+    OLD=$2 NEW=$3 perl -pi -e '$n += s/\Q$ENV{OLD}\E/$ENV{NEW}/g; END { exit($n ? 0 : 3) }' "$1" ||
+        { echo "build.sh: '$2' not found in $1" >&2; exit 1; }
+}
+
+apply_patches() {
+    local KUBE_DIR=$1
+    # Root here lacks CAP_SYS_RESOURCE, so runc fails to set a negative
+    # oom_score_adj: the sandbox's and Guaranteed pods' adjustments become 0.
+    patch_line pkg/kubelet/dockershim/docker_sandbox.go 'defaultSandboxOOMAdj int = -998' 'defaultSandboxOOMAdj int = 0'
+    patch_line pkg/kubelet/qos/policy.go 'guaranteedOOMScoreAdj int = -997' 'guaranteedOOMScoreAdj int = 0'
+    # The host's sysctls are reported when they differ from what the kubelet wants,
+    # never changed (it would otherwise set vm.overcommit_memory, kernel.panic...).
+    patch_line pkg/kubelet/cm/container_manager_linux.go 'b := KernelTunableModify' \
+        'b := KernelTunableWarn // execbroker: report, never change, the host sysctls'
+    # The node lives on loopback only (nothing listens on another address).
+    patch_line pkg/kubelet/kubelet_node_status.go 'if nodeIP.IsLoopback() {' \
+        'if false && nodeIP.IsLoopback() { // execbroker: a single node on loopback'
+    # Hard-coded host paths, moved under the service's own directory.
+    patch_line pkg/kubelet/kubelet.go 'ContainerLogsDir = "/var/log/containers"' "ContainerLogsDir = \"$KUBE_DIR/log/containers\""
+    patch_line pkg/kubelet/kuberuntime/legacy.go 'legacyContainerLogsDir = "/var/log/containers"' "legacyContainerLogsDir = \"$KUBE_DIR/log/containers\""
+    patch_line pkg/kubelet/kuberuntime/kuberuntime_manager.go 'podLogsRootDirectory = "/var/log/pods"' "podLogsRootDirectory = \"$KUBE_DIR/log/pods\""
+    for api in v1alpha v1beta1; do
+        patch_line "staging/src/k8s.io/kubelet/pkg/apis/deviceplugin/$api/constants.go" \
+            'DevicePluginPath = "/var/lib/kubelet/device-plugins/"' "DevicePluginPath = \"$KUBE_DIR/kubelet/device-plugins/\""
+    done
+}
+
 main() {
+    CACHE_DIR=${1:?usage: build.sh CACHE_DIR KUBE_DIR}
+    KUBE_DIR=${2:?usage: build.sh CACHE_DIR KUBE_DIR}
     apt_dir=$CACHE_DIR/apt
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
     echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main" \
@@ -62,32 +95,7 @@ main() {
     dpkg-source -x ./*.dsc tree >&2
     cd tree
 
-    # --- the changes this sandbox needs --------------------------------------------
-    # patch_line FILE OLD NEW: replace the text OLD (one line) in FILE, failing loudly
-    # when it is not there: a newer source must be looked at, not silently mis-built.
-    patch_line() {
-        OLD=$2 NEW=$3 perl -pi -e '$n += s/\Q$ENV{OLD}\E/$ENV{NEW}/g; END { exit($n ? 0 : 3) }' "$1" ||
-            { echo "build.sh: '$2' not found in $1" >&2; exit 1; }
-    }
-    # Root here lacks CAP_SYS_RESOURCE, so runc fails to set a negative
-    # oom_score_adj: the sandbox's and Guaranteed pods' adjustments become 0.
-    patch_line pkg/kubelet/dockershim/docker_sandbox.go 'defaultSandboxOOMAdj int = -998' 'defaultSandboxOOMAdj int = 0'
-    patch_line pkg/kubelet/qos/policy.go 'guaranteedOOMScoreAdj int = -997' 'guaranteedOOMScoreAdj int = 0'
-    # The host's sysctls are reported when they differ from what the kubelet wants,
-    # never changed (it would otherwise set vm.overcommit_memory, kernel.panic...).
-    patch_line pkg/kubelet/cm/container_manager_linux.go 'b := KernelTunableModify' \
-        'b := KernelTunableWarn // execbroker: report, never change, the host sysctls'
-    # The node lives on loopback only (nothing listens on another address).
-    patch_line pkg/kubelet/kubelet_node_status.go 'if nodeIP.IsLoopback() {' \
-        'if false && nodeIP.IsLoopback() { // execbroker: a single node on loopback'
-    # Hard-coded host paths, moved under the service's own directory.
-    patch_line pkg/kubelet/kubelet.go 'ContainerLogsDir = "/var/log/containers"' "ContainerLogsDir = \"$KUBE_DIR/log/containers\""
-    patch_line pkg/kubelet/kuberuntime/legacy.go 'legacyContainerLogsDir = "/var/log/containers"' "legacyContainerLogsDir = \"$KUBE_DIR/log/containers\""
-    patch_line pkg/kubelet/kuberuntime/kuberuntime_manager.go 'podLogsRootDirectory = "/var/log/pods"' "podLogsRootDirectory = \"$KUBE_DIR/log/pods\""
-    for api in v1alpha v1beta1; do
-        patch_line "staging/src/k8s.io/kubelet/pkg/apis/deviceplugin/$api/constants.go" \
-            'DevicePluginPath = "/var/lib/kubelet/device-plugins/"' "DevicePluginPath = \"$KUBE_DIR/kubelet/device-plugins/\""
-    done
+    apply_patches "$KUBE_DIR"
 
     # --- build ---------------------------------------------------------------------
     # As debian/rules does: a GOPATH inside the tree, static binaries, no network.
@@ -120,4 +128,4 @@ main() {
 
 # On one line, so that bash, which reads a script as it runs it, never reads past this
 # point: editing the script while it builds cannot break the build.
-main "$@"; exit
+if [ "${1:-}" = --patch ]; then cd "${2:?usage: build.sh --patch TREE KUBE_DIR}" && apply_patches "${3:?usage: build.sh --patch TREE KUBE_DIR}"; else main "$@"; fi; exit

@@ -184,9 +184,12 @@ class BrokerService:
             return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
-        quota = self._quota_now(platform)
         with self.holdings.booking() as booker:
             db, now = booker.db, booker.now
+            # What the platform has free, read after the calendar: a session ending
+            # meanwhile is then in both (it still holds) or in neither, never only in the
+            # platform's own count while out of the calendar (see ``_cancel``).
+            quota = self._quota_now(platform)
 
             def plan_now() -> Plan:
                 return plan_offers(
@@ -200,6 +203,7 @@ class BrokerService:
 
             plan = plan_now()
             if not plan.accepted and booker.refresh():
+                quota = self._quota_now(platform)  # read after the calendar, again
                 plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
             executable = request.executable.model_dump(mode="json", exclude_none=True)
@@ -583,6 +587,11 @@ class BrokerService:
         # CANCELLED first, then stop: the monitor, seeing a task end because we stopped it,
         # must not record it as FAILED (or finished) before the cancel does.
         platform, handle = self.platforms.get(row.platform), row.handle
+        ending = getattr(platform, "ending", None)
+        if handle is not None and ending is not None:
+            # Before it leaves the calendar: a platform that adds its own tasks back to
+            # what it has free (kubernetes) must stop counting this one first.
+            ending(handle)
         with self.database.write() as db:
             note = message(f"cancelled by {user.name}", now=now)
             if not queries.transition(db, uuid, CANCELLABLE, Phase.CANCELLED, now, finished=now):

@@ -76,11 +76,14 @@ def test_requests_are_limits_are_the_grant_and_the_deadline_is_the_grant() -> No
     container = job["spec"]["template"]["spec"]["containers"][0]
     wanted = {"cpu": "2", "memory": "3Gi", "ephemeral-storage": "1Gi"}
     assert container["resources"] == {"requests": wanted, "limits": wanted}
-    assert job["spec"]["activeDeadlineSeconds"] == 300
+    # The pod's deadline is the grant's; the Job's, later, only a backstop (see k8s_jobs).
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 300
+    assert job["spec"]["activeDeadlineSeconds"] == 300 + jobs.JOB_DEADLINE_BACKSTOP
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     late = manifest(now=NOW + timedelta(minutes=4, seconds=30))
-    assert late["spec"]["activeDeadlineSeconds"] == 30  # only what is left of the grant
+    # only what is left of the grant
+    assert late["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 30
 
 
 def test_pods_are_closed_by_default() -> None:
@@ -134,6 +137,16 @@ def test_the_job_states() -> None:
     reason = jobs.job_failure(failed)
     assert reason is not None and "exceeded the granted duration" in reason
     assert jobs.job_failure({"status": {}}) is None
+    ended = {
+        "status": {
+            "phase": "Failed",
+            "reason": "DeadlineExceeded",
+            "message": "Pod was active on the node longer than the specified deadline",
+        }
+    }
+    said = jobs.past_deadline(ended)
+    assert said is not None and "exceeded the granted duration" in said and "on the node" in said
+    assert jobs.past_deadline({"status": {"phase": "Failed", "reason": "Evicted"}}) is None
     assert jobs.job_complete({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
     assert jobs.POD_PHASES["Succeeded"] == RunState.COMPLETED
     pod = {
@@ -145,3 +158,10 @@ def test_the_job_states() -> None:
     }
     stuck = jobs.stuck_reason(pod)
     assert stuck is not None and "does not pull" in stuck
+
+
+def test_the_apis_word_that_a_containers_log_is_gone_is_no_output() -> None:
+    gone = "unable to retrieve container logs for docker://f81162eb1cb6273ef0fa3780a9217143"
+    assert jobs.readable_log(gone) == ""
+    assert jobs.readable_log(gone + "\n") == ""
+    assert jobs.readable_log(f"started\n{gone}\n") == f"started\n{gone}\n"  # the task's own

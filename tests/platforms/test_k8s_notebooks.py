@@ -7,7 +7,7 @@ import io
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from execbroker.platforms import k8s_notebooks as nb
 
@@ -56,3 +56,47 @@ def test_unpack_takes_only_plain_files_in_their_places(tmp_path: Path) -> None:
     nb.unpack(base64.b64encode(buffer.getvalue()).decode(), workdir, limit=100)
     found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert found == ["session/outputs/ok.txt"]
+
+
+def test_the_pods_command_runs_the_runner_and_prints_its_outputs_through_sh(
+    tmp_path: Path,
+) -> None:
+    """The whole pod command under a real /bin/sh (what the notebook image runs), in
+    scratch directories instead of /files and /session: the runner's exit code is the
+    pod's, and its outputs come back from what it printed."""
+    files, session = tmp_path / "files", tmp_path / "session"
+    files.mkdir()
+    session.mkdir()
+    (files / "notebook-task.json").write_text("{}")
+    runner = (
+        "import pathlib; print('ran', pathlib.Path('notebook-task.json').read_text()); "
+        "pathlib.Path('outputs/notebook.ipynb').write_text('{\"cells\": []}'); "
+        "pathlib.Path('notebook-result.json').write_text('{\"state\": \"COMPLETED\"}')"
+    )
+    argv, pack = nb.command(
+        sys.executable,
+        (sys.executable, "-c", runner),
+        limit=1 << 20,
+        files_dir=PurePosixPath(files),
+        session_dir=PurePosixPath(session),
+    )
+    ran = subprocess.run(
+        argv, cwd=session, env={"EXECBROKER_PACK": pack}, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    shown, payload = nb.split_logs(ran.stdout)
+    assert shown == "ran {}\n"
+    assert payload is not None
+    workdir = tmp_path / "kept"
+    nb.unpack(payload, workdir, limit=1 << 20)
+    assert (workdir / "outputs" / "notebook.ipynb").read_text() == '{"cells": []}'
+    assert (workdir / "notebook-result.json").read_text() == '{"state": "COMPLETED"}'
+    failing = subprocess.run(
+        [*argv[:4], sys.executable, "-c", "raise SystemExit(3)"],
+        cwd=session,
+        env={"EXECBROKER_PACK": pack},
+        capture_output=True,
+        text=True,
+    )
+    assert failing.returncode == 3, failing.stderr
+    assert nb.MARKER in failing.stdout

@@ -85,6 +85,13 @@ def selector(broker: str, session_id: str | None = None) -> str:
     return ",".join(parts)
 
 
+GRACE_SECONDS = 10  # the pod's terminationGracePeriodSeconds
+# How much later than its pod's the Job's own deadline comes: only for a pod no kubelet
+# ever ended (one still unscheduled at the grant's end), since the Job controller deletes
+# the pod, and with it the task's output, which the pod's own deadline keeps.
+JOB_DEADLINE_BACKSTOP = GRACE_SECONDS + 20
+
+
 def deadline_seconds(deadline: datetime, now: datetime) -> int:
     """``activeDeadlineSeconds``: the time left of the grant, whole seconds, at least 1."""
     return max(1, math.floor((deadline - now).total_seconds()))
@@ -206,17 +213,21 @@ def job_manifest(
             "backoffLimit": 0,
             "completions": 1,
             "parallelism": 1,
-            "activeDeadlineSeconds": deadline_seconds(deadline, now),
+            "activeDeadlineSeconds": deadline_seconds(deadline, now) + JOB_DEADLINE_BACKSTOP,
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
                 "spec": {
+                    # The kubelet ends the pod in place at the grant's end (Failed, reason
+                    # DeadlineExceeded): its container and output stay until the broker
+                    # has read them, even when it was down at the time.
+                    "activeDeadlineSeconds": deadline_seconds(deadline, now),
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "hostNetwork": False,
                     "hostPID": False,
                     "hostIPC": False,
-                    "terminationGracePeriodSeconds": 10,
+                    "terminationGracePeriodSeconds": GRACE_SECONDS,
                     "securityContext": pod_security,
                     "containers": [container],
                     "volumes": volumes,
@@ -252,6 +263,25 @@ STUCK_WAITING = {
     "CreateContainerError": "Kubernetes could not create the container",
     "RunContainerError": "Kubernetes could not run the container",
 }
+
+
+def past_deadline(pod: dict[str, Any]) -> str | None:
+    """Why the kubelet ended a pod at its activeDeadlineSeconds, or None if it did not."""
+    status = pod.get("status") or {}
+    if status.get("reason") != "DeadlineExceeded":
+        return None
+    said = JOB_FAILURES["DeadlineExceeded"]
+    return f"{said}: {status['message']}" if status.get("message") else said
+
+
+# What the API server answers for the log of a container the kubelet has removed already
+# (a pod deleted by the Job controller): no output of the task's.
+_LOG_GONE = re.compile(r"^unable to retrieve container logs for [a-z]+://[0-9a-f]+\n?$")
+
+
+def readable_log(text: str) -> str:
+    """A pod's log as the task wrote it: "" for the API's word that it is gone."""
+    return "" if _LOG_GONE.match(text) else text
 
 
 def job_failure(job: dict[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import shlex
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -49,17 +50,28 @@ _PACK = (
 )
 
 
-def command(python: str, argv: tuple[str, ...], *, limit: int) -> tuple[list[str], str]:
+def command(
+    python: str,
+    argv: tuple[str, ...],
+    *,
+    limit: int,
+    files_dir: PurePosixPath = FILES_DIR,
+    session_dir: PurePosixPath = SESSION_DIR,
+) -> tuple[list[str], str]:
     """The pod's command (place the files, run the runner, print its outputs) and the
-    packing program it runs last, which goes in by the environment (EXECBROKER_PACK)."""
+    packing program it runs last, which goes in by the environment (EXECBROKER_PACK).
+    Every word is quoted for the shell: the marker itself has an apostrophe."""
     pack = _PACK.format(
         outputs=notebooks.OUTPUTS_DIR, result=notebook_files.RESULT_FILE, limit=limit
     )
+    files, session = shlex.quote(str(files_dir)), shlex.quote(str(session_dir))
+    outputs = shlex.quote(str(session_dir / notebooks.OUTPUTS_DIR))
+    work = shlex.quote(str(session_dir / "work"))
     script = (
-        f"cp {FILES_DIR}/* {SESSION_DIR}/ && mkdir -p {SESSION_DIR}/{notebooks.OUTPUTS_DIR} "
-        f"{SESSION_DIR}/work || exit 1\n"
-        f'"$@"; code=$?\n'
-        f"cd {SESSION_DIR} && echo '{MARKER}' && {python} -c \"$EXECBROKER_PACK\"\n"
+        f"cp {files}/* {session}/ && mkdir -p {outputs} {work} || exit 1\n"
+        '"$@"; code=$?\n'
+        f"cd {session} && echo {shlex.quote(MARKER)} && "
+        f'{shlex.quote(python)} -c "$EXECBROKER_PACK"\n'
         'exit "$code"\n'
     )
     return ["/bin/sh", "-c", script, "notebook", *argv], pack

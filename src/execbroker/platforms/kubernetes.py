@@ -8,15 +8,23 @@ Virtual platforms on one cluster are brokers with different namespaces (``k8s-na
 ``hard`` and ``used`` (adding back what this broker's own pods hold, which the broker's
 calendar counts already) and what the nodes can still place, so a YES is a promise the
 namespace can keep; at start-up the broker's own quota is checked against the namespace's,
-and a broker whose quota is larger refuses to start, saying so.
+and a broker whose quota is larger refuses to start, saying so. What is "its own" must be
+what the calendar counts, at the same moment: the pods come from one list read between two
+equal reads of the quotas (a pod created in between would be counted twice), and a pod
+stops being its own as soon as its session is to end (``ending``, before the cancel leaves
+the calendar; the service reads ``free()`` after the calendar), not when it is gone.
 
 The Job is named after the session (``eb-<session uuid>``), so the API server itself refuses
 a second Job for a session: a start after a crash finds the first one (409) instead of
 starting it again, and ``find`` reads it by name. Its labels carry broker, session and
 platform; annotations the owner, the deadline and the planned ports. One pod, never retried
 (``backoffLimit: 0``, ``restartPolicy: Never``); requests = limits = the grant (Guaranteed
-QoS); ``activeDeadlineSeconds`` is the grant's time left, so Kubernetes ends the task at the
-grant's end even while the broker is down (the session then FAILS with that reason).
+QoS); the pod's ``activeDeadlineSeconds`` is the grant's time left, so Kubernetes ends the
+task at the grant's end even while the broker is down (the session then FAILS with that
+reason). The kubelet ends such a pod in place (Failed, reason DeadlineExceeded), keeping its
+container and output; the Job's own deadline, which would have the Job controller delete
+the pod (and the kubelet its container, output and all, at once), comes later, only for a
+pod no kubelet ever ran.
 
 Closed by default, as on docker: the same container policy (``allow``), and every pod runs
 without a service-account token, with no host network, PID or IPC namespace and no volume
@@ -32,7 +40,9 @@ Reaching a pod: only through the API, never by its IP (the node's container brid
 private range). Logs come from the pod (kept in the broker's state directory when the Job is
 removed); a container's ports are forwarded from ``127.0.0.1`` of the broker's host through
 the API's port-forward (``k8s_forward``), and reported as connectors once they answer.
-Cancel deletes the Job with its pods (foreground propagation).
+Cancel deletes the Job with its pods (foreground propagation). Execs and port-forwards use
+an API client each: the client library's websocket calls swap their client's transport while
+they connect, which would catch the other threads' calls on a shared one.
 
 APIs used: batch/v1 Job, v1 Pod (and its log, portforward and exec subresources), v1
 ConfigMap, v1 Event, v1 ResourceQuota, v1 Node: all stable long before 1.20, which is what
@@ -154,6 +164,10 @@ class KubernetesPlatform:
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._forwards: dict[str, list[tuple[jobs.Port, Forward]]] = {}
         self._ready: set[str] = set()
+        # Jobs being removed: their sessions have ended, so the calendar no longer counts
+        # them, though their pods are not yet marked deleted (their logs and a notebook's
+        # outputs are kept first); ``free()`` must not add those pods back as this broker's.
+        self._removing: set[str] = set()
         self._lock = threading.Lock()
 
     # -- offers ---------------------------------------------------------------------------
@@ -198,20 +212,47 @@ class KubernetesPlatform:
     def _free(self) -> Resources:
         # A pod being deleted (a cancelled session's) still holds quota until it has gone,
         # but no longer this broker's calendar: it counts as someone else's until then.
-        own_pods = [
-            pod
-            for pod in self._live_pods(self.namespace, jobs.selector(self.broker))
-            if not pod["metadata"].get("deletionTimestamp")
-        ]
+        # ``_removing`` is read first: a Job's name leaves it only once its pods are marked.
+        with self._lock:
+            removing = set(self._removing)
+        quotas, everyone = self._quotas_and_pods()
+        own_pods = [pod for pod in everyone if self._booked_here(pod, removing)]
         own = _sum_holds(own_pods)
         cpus, memory = Decimal("Infinity"), Decimal("Infinity")
-        for quota in self._quotas():
+        for quota in quotas:
             status = quota.get("status") or {}
             bound = jobs.quota_free(status.get("hard") or {}, status.get("used") or {}, own)
             if bound is not None:
                 cpus, memory = min(cpus, bound[0]), min(memory, bound[1])
-        node_cpus, node_memory = self._node_room(own_pods)
+        node_cpus, node_memory = self._node_room(everyone, own_pods)
         return jobs.whole(min(cpus, node_cpus + own[0]), min(memory, node_memory + own[1]))
+
+    def _quotas_and_pods(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The namespace's ResourceQuotas and every live pod, as of one moment: a pod
+        created between the two reads would count as someone else's in the quota's
+        ``used`` (offering too little), so the pods are read between two reads of the
+        quotas until these are the same. Still changing after a few tries, the later quotas
+        are kept: with the pods read before them, that errs on offering too little."""
+        quotas = self._quotas()
+        for _ in range(3):
+            pods = self._live_pods(None, None)
+            again = self._quotas()
+            if _versions(again) == _versions(quotas):
+                break
+            quotas = again
+        return again, pods
+
+    def _booked_here(self, pod: dict[str, Any], removing: set[str]) -> bool:
+        """Whether a pod is one of this broker's that its calendar still counts."""
+        metadata = pod["metadata"]
+        labels = metadata.get("labels") or {}
+        return (
+            metadata.get("namespace") == self.namespace
+            and labels.get(jobs.LABEL_BROKER) == jobs.label_value(self.broker)
+            and labels.get(jobs.LABEL_PLATFORM) == "kubernetes"
+            and not metadata.get("deletionTimestamp")
+            and labels.get("job-name") not in removing
+        )
 
     def _quotas(self) -> list[dict[str, Any]]:
         found = self.core.list_namespaced_resource_quota(
@@ -219,7 +260,9 @@ class KubernetesPlatform:
         )
         return [self._plain(item) for item in found.items]
 
-    def _node_room(self, own_pods: list[dict[str, Any]]) -> tuple[Decimal, Decimal]:
+    def _node_room(
+        self, everyone: list[dict[str, Any]], own_pods: list[dict[str, Any]]
+    ) -> tuple[Decimal, Decimal]:
         """CPUs and bytes the schedulable nodes have left, counting every live pod's requests
         but this broker's own (which the caller adds back)."""
         nodes = self.core.list_node(_request_timeout=REQUEST_TIMEOUT).items
@@ -231,7 +274,6 @@ class KubernetesPlatform:
             cpus += jobs.quantity(allocatable.get("cpu"))
             memory += jobs.quantity(allocatable.get("memory"))
         mine = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in own_pods}
-        everyone = self._live_pods(None, None)
         others = [
             p for p in everyone if (p["metadata"]["namespace"], p["metadata"]["name"]) not in mine
         ]
@@ -485,7 +527,9 @@ class KubernetesPlatform:
 
     def _job_state(self, handle: str, job: dict[str, Any], pod: dict[str, Any] | None) -> RunStatus:
         code, reason = jobs.container_end(pod) if pod else (None, None)
-        failure = jobs.job_failure(job)
+        # The pod's deadline first: its Failed phase (and the Job's BackoffLimitExceeded
+        # that follows) would otherwise read as the task's own failure.
+        failure = (jobs.past_deadline(pod) if pod else None) or jobs.job_failure(job)
         if failure is not None:
             self._close_forwards(handle)
             if reason and reason != "Error":  # e.g. OOMKilled: say it
@@ -521,6 +565,8 @@ class KubernetesPlatform:
         if not ports:
             return RunStatus(RunState.RUNNING)
         forwards = self._open_forwards(handle, pod["metadata"]["name"], ports)
+        if not forwards:  # being removed
+            return RunStatus(RunState.RUNNING)
         endpoints = tuple(
             Endpoint(port.protocol, _location(port, self.options.connector_host, fwd.port))
             for port, fwd in forwards
@@ -547,13 +593,15 @@ class KubernetesPlatform:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return str(
-                self.core.read_namespaced_pod_log(
-                    pod["metadata"]["name"],
-                    self.namespace,
-                    container=jobs.CONTAINER,
-                    limit_bytes=None if whole else LOG_TAIL_BYTES,
-                    _request_timeout=REQUEST_TIMEOUT,
+            return jobs.readable_log(
+                str(
+                    self.core.read_namespaced_pod_log(
+                        pod["metadata"]["name"],
+                        self.namespace,
+                        container=jobs.CONTAINER,
+                        limit_bytes=None if whole else LOG_TAIL_BYTES,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
                 )
             )
         except ApiException as error:
@@ -567,15 +615,30 @@ class KubernetesPlatform:
     def release(self, handle: str) -> None:
         self._remove(handle)
 
+    def ending(self, handle: str) -> None:
+        """The broker's word that a session is about to end (a cancel), before it leaves
+        the calendar: its pods are no longer counted as this broker's in ``free()``."""
+        with self._lock:
+            self._removing.add(self._name(handle))
+
     def _remove(self, handle: str) -> None:
         """Keep the logs, then delete the Job with its pods (foreground: the Job goes only
         once its pods have); deleting what is gone already is not an error."""
+        name = self._name(handle)
+        with self._lock:  # first: closing the forwards may take a while
+            self._removing.add(name)
+        try:
+            self._close_forwards(handle)
+            self._ready.discard(handle)
+            self._delete(name)
+        finally:
+            with self._lock:
+                self._removing.discard(name)
+
+    def _delete(self, name: str) -> None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        self._close_forwards(handle)
-        self._ready.discard(handle)
-        name = self._name(handle)
         with api_errors("removing the Job"):
             pod = self._pod(name)
             if pod is not None:
@@ -583,7 +646,7 @@ class KubernetesPlatform:
                     self._keep_logs(name, self._pod_log(pod))
                     self._save_notebook(pod)
                 except (ApiException, OSError, ValueError) as error:
-                    log.warning("keeping what %s wrote: %s", handle, error)
+                    log.warning("keeping what %s wrote: %s", name, error)
             try:
                 self.batch.delete_namespaced_job(
                     name,
@@ -679,7 +742,7 @@ class KubernetesPlatform:
 
         return str(
             stream(
-                self.core.connect_get_namespaced_pod_exec,
+                self._websocket_api().connect_get_namespaced_pod_exec,
                 pod["metadata"]["name"],
                 self.namespace,
                 container=jobs.CONTAINER,
@@ -691,6 +754,15 @@ class KubernetesPlatform:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         )
+
+    def _websocket_api(self) -> Any:
+        """A CoreV1Api on a client of its own, for one exec or port-forward: the client's
+        ``stream``/``portforward`` swap their ApiClient's ``call_api`` while they connect,
+        which on the shared client would send other threads' calls (``free()``, the
+        monitor's) down the websocket, or leave the swap in place for good."""
+        from kubernetes import client
+
+        return client.CoreV1Api(client.ApiClient(self.api_client.configuration))
 
     def _server_file(self, pod: dict[str, Any], workdir: Path) -> None:
         """The runner's word that its server answers, read in the running container."""
@@ -719,11 +791,13 @@ class KubernetesPlatform:
         from kubernetes.stream import portforward
 
         with self._lock:
+            if self._name(handle) in self._removing:  # its forwards are being closed
+                return []
             if handle not in self._forwards:
 
                 def opener(port: int) -> Any:
                     return lambda: portforward(
-                        self.core.connect_get_namespaced_pod_portforward,
+                        self._websocket_api().connect_get_namespaced_pod_portforward,
                         pod,
                         self.namespace,
                         ports=str(port),
@@ -746,6 +820,10 @@ def _sum_holds(pods: list[dict[str, Any]]) -> tuple[Decimal, Decimal]:
         c, m = jobs.pod_holds(pod)
         cpus, memory = cpus + c, memory + m
     return cpus, memory
+
+
+def _versions(objects: list[dict[str, Any]]) -> list[str]:
+    return [str(o["metadata"].get("resourceVersion")) for o in objects]
 
 
 def _ready(node: dict[str, Any]) -> bool:
