@@ -306,6 +306,10 @@ class Monitor:
             )
             if not claimed:
                 return None
+        # This copy as the claim left the row: the first ``_follow`` below moves it on from
+        # PREPARING (from the phase read before the claim it would move nothing, and the
+        # session would wait for the next pass to be seen running).
+        row.phase, row.started, row.claimed_by = Phase.PREPARING, now, self.replica
         platform = self._platform(row)
         if platform is None:
             self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")

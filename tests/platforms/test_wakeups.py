@@ -55,6 +55,14 @@ def test_local_sessions_start_and_end_without_waiting_for_a_pass(tmp_path: Path)
         assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
 
 
+def test_a_started_task_is_seen_running_without_an_event_or_a_pass(tmp_path: Path) -> None:
+    # A task that neither ends nor has an event to tell of its start: only the monitor's
+    # first look after the start can move its session on.
+    with running_broker(tmp_path, monitor=SLOW_PASSES) as broker, broker.client() as client:
+        uuid = _accepted(client, batch_request("sleep 60"))
+        assert _seconds_until(client, uuid, {"RUNNING"}) < SOON
+
+
 def _container(command: list[str]) -> dict[str, Any]:
     return {
         "executable": {
