@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -75,6 +76,10 @@ _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
 # waits in a queue, and once that is as slow as the passes, by the passes alone.
 FAST_LOOK = 0.02
 LOOK_SHARE = 0.05
+# Steps block on the platforms (a docker start, an image pull, sbatch): each session's runs
+# in a thread of its own from this many, so many launches at once never queue behind a few
+# slow ones (asyncio's shared default pool has only CPUs + 4 threads).
+STEP_THREADS = 64
 
 
 def next_look(preparing_for: float, interval: float) -> float | None:
@@ -114,13 +119,16 @@ class Monitor:
         self.replica = replica or new_replica_id()
         self._busy: set[str] = set()  # sessions with a step under way
         self._again: set[str] = set()  # busy sessions to look at again once their step ends
-        self._tasks: set[asyncio.Task[float | None]] = set()
+        self._tasks: set[asyncio.Future[float | None]] = set()
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
         self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
+        self._steps = ThreadPoolExecutor(
+            max_workers=STEP_THREADS, thread_name_prefix="monitor-step"
+        )
         self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
@@ -164,6 +172,7 @@ class Monitor:
         except Exception:
             log.exception("ending the leases of replica %s", self.replica)
         self._surveyor.shutdown(wait=False)
+        self._steps.shutdown(wait=False)
 
     async def _pause(self, seconds: float) -> None:
         """Until the next pass is due, a wake-up, or ``stop``."""
@@ -250,10 +259,11 @@ class Monitor:
         self._busy.add(uuid)
         owner = argument.owner if isinstance(argument, SessionRow) else None
         with logs.bind(session=uuid, user=owner):  # the step's thread inherits these ids
-            task = asyncio.create_task(asyncio.to_thread(step, argument))
+            context = contextvars.copy_context()
+        task = asyncio.get_running_loop().run_in_executor(self._steps, context.run, step, argument)
         self._tasks.add(task)
 
-        def _done(finished: asyncio.Task[float | None]) -> None:
+        def _done(finished: asyncio.Future[float | None]) -> None:
             self._tasks.discard(finished)
             self._busy.discard(uuid)
             again = None

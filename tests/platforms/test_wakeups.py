@@ -90,6 +90,23 @@ def test_docker_sessions_start_and_end_without_waiting_for_a_pass(
         remove_labelled(engine, name)
 
 
+@pytest.mark.docker
+def test_compose_sessions_end_without_waiting_for_a_pass(
+    engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    name = f"t-{uuids.uuid4().hex[:10]}"
+    config = {"name": name, "platforms": [{"type": "compose"}], "monitor": SLOW_PASSES}
+    compose = f"services:\n  job:\n    image: {BUSYBOX}\n    command: [sleep, '2']\n"
+    request = {**_container([]), "executable": {"kind": "docker-compose", "compose": compose}}
+    try:
+        with running_broker(tmp_path, **config) as broker, broker.client() as client:
+            uuid = _accepted(client, request)
+            assert _seconds_until(client, uuid, {"RUNNING", "COMPLETED"}) < SOON
+            assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
+    finally:
+        remove_labelled(engine, name)
+
+
 @pytest.fixture
 def make_platform(broker_name: str, tmp_path: Path) -> Iterator[Callable[..., DockerPlatform]]:
     made: list[DockerPlatform] = []

@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
-from docker.models.containers import Container
+from docker.models.containers import Container, _create_container_args
 from docker.types import LogConfig
 from pydantic import Field
 
@@ -78,6 +79,7 @@ from execbroker.platforms.docker_engine import (
     Engine,
     EngineOptions,
     EventFollower,
+    Known,
     PortPlan,
     engine_errors,
 )
@@ -134,6 +136,7 @@ class DockerPlatform:
         self.logs_dir = state_dir / "docker-logs"
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
+        self._known: dict[str, Known] = {}  # handles' statuses, kept until an event says more
         self._collected: set[str] = set()  # notebook handles whose files are copied back
         self._storage_checked = False
 
@@ -285,19 +288,20 @@ class DockerPlatform:
                 self.engine.client, spec, image=arguments["image"], prefix=name, labels=labels
             )
         if not self.options.isolate:
-            return self._started(self._create(arguments))
+            container, fresh = self._create(arguments)
+            return self._started(container, fresh=fresh)
         network = self.networks.take(lambda: self._network(name, labels))
         arguments["network"] = network
         arguments["labels"][LABEL_NETWORK] = network
         try:
-            container = self._create(arguments)
+            container, fresh = self._create(arguments)
         except PlatformError:
             self._remove_network(network)
             raise
         if container.labels.get(LABEL_NETWORK) != network:  # another start's container
             self._remove_network(network)
         try:
-            return self._started(container)
+            return self._started(container, fresh=fresh)
         finally:
             self.networks.refill()
 
@@ -333,19 +337,37 @@ class DockerPlatform:
                 raise PlatformError(f"could not make a network: {reason}") from None
         return name
 
-    def _create(self, arguments: dict[str, Any]) -> Container:
+    def _create(self, arguments: dict[str, Any]) -> tuple[Container, bool]:
+        """The session's container, and whether this call made it. A new one is described
+        from what the engine was just told (``containers.create`` would inspect it back)."""
+        client = self.engine.client
         try:
-            return self.engine.client.containers.create(**arguments)
+            # the SDK's own translation of ``containers.create``'s arguments
+            made = client.api.create_container(
+                **_create_container_args({**arguments, "version": client.api.api_version})
+            )
         except docker.errors.APIError as error:
             if error.status_code == 409:  # made before a crash, or by a start racing a
                 # re-adoption: take the one there
-                return self.engine.client.containers.get(arguments["name"])
+                return client.containers.get(arguments["name"]), False
             reason = engine_.ok_or_reason(error)
             raise PlatformError(f"could not create the container: {reason}") from None
+        attrs = {
+            "Id": made["Id"],
+            "Name": f"/{arguments['name']}",
+            "Config": {"Labels": arguments["labels"]},
+            "State": {"Status": "created"},
+        }
+        return client.containers.prepare_model(attrs), True
 
-    def _started(self, container: Container) -> str:
-        container.reload()  # (fresh from ``create`` or not: another start may be under way)
+    def _started(self, container: Container, *, fresh: bool = False) -> str:
+        """Start a container that is only created; ``fresh`` (made just now by this call),
+        it is not asked for its state first, and one with no ports to report is known to be
+        running once its start returns, until the engine tells of a change."""
+        if not fresh:
+            container.reload()  # another start may be under way
         if container.status == "created":
+            before = self.events.token(container.id)
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
@@ -354,7 +376,20 @@ class DockerPlatform:
                 reason = engine_.ok_or_reason(error)
                 self.release(container.id)
                 raise PlatformError(f"could not start the container: {reason}") from None
+            if fresh:
+                self._know_started(container, before)
         return container.id
+
+    def _know_started(self, container: Container, before: tuple[int, int] | None) -> None:
+        """Its start returned: RUNNING, if the event stream was open all along (``before``:
+        its token from before the start) and has not brought the container's end already; an
+        end it brings later changes the token, and then the engine is asked."""
+        token = self.events.token(container.id)
+        plain = LABEL_NOTEBOOK not in container.labels and not engine_.planned_ports(container)
+        if token is None or before is None or token[0] != before[0] or not plain:
+            return
+        if self.events.last_action(container.id) in (None, "start"):
+            self._known[container.id] = Known(RunStatus(RunState.RUNNING), token, time.monotonic())
 
     def watch(self, notify: Callable[[str], None]) -> None:
         """Tell ``notify`` the session id of each container that starts or ends."""
@@ -373,23 +408,38 @@ class DockerPlatform:
         self._sweep()
         if handle in self.events.completed:  # as ``container_state`` would say, sooner
             return RunStatus(RunState.COMPLETED, "completed", 0)
+        token = self.events.token(handle)  # before asking: a change after it is heard of
+        known = self._known.get(handle)
+        if known is not None and known.holds(token):
+            return known.status
+        status, keep = self._status(handle)
+        if token is not None and keep:
+            self._known[handle] = Known(status, token, time.monotonic())
+        else:
+            self._known.pop(handle, None)
+        return status
+
+    def _status(self, handle: str) -> tuple[RunStatus, bool]:
+        """The engine's answer, and whether it holds until an event says otherwise: a
+        running container's does (not a notebook's, whose runner tells more in files; not a
+        server's still waiting to answer, which no event will announce)."""
         with engine_errors("asking the Docker engine"):
             try:
                 container = self.engine.client.containers.get(handle)
             except docker.errors.NotFound:
-                return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
+                return RunStatus(RunState.LOST, f"container {handle[:12]} is gone"), False
             state = engine_.container_state(container)
             if LABEL_NOTEBOOK in container.labels:
-                return self._notebook_status(container, state)
+                return self._notebook_status(container, state), False
         if state.state != RunState.RUNNING:
-            return state
+            return state, False
         found = engine_.endpoints(container, self.options.url_host())
         if not found:
-            return state
+            return state, True
         if handle not in self._ready and not self._answering(container, found):
-            return RunStatus(RunState.PREPARING, "waiting for its ports to answer")
+            return RunStatus(RunState.PREPARING, "waiting for its ports to answer"), False
         self._ready.add(handle)
-        return RunStatus(RunState.AVAILABLE, endpoints=tuple(found))
+        return RunStatus(RunState.AVAILABLE, endpoints=tuple(found)), True
 
     def _notebook_status(self, container: Container, state: RunStatus) -> RunStatus:
         """A notebook task as its runner tells it: a server is AVAILABLE (with its URL and
@@ -442,7 +492,8 @@ class DockerPlatform:
         """Keep the logs (a finished task's output can still be fetched) and a notebook's
         outputs, then remove the container and its network."""
         self._ready.discard(handle)
-        self.events.completed.discard(handle)
+        self._known.pop(handle, None)
+        self.events.forget(handle)
         with engine_errors("removing the container"):
             try:
                 container = self.engine.client.containers.get(handle)
