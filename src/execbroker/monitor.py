@@ -73,9 +73,10 @@ _PHASE_OF_STATE = {
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
 # A session still PREPARING is looked at again after this share of the time it has been
 # preparing (at least FAST_LOOK seconds): often while a start is quick, rarely while a job
-# waits in a queue, and once that is as slow as the passes, by the passes alone.
-FAST_LOOK = 0.02
-LOOK_SHARE = 0.05
+# waits in a queue, and once that is as slow as the passes, by the passes alone. (A client
+# polling for RUNNING does as often; platforms ask once for all sessions looked at at once.)
+FAST_LOOK = 0.01
+LOOK_SHARE = 0.02
 # Steps block on the platforms (a docker start, an image pull, sbatch): each session's runs
 # in a thread of its own from this many, so many launches at once never queue behind a few
 # slow ones (asyncio's shared default pool has only CPUs + 4 threads).
