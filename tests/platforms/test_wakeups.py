@@ -22,6 +22,7 @@ from execbroker.platforms.base import LaunchSpec, RunState
 from execbroker.platforms.docker import DockerPlatform
 from execbroker.platforms.docker_networks import LABEL_NETWORK
 from tests.brokers import accept, batch_request, running_broker
+from tests.platforms import support
 from tests.platforms.support import BUSYBOX, launch, remove_labelled, wait_state
 
 # The first pass comes at start-up; the next 30 s later: anything sooner is a wake-up.
@@ -169,8 +170,7 @@ def test_a_session_on_a_spare_network_still_cannot_reach_another(
     server = platform.start(_sleeper(tmp_path, ["busybox", "httpd", "-f", "-p", "8080"]))
     wait_state(platform, server, {RunState.RUNNING})
     _wait_for_spare(platform)
-    networks = engine.api.inspect_container(server)["NetworkSettings"]["Networks"]
-    (address,) = [n["IPAddress"] for n in networks.values()]
+    address = support.address_of(engine, server)
     request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 | grep -q 200"
     other = platform.start(_sleeper(tmp_path, ["sh", "-c", request]))
     assert _network(engine, other) != _network(engine, server)

@@ -9,8 +9,9 @@ it has, so a grant beyond them is held to the host's), memory with no extra swap
 limit, and the writable layer's size where the storage driver can hold it to one (a log line
 says so when it cannot). Each session gets a bridge network of its own, so one user's
 container cannot reach another's over docker's shared default bridge; networks are made
-ahead (``docker_networks``: ``network_spares``) and each is given to one session only, which
-removes it with its container. Ports are published on
+ahead (``docker_networks``: ``network_spares``), each with a holder container whose network
+namespace a session without ports joins (``holder_image``), and each is given to one session
+only, which removes it with its container. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
 only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
 with ``access: false`` is not published; ``external`` ports and addresses a request names are
@@ -83,7 +84,13 @@ from execbroker.platforms.docker_engine import (
     PortPlan,
     engine_errors,
 )
-from execbroker.platforms.docker_networks import LABEL_NETWORK, NetworkPool
+from execbroker.platforms.docker_networks import (
+    LABEL_HOLDER,
+    LABEL_NETWORK,
+    NetworkPool,
+    discard,
+    remove_holder,
+)
 from execbroker.platforms.docker_networks import remove as remove_network
 
 log = logging.getLogger(__name__)
@@ -113,6 +120,11 @@ class DockerOptions(EngineOptions):
     network_spares: int = Field(
         default=1, ge=0, le=8, description="per-session networks made ahead (0: at each start)"
     )
+    holder_image: str | None = Field(
+        default="busybox:local",
+        description="a tiny local image with sleep, whose container holds a spare network's "
+        "namespace for a session to join (docker_networks); null: spare networks only",
+    )
     notebook_image: str | None = Field(
         default="execbroker/python:local", description="runs notebooks; null: no notebooks"
     )
@@ -130,7 +142,11 @@ class DockerPlatform:
         self.broker = broker
         self.engine = Engine(options)
         self.networks = NetworkPool(
-            self.engine, broker=broker, platform=self.name, spares=options.network_spares
+            self.engine,
+            broker=broker,
+            platform=self.name,
+            spares=options.network_spares,
+            holder_image=options.holder_image,
         )
         self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self.logs_dir = state_dir / "docker-logs"
@@ -290,16 +306,21 @@ class DockerPlatform:
         if not self.options.isolate:
             container, fresh = self._create(arguments)
             return self._started(container, fresh=fresh)
-        network = self.networks.take(lambda: self._network(name, labels))
-        arguments["network"] = network
-        arguments["labels"][LABEL_NETWORK] = network
+        spare = self.networks.take(lambda: self._network(name, labels))
+        arguments["labels"][LABEL_NETWORK] = spare.network
+        if spare.holder is not None:
+            arguments["labels"][LABEL_HOLDER] = spare.holder
+        if spare.holder is not None and not plans:  # joins the namespace made ahead
+            arguments["network_mode"] = f"container:{spare.holder}"
+        else:  # its ports are published from its own namespace
+            arguments["network"] = spare.network
         try:
             container, fresh = self._create(arguments)
         except PlatformError:
-            self._remove_network(network)
+            discard(self.engine, spare)
             raise
-        if container.labels.get(LABEL_NETWORK) != network:  # another start's container
-            self._remove_network(network)
+        if container.labels.get(LABEL_NETWORK) != spare.network:  # another start's container
+            discard(self.engine, spare)
         try:
             return self._started(container, fresh=fresh)
         finally:
@@ -509,6 +530,9 @@ class DockerPlatform:
                 if error.status_code not in (404, 409):  # 409: a removal under way already
                     raise
             if self.options.isolate:  # before spares, a network was named after its container
+                holder = container.labels.get(LABEL_HOLDER)
+                if holder:
+                    remove_holder(self.engine, holder)
                 self._remove_network(container.labels.get(LABEL_NETWORK, container.name))
             session = container.labels.get(LABEL_SESSION)
             if session:
