@@ -303,6 +303,7 @@ class Monitor:
         """Claim a due session and start it. The claim is WAITING → PREPARING with this
         replica's lease in one conditional update: whichever replica gets there first
         starts it, and the others find it PREPARING and leave it."""
+        began = time.perf_counter()
         now = self.clock()
         with self.database.write() as db:
             claimed = queries.transition(
@@ -340,6 +341,7 @@ class Monitor:
             # only a platform that stages data is given any (others said NO to it)
             data=self.service.data_of(row.uuid) if getattr(platform, "stages_data", False) else (),
         )
+        claimed_in = time.perf_counter() - began
         try:
             handle = platform.start(spec)
         except PlatformError as error:
@@ -352,6 +354,7 @@ class Monitor:
                 row, Phase.FAILED, f"could not start: internal error ({type(error).__name__})"
             )
             return None
+        recording = time.perf_counter()
         with self.database.write() as db:
             kept = queries.transition(
                 db,
@@ -374,7 +377,15 @@ class Monitor:
             # the session over finds this task by its session id, so it is left alone.
             log.warning("session %s: lease lost while starting it as %s", row.uuid, handle)
             return None
-        log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
+        log.info(  # where a launch's time goes: claim, platform start, recording the handle
+            "session %s started on %s as %s in %.0f ms (claimed in %.0f, recorded in %.0f)",
+            row.uuid,
+            platform.name,
+            handle,
+            (time.perf_counter() - began) * 1000,
+            claimed_in * 1000,
+            (time.perf_counter() - recording) * 1000,
+        )
         row.handle = handle  # (this copy only: the database has it already)
         return self._follow(row)  # how it is doing: at once
 

@@ -124,14 +124,13 @@ class NetworkPool:
                 with self._lock:
                     if self._closed or len(self._ready) >= self.spares:
                         return
-                spare: Spare | None = self._make()
+                spare = self._make()
                 with self._lock:
-                    if self._closed:
-                        break
-                    self._ready.append(spare)  # type: ignore[arg-type]
-                    spare = None
-            if spare is not None:
+                    if not self._closed:
+                        self._ready.append(spare)
+                        continue
                 discard(self.engine, spare)  # closed while it was being made
+                return
         except (PlatformError, docker.errors.DockerException) as error:
             log.warning("docker platform: no spare network made: %s", error)
         finally:
