@@ -5,6 +5,8 @@ And per-session docker networks made ahead stay one session's each."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 import uuid as uuids
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ from execbroker.model.executables import DockerContainer
 from execbroker.platforms import docker as docker_platform
 from execbroker.platforms.base import LaunchSpec, RunState
 from execbroker.platforms.docker import DockerPlatform
-from execbroker.platforms.docker_networks import LABEL_NETWORK
+from execbroker.platforms.docker_networks import LABEL_HOLDER, LABEL_NETWORK
 from tests.brokers import accept, batch_request, running_broker
 from tests.platforms import support
 from tests.platforms.support import BUSYBOX, launch, remove_labelled, wait_state
@@ -176,3 +178,24 @@ def test_a_session_on_a_spare_network_still_cannot_reach_another(
     assert _network(engine, other) != _network(engine, server)
     ended = wait_state(platform, other, {RunState.COMPLETED, RunState.FAILED})
     assert ended.state == RunState.FAILED
+
+
+@pytest.mark.docker
+def test_a_dead_brokers_spares_go_but_not_those_its_sessions_were_given(
+    make_platform: Callable[..., DockerPlatform], engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    platform = make_platform(network_spares=1)
+    platform.networks.maker = f"{socket.gethostname()}:{ended.pid}"  # as if it had died
+    platform.start(_sleeper(tmp_path, ["sleep", "60"]))  # makes its own network
+    _wait_for_spare(platform)
+    given = platform.start(_sleeper(tmp_path, ["sleep", "60"]))  # takes the spare
+    _wait_for_spare(platform)
+    (unused,) = platform.networks._ready
+    holder = engine.containers.get(given).labels[LABEL_HOLDER]
+    successor = make_platform(network_spares=1)
+    successor.networks._sweep_dead()
+    assert engine.containers.get(holder).status == "running"  # the session's, kept
+    assert engine.containers.get(given).status == "running"
+    assert not engine.networks.list(names=[unused.network])  # the spare nobody took: gone

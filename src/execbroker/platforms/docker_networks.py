@@ -182,12 +182,17 @@ class NetworkPool:
             return maker_host == host and pid.isdigit() and not _alive(int(pid))
 
         client = self.engine.client
+        # A spare handed out before that process died is its session's (re-adopted): kept.
+        given = {"label": [f"{LABEL_BROKER}={self.broker}", LABEL_NETWORK]}
+        used: set[str] = set()
+        for container in client.containers.list(all=True, filters=given, ignore_removed=True):
+            used |= {container.labels.get(LABEL_HOLDER, ""), container.labels[LABEL_NETWORK]}
         for holder in client.containers.list(all=True, filters=spares, ignore_removed=True):
-            if dead(holder.labels):
+            if dead(holder.labels) and holder.id not in used:
                 log.info("removing spare holder %s: the broker that made it is gone", holder.name)
                 remove_holder(self.engine, holder.id)
         for network in client.networks.list(filters=spares):
-            if dead(network.attrs.get("Labels")):
+            if dead(network.attrs.get("Labels")) and network.name not in used:
                 log.info("removing spare network %s: the broker that made it is gone", network.name)
                 remove(self.engine, network.name)
 
