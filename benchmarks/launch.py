@@ -430,9 +430,9 @@ def _slurm_settle(account: str) -> None:
 def measure_slurm(repeats: int, directory: Path) -> dict[str, Any]:
     """A batch script through a broker (platform ``slurm``, account-003's example config)
     from accept to RUNNING, next to a direct ``sbatch`` of the same script with the same
-    options until ``squeue`` shows it R. Both poll every ``POLL_S``; the broker's own
-    monitor polls Slurm every ``monitor_interval_s``, once to submit and once to see R.
-    Slurm itself adds 0-1 s (its scheduler's pass) to both alike."""
+    options until ``squeue`` shows it R. Both poll every ``POLL_S``; the broker's monitor
+    submits at once on the accept and asks ``squeue`` again every few tens of milliseconds
+    while the job is pending. Slurm itself adds 0-1 s (its scheduler's pass) to both alike."""
     import yaml
 
     config = yaml.safe_load(SLURM_EXAMPLE.read_text())

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -72,9 +73,14 @@ _PHASE_OF_STATE = {
 _ACTIVE = [Phase.PREPARING, Phase.AVAILABLE, Phase.RUNNING, Phase.RELEASING]
 # A session still PREPARING is looked at again after this share of the time it has been
 # preparing (at least FAST_LOOK seconds): often while a start is quick, rarely while a job
-# waits in a queue, and once that is as slow as the passes, by the passes alone.
-FAST_LOOK = 0.02
-LOOK_SHARE = 0.05
+# waits in a queue, and once that is as slow as the passes, by the passes alone. (A client
+# polling for RUNNING does as often; platforms ask once for all sessions looked at at once.)
+FAST_LOOK = 0.01
+LOOK_SHARE = 0.02
+# Steps block on the platforms (a docker start, an image pull, sbatch): each session's runs
+# in a thread of its own from this many, so many launches at once never queue behind a few
+# slow ones (asyncio's shared default pool has only CPUs + 4 threads).
+STEP_THREADS = 64
 
 
 def next_look(preparing_for: float, interval: float) -> float | None:
@@ -114,13 +120,16 @@ class Monitor:
         self.replica = replica or new_replica_id()
         self._busy: set[str] = set()  # sessions with a step under way
         self._again: set[str] = set()  # busy sessions to look at again once their step ends
-        self._tasks: set[asyncio.Task[float | None]] = set()
+        self._tasks: set[asyncio.Future[float | None]] = set()
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
         self._surveyor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-survey")
+        self._steps = ThreadPoolExecutor(
+            max_workers=STEP_THREADS, thread_name_prefix="monitor-step"
+        )
         self.last_pass: float | None = None  # time.monotonic() of the last survey (health)
 
     @property
@@ -164,6 +173,7 @@ class Monitor:
         except Exception:
             log.exception("ending the leases of replica %s", self.replica)
         self._surveyor.shutdown(wait=False)
+        self._steps.shutdown(wait=False)
 
     async def _pause(self, seconds: float) -> None:
         """Until the next pass is due, a wake-up, or ``stop``."""
@@ -250,10 +260,11 @@ class Monitor:
         self._busy.add(uuid)
         owner = argument.owner if isinstance(argument, SessionRow) else None
         with logs.bind(session=uuid, user=owner):  # the step's thread inherits these ids
-            task = asyncio.create_task(asyncio.to_thread(step, argument))
+            context = contextvars.copy_context()
+        task = asyncio.get_running_loop().run_in_executor(self._steps, context.run, step, argument)
         self._tasks.add(task)
 
-        def _done(finished: asyncio.Task[float | None]) -> None:
+        def _done(finished: asyncio.Future[float | None]) -> None:
             self._tasks.discard(finished)
             self._busy.discard(uuid)
             again = None
@@ -292,6 +303,7 @@ class Monitor:
         """Claim a due session and start it. The claim is WAITING → PREPARING with this
         replica's lease in one conditional update: whichever replica gets there first
         starts it, and the others find it PREPARING and leave it."""
+        began = time.perf_counter()
         now = self.clock()
         with self.database.write() as db:
             claimed = queries.transition(
@@ -306,6 +318,10 @@ class Monitor:
             )
             if not claimed:
                 return None
+        # This copy as the claim left the row: the first ``_follow`` below moves it on from
+        # PREPARING (from the phase read before the claim it would move nothing, and the
+        # session would wait for the next pass to be seen running).
+        row.phase, row.started, row.claimed_by = Phase.PREPARING, now, self.replica
         platform = self._platform(row)
         if platform is None:
             self._finish(row, Phase.FAILED, f"this broker no longer has platform {row.platform}")
@@ -325,6 +341,7 @@ class Monitor:
             # only a platform that stages data is given any (others said NO to it)
             data=self.service.data_of(row.uuid) if getattr(platform, "stages_data", False) else (),
         )
+        claimed_in = time.perf_counter() - began
         try:
             handle = platform.start(spec)
         except PlatformError as error:
@@ -337,6 +354,7 @@ class Monitor:
                 row, Phase.FAILED, f"could not start: internal error ({type(error).__name__})"
             )
             return None
+        recording = time.perf_counter()
         with self.database.write() as db:
             kept = queries.transition(
                 db,
@@ -359,7 +377,15 @@ class Monitor:
             # the session over finds this task by its session id, so it is left alone.
             log.warning("session %s: lease lost while starting it as %s", row.uuid, handle)
             return None
-        log.info("session %s started on %s as %s", row.uuid, platform.name, handle)
+        log.info(  # where a launch's time goes: claim, platform start, recording the handle
+            "session %s started on %s as %s in %.0f ms (claimed in %.0f, recorded in %.0f)",
+            row.uuid,
+            platform.name,
+            handle,
+            (time.perf_counter() - began) * 1000,
+            claimed_in * 1000,
+            (time.perf_counter() - recording) * 1000,
+        )
         row.handle = handle  # (this copy only: the database has it already)
         return self._follow(row)  # how it is doing: at once
 

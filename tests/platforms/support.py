@@ -26,6 +26,17 @@ def remove_labelled(engine: Any, broker: str) -> None:
         volume.remove()
 
 
+def address_of(engine: Any, handle: str) -> str:
+    """A container's IP address on its network (one that joined a holder's namespace
+    has the holder's)."""
+    found = engine.api.inspect_container(handle)
+    mode = found["HostConfig"]["NetworkMode"]
+    if mode.startswith("container:"):
+        found = engine.api.inspect_container(mode.removeprefix("container:"))
+    (address,) = [n["IPAddress"] for n in found["NetworkSettings"]["Networks"].values()]
+    return str(address)
+
+
 def launch(
     executable: Any,
     tmp_path: Path,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuids
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +22,7 @@ from execbroker.model.executables import DockerCompose, DockerContainer
 from execbroker.platforms import docker as docker_platform
 from execbroker.platforms.base import PlatformError, RunState
 from execbroker.platforms.docker_engine import GIB
+from tests.platforms import support
 from tests.platforms.support import launch, wait_state
 
 pytestmark = pytest.mark.docker
@@ -33,12 +34,17 @@ HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 @pytest.fixture
 def make_platform(
     broker_name: str, tmp_path: Path
-) -> Callable[..., docker_platform.DockerPlatform]:
+) -> Iterator[Callable[..., docker_platform.DockerPlatform]]:
+    made: list[docker_platform.DockerPlatform] = []
+
     def make(**options: Any) -> docker_platform.DockerPlatform:
         broker = SimpleNamespace(name=broker_name, state_path=tmp_path / "state")
-        return docker_platform.create(options, broker=broker)
+        made.append(docker_platform.create(options, broker=broker))
+        return made[-1]
 
-    return make
+    yield make
+    for platform in made:  # (spares being made are finished and removed)
+        platform.close()
 
 
 def container(image: str = IMAGE, **fields: Any) -> DockerContainer:
@@ -155,8 +161,7 @@ def _probe_other_session(platform: Any, engine: Any, tmp_path: Path) -> RunState
     """Start httpd in one session and fetch it by IP address from another session."""
     server = platform.start(launch(container(command=HTTPD), tmp_path))
     wait_state(platform, server, {RunState.RUNNING})
-    networks = engine.api.inspect_container(server)["NetworkSettings"]["Networks"]
-    (address,) = [n["IPAddress"] for n in networks.values()]
+    address = support.address_of(engine, server)
     request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 | grep -q 200"
     probe = ["sh", "-c", request]  # (this busybox's wget crashes on non-local addresses)
     other = platform.start(launch(container(command=probe), tmp_path))

@@ -5,6 +5,8 @@ And per-session docker networks made ahead stay one session's each."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 import uuid as uuids
 from collections.abc import Callable, Iterator
@@ -20,8 +22,9 @@ from execbroker.model.executables import DockerContainer
 from execbroker.platforms import docker as docker_platform
 from execbroker.platforms.base import LaunchSpec, RunState
 from execbroker.platforms.docker import DockerPlatform
-from execbroker.platforms.docker_networks import LABEL_NETWORK
+from execbroker.platforms.docker_networks import LABEL_HOLDER, LABEL_NETWORK
 from tests.brokers import accept, batch_request, running_broker
+from tests.platforms import support
 from tests.platforms.support import BUSYBOX, launch, remove_labelled, wait_state
 
 # The first pass comes at start-up; the next 30 s later: anything sooner is a wake-up.
@@ -55,6 +58,14 @@ def test_local_sessions_start_and_end_without_waiting_for_a_pass(tmp_path: Path)
         assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
 
 
+def test_a_started_task_is_seen_running_without_an_event_or_a_pass(tmp_path: Path) -> None:
+    # A task that neither ends nor has an event to tell of its start: only the monitor's
+    # first look after the start can move its session on.
+    with running_broker(tmp_path, monitor=SLOW_PASSES) as broker, broker.client() as client:
+        uuid = _accepted(client, batch_request("sleep 60"))
+        assert _seconds_until(client, uuid, {"RUNNING"}) < SOON
+
+
 def _container(command: list[str]) -> dict[str, Any]:
     return {
         "executable": {
@@ -76,6 +87,23 @@ def test_docker_sessions_start_and_end_without_waiting_for_a_pass(
     try:
         with running_broker(tmp_path, **config) as broker, broker.client() as client:
             uuid = _accepted(client, _container(["sleep", "2"]))
+            assert _seconds_until(client, uuid, {"RUNNING", "COMPLETED"}) < SOON
+            assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
+    finally:
+        remove_labelled(engine, name)
+
+
+@pytest.mark.docker
+def test_compose_sessions_end_without_waiting_for_a_pass(
+    engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    name = f"t-{uuids.uuid4().hex[:10]}"
+    config = {"name": name, "platforms": [{"type": "compose"}], "monitor": SLOW_PASSES}
+    compose = f"services:\n  job:\n    image: {BUSYBOX}\n    command: [sleep, '2']\n"
+    request = {**_container([]), "executable": {"kind": "docker-compose", "compose": compose}}
+    try:
+        with running_broker(tmp_path, **config) as broker, broker.client() as client:
+            uuid = _accepted(client, request)
             assert _seconds_until(client, uuid, {"RUNNING", "COMPLETED"}) < SOON
             assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
     finally:
@@ -144,10 +172,30 @@ def test_a_session_on_a_spare_network_still_cannot_reach_another(
     server = platform.start(_sleeper(tmp_path, ["busybox", "httpd", "-f", "-p", "8080"]))
     wait_state(platform, server, {RunState.RUNNING})
     _wait_for_spare(platform)
-    networks = engine.api.inspect_container(server)["NetworkSettings"]["Networks"]
-    (address,) = [n["IPAddress"] for n in networks.values()]
+    address = support.address_of(engine, server)
     request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} 8080 | grep -q 200"
     other = platform.start(_sleeper(tmp_path, ["sh", "-c", request]))
     assert _network(engine, other) != _network(engine, server)
     ended = wait_state(platform, other, {RunState.COMPLETED, RunState.FAILED})
     assert ended.state == RunState.FAILED
+
+
+@pytest.mark.docker
+def test_a_dead_brokers_spares_go_but_not_those_its_sessions_were_given(
+    make_platform: Callable[..., DockerPlatform], engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    platform = make_platform(network_spares=1)
+    platform.networks.maker = f"{socket.gethostname()}:{ended.pid}"  # as if it had died
+    platform.start(_sleeper(tmp_path, ["sleep", "60"]))  # makes its own network
+    _wait_for_spare(platform)
+    given = platform.start(_sleeper(tmp_path, ["sleep", "60"]))  # takes the spare
+    _wait_for_spare(platform)
+    (unused,) = platform.networks._ready
+    holder = engine.containers.get(given).labels[LABEL_HOLDER]
+    successor = make_platform(network_spares=1)
+    successor.networks._sweep_dead()
+    assert engine.containers.get(holder).status == "running"  # the session's, kept
+    assert engine.containers.get(given).status == "running"
+    assert not engine.networks.list(names=[unused.network])  # the spare nobody took: gone

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import signal
 import time
@@ -97,7 +98,7 @@ class SessionCgroup:
         """End every process in the groups: frozen first so none can fork meanwhile, then
         SIGKILLed and thawed. True once the groups are empty."""
         deadline = time.monotonic() + timeout
-        while True:
+        for attempt in itertools.count():
             pids = self.pids()
             if not pids:
                 return True
@@ -109,7 +110,8 @@ class SessionCgroup:
                 self._write("freezer", "freezer.state", "THAWED")  # a frozen task cannot die
             if time.monotonic() > deadline:
                 return not self.pids()
-            time.sleep(0.02)
+            time.sleep(_pause(attempt))
+        return False  # not reached
 
     def out_of_memory(self) -> bool:
         """Did the kernel kill a process of the group because the grant's memory was full?"""
@@ -124,7 +126,7 @@ class SessionCgroup:
         """Remove the groups (emptied first); gone already is fine."""
         self.kill()
         for path in self.paths.values():
-            for _ in range(50):  # the last process may take a moment to leave the group
+            for attempt in range(60):  # the last process may take a moment to leave the group
                 try:
                     path.rmdir()
                     break
@@ -133,7 +135,7 @@ class SessionCgroup:
                 except OSError as error:
                     if error.errno != errno.EBUSY:
                         break
-                    time.sleep(0.02)
+                    time.sleep(_pause(attempt))
 
     def _freeze(self) -> bool:
         path = self.paths.get("freezer")
@@ -141,13 +143,19 @@ class SessionCgroup:
             return False
         try:
             self._write("freezer", "freezer.state", "FROZEN")
-            for _ in range(100):
+            for attempt in range(100):
                 if (path / "freezer.state").read_text().strip() == "FROZEN":
                     break
-                time.sleep(0.01)
+                time.sleep(min(0.01, _pause(attempt)))
         except OSError:
             return False
         return True
 
     def _write(self, controller: str, name: str, value: object) -> None:
         (self.paths[controller] / name).write_text(str(value))
+
+
+def _pause(attempt: int) -> float:
+    """Seconds before looking again at a group whose processes are still leaving: they
+    mostly have within milliseconds (a task's end waits on this), rarely after longer."""
+    return min(0.02, 0.001 * 2**attempt)

@@ -6,7 +6,8 @@ holds the file the broker runs (``compose.yaml``, rewritten from the user's by
 after a crash is running ``up -d`` on it again, which compose makes idempotent. ``docker
 compose`` runs with argument lists, in the work directory, with an environment of its own
 (nothing of the broker's). State and ports are read from the engine by label, like
-``docker compose ps`` does, without a process per poll.
+``docker compose ps`` does, without a process per poll; the monitor hears of a service's
+container starting or ending from the engine's event stream (``watch``), not at its next pass.
 
 Compose text that is not a compose file at all (not YAML, not a mapping, no services) is
 the client's mistake, not something this platform lacks: ``check`` raises InvalidRequest
@@ -23,6 +24,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,13 @@ from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.compose_file import ComposeError, RunSettings
 from execbroker.platforms.container_policy import check_compose
-from execbroker.platforms.docker_engine import LABEL_BROKER, Engine, EngineOptions, engine_errors
+from execbroker.platforms.docker_engine import (
+    LABEL_BROKER,
+    Engine,
+    EngineOptions,
+    EventFollower,
+    engine_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,7 @@ class ComposePlatform:
         self.sessions_dir = sessions_dir
         self.engine = Engine(options)
         self.command = options.command or _compose_command()
+        self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self._ready: set[str] = set()
         self._storage_checked = False
 
@@ -212,6 +221,13 @@ class ComposePlatform:
             ["up", "-d", "--no-build", "--pull", pull, "--quiet-pull", "--remove-orphans"],
             timeout=self.options.up_timeout,
         )
+
+    def watch(self, notify: Callable[[str], None]) -> None:
+        """Tell ``notify`` the session id of each project whose container starts or ends."""
+        self.events.start(notify)
+
+    def close(self) -> None:
+        self.events.stop()
 
     def find(self, session_id: str) -> str | None:
         project = project_name(session_id)

@@ -9,8 +9,9 @@ it has, so a grant beyond them is held to the host's), memory with no extra swap
 limit, and the writable layer's size where the storage driver can hold it to one (a log line
 says so when it cannot). Each session gets a bridge network of its own, so one user's
 container cannot reach another's over docker's shared default bridge; networks are made
-ahead (``docker_networks``: ``network_spares``) and each is given to one session only, which
-removes it with its container. Ports are published on
+ahead (``docker_networks``: ``network_spares``), each with a holder container whose network
+namespace a session without ports joins (``holder_image``), and each is given to one session
+only, which removes it with its container. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
 only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
 with ``access: false`` is not published; ``external`` ports and addresses a request names are
@@ -51,12 +52,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
-from docker.models.containers import Container
+from docker.models.containers import Container, _create_container_args
 from docker.types import LogConfig
 from pydantic import Field
 
@@ -84,10 +86,17 @@ from execbroker.platforms.docker_engine import (
     Engine,
     EngineOptions,
     EventFollower,
+    Known,
     PortPlan,
     engine_errors,
 )
-from execbroker.platforms.docker_networks import LABEL_NETWORK, NetworkPool
+from execbroker.platforms.docker_networks import (
+    LABEL_HOLDER,
+    LABEL_NETWORK,
+    NetworkPool,
+    discard,
+    remove_holder,
+)
 from execbroker.platforms.docker_networks import remove as remove_network
 
 log = logging.getLogger(__name__)
@@ -117,6 +126,11 @@ class DockerOptions(EngineOptions):
     network_spares: int = Field(
         default=1, ge=0, le=8, description="per-session networks made ahead (0: at each start)"
     )
+    holder_image: str | None = Field(
+        default="busybox:local",
+        description="a tiny local image with sleep, whose container holds a spare network's "
+        "namespace for a session to join (docker_networks); null: spare networks only",
+    )
     notebook_image: str | None = Field(
         default="execbroker/python:local", description="runs notebooks; null: no notebooks"
     )
@@ -134,12 +148,17 @@ class DockerPlatform:
         self.broker = broker
         self.engine = Engine(options)
         self.networks = NetworkPool(
-            self.engine, broker=broker, platform=self.name, spares=options.network_spares
+            self.engine,
+            broker=broker,
+            platform=self.name,
+            spares=options.network_spares,
+            holder_image=options.holder_image,
         )
         self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self.logs_dir = state_dir / "docker-logs"
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
+        self._known: dict[str, Known] = {}  # handles' statuses, kept until an event says more
         self._collected: set[str] = set()  # notebook handles whose files are copied back
         self._storage_checked = False
 
@@ -291,19 +310,25 @@ class DockerPlatform:
                 self.engine.client, spec, image=arguments["image"], prefix=name, labels=labels
             )
         if not self.options.isolate:
-            return self._started(self._create(arguments))
-        network = self.networks.take(lambda: self._network(name, labels))
-        arguments["network"] = network
-        arguments["labels"][LABEL_NETWORK] = network
+            container, fresh = self._create(arguments)
+            return self._started(container, fresh=fresh)
+        spare = self.networks.take(lambda: self._network(name, labels))
+        arguments["labels"][LABEL_NETWORK] = spare.network
+        if spare.holder is not None:
+            arguments["labels"][LABEL_HOLDER] = spare.holder
+        if spare.holder is not None and not plans:  # joins the namespace made ahead
+            arguments["network_mode"] = f"container:{spare.holder}"
+        else:  # its ports are published from its own namespace
+            arguments["network"] = spare.network
         try:
-            container = self._create(arguments)
+            container, fresh = self._create(arguments)
         except PlatformError:
-            self._remove_network(network)
+            discard(self.engine, spare)
             raise
-        if container.labels.get(LABEL_NETWORK) != network:  # another start's container
-            self._remove_network(network)
+        if container.labels.get(LABEL_NETWORK) != spare.network:  # another start's container
+            discard(self.engine, spare)
         try:
-            return self._started(container)
+            return self._started(container, fresh=fresh)
         finally:
             self.networks.refill()
 
@@ -339,19 +364,37 @@ class DockerPlatform:
                 raise PlatformError(f"could not make a network: {reason}") from None
         return name
 
-    def _create(self, arguments: dict[str, Any]) -> Container:
+    def _create(self, arguments: dict[str, Any]) -> tuple[Container, bool]:
+        """The session's container, and whether this call made it. A new one is described
+        from what the engine was just told (``containers.create`` would inspect it back)."""
+        client = self.engine.client
         try:
-            return self.engine.client.containers.create(**arguments)
+            # the SDK's own translation of ``containers.create``'s arguments
+            made = client.api.create_container(
+                **_create_container_args({**arguments, "version": client.api.api_version})
+            )
         except docker.errors.APIError as error:
             if error.status_code == 409:  # made before a crash, or by a start racing a
                 # re-adoption: take the one there
-                return self.engine.client.containers.get(arguments["name"])
+                return client.containers.get(arguments["name"]), False
             reason = engine_.ok_or_reason(error)
             raise PlatformError(f"could not create the container: {reason}") from None
+        attrs = {
+            "Id": made["Id"],
+            "Name": f"/{arguments['name']}",
+            "Config": {"Labels": arguments["labels"]},
+            "State": {"Status": "created"},
+        }
+        return client.containers.prepare_model(attrs), True
 
-    def _started(self, container: Container) -> str:
-        container.reload()  # (fresh from ``create`` or not: another start may be under way)
+    def _started(self, container: Container, *, fresh: bool = False) -> str:
+        """Start a container that is only created; ``fresh`` (made just now by this call),
+        it is not asked for its state first, and one with no ports to report is known to be
+        running once its start returns, until the engine tells of a change."""
+        if not fresh:
+            container.reload()  # another start may be under way
         if container.status == "created":
+            before = self.events.token(container.id)
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
@@ -362,7 +405,20 @@ class DockerPlatform:
                 reason = engine_.ok_or_reason(error)
                 self.release(container.id)
                 raise PlatformError(f"could not start the container: {reason}") from None
+            if fresh:
+                self._know_started(container, before)
         return container.id
+
+    def _know_started(self, container: Container, before: tuple[int, int] | None) -> None:
+        """Its start returned: RUNNING, if the event stream was open all along (``before``:
+        its token from before the start) and has not brought the container's end already; an
+        end it brings later changes the token, and then the engine is asked."""
+        token = self.events.token(container.id)
+        plain = LABEL_NOTEBOOK not in container.labels and not engine_.planned_ports(container)
+        if token is None or before is None or token[0] != before[0] or not plain:
+            return
+        if self.events.last_action(container.id) in (None, "start"):
+            self._known[container.id] = Known(RunStatus(RunState.RUNNING), token, time.monotonic())
 
     def watch(self, notify: Callable[[str], None]) -> None:
         """Tell ``notify`` the session id of each container that starts or ends."""
@@ -381,23 +437,38 @@ class DockerPlatform:
         self._sweep()
         if handle in self.events.completed:  # as ``container_state`` would say, sooner
             return RunStatus(RunState.COMPLETED, "completed", 0)
+        token = self.events.token(handle)  # before asking: a change after it is heard of
+        known = self._known.get(handle)
+        if known is not None and known.holds(token):
+            return known.status
+        status, keep = self._status(handle)
+        if token is not None and keep:
+            self._known[handle] = Known(status, token, time.monotonic())
+        else:
+            self._known.pop(handle, None)
+        return status
+
+    def _status(self, handle: str) -> tuple[RunStatus, bool]:
+        """The engine's answer, and whether it holds until an event says otherwise: a
+        running container's does (not a notebook's, whose runner tells more in files; not a
+        server's still waiting to answer, which no event will announce)."""
         with engine_errors("asking the Docker engine"):
             try:
                 container = self.engine.client.containers.get(handle)
             except docker.errors.NotFound:
-                return RunStatus(RunState.LOST, f"container {handle[:12]} is gone")
+                return RunStatus(RunState.LOST, f"container {handle[:12]} is gone"), False
             state = engine_.container_state(container)
             if LABEL_NOTEBOOK in container.labels:
-                return self._notebook_status(container, state)
+                return self._notebook_status(container, state), False
         if state.state != RunState.RUNNING:
-            return state
+            return state, False
         found = engine_.endpoints(container, self.options.url_host())
         if not found:
-            return state
+            return state, True
         if handle not in self._ready and not self._answering(container, found):
-            return RunStatus(RunState.PREPARING, "waiting for its ports to answer")
+            return RunStatus(RunState.PREPARING, "waiting for its ports to answer"), False
         self._ready.add(handle)
-        return RunStatus(RunState.AVAILABLE, endpoints=tuple(found))
+        return RunStatus(RunState.AVAILABLE, endpoints=tuple(found)), True
 
     def _notebook_status(self, container: Container, state: RunStatus) -> RunStatus:
         """A notebook task as its runner tells it: a server is AVAILABLE (with its URL and
@@ -450,7 +521,8 @@ class DockerPlatform:
         """Keep the logs (a finished task's output can still be fetched) and a notebook's
         outputs, then remove the container and its network."""
         self._ready.discard(handle)
-        self.events.completed.discard(handle)
+        self._known.pop(handle, None)
+        self.events.forget(handle)
         with engine_errors("removing the container"):
             try:
                 container = self.engine.client.containers.get(handle)
@@ -465,6 +537,9 @@ class DockerPlatform:
                 if error.status_code not in (404, 409):  # 409: a removal under way already
                     raise
             if self.options.isolate:  # before spares, a network was named after its container
+                holder = container.labels.get(LABEL_HOLDER)
+                if holder:
+                    remove_holder(self.engine, holder)
                 self._remove_network(container.labels.get(LABEL_NETWORK, container.name))
             session = container.labels.get(LABEL_SESSION)
             if session:

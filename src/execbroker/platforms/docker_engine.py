@@ -287,7 +287,7 @@ def ports_label(ports: Iterable[PortPlan]) -> str:
     )
 
 
-def _ports_of(container: Container) -> list[PortPlan]:
+def planned_ports(container: Container) -> list[PortPlan]:
     try:
         items = json.loads(container.labels.get(LABEL_PORTS) or "[]")
         return [PortPlan(int(i["port"]), i["transport"], i["protocol"], i["path"]) for i in items]
@@ -303,7 +303,7 @@ def endpoints(container: Container, host: str) -> list[Endpoint]:
     """The connectors of a running container: one per published port the broker planned."""
     published = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
     found = []
-    for port in _ports_of(container):
+    for port in planned_ports(container):
         bindings = published.get(port.key) or []
         if not bindings or not bindings[0].get("HostPort"):
             continue
@@ -573,8 +573,24 @@ def copy_tree_out(container: Container, path: str, target: Path, *, limit: int) 
 
 # -- events -----------------------------------------------------------------------------
 
-EVENTS = ["start", "die", "oom", "health_status"]  # what may change a container's status
+# What may change a container's status (``destroy``: removed by someone else).
+EVENTS = ["start", "die", "oom", "health_status", "destroy"]
 COMPLETED_KEPT = 10_000
+KNOWN_FOR = 5.0  # seconds a container's status is kept from the engine's last answer
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A container's status as the engine last told it, with the event stream's ``token``
+    from before it asked: good while the token is the same (nothing changed since) and
+    for at most KNOWN_FOR seconds (an event the engine dropped is found by asking)."""
+
+    status: RunStatus
+    token: tuple[int, int]
+    at: float
+
+    def holds(self, token: tuple[int, int] | None) -> bool:
+        return token == self.token and time.monotonic() - self.at < KNOWN_FOR
 
 
 class EventFollower:
@@ -585,7 +601,11 @@ class EventFollower:
 
     A container (not a notebook's) that exits with code 0 is remembered as ``completed``:
     inspecting it just after it ends waits for the engine to tear its network down (~0.1 s),
-    and for exit code 0 there is nothing more to learn there."""
+    and for exit code 0 there is nothing more to learn there.
+
+    ``token`` says where the stream stands for one container, so what was learned of it by
+    asking the engine can be kept until the engine tells of a change (see ``Known``): two
+    equal tokens mean the stream stayed open in between and brought nothing about it."""
 
     def __init__(self, engine: Engine, *, broker: str, platform: str) -> None:
         self.engine = engine
@@ -597,6 +617,41 @@ class EventFollower:
         self._stopping = threading.Event()
         self._stream: Any = None
         self.completed: set[str] = set()  # ids of containers that exited with code 0
+        self._lock = threading.Lock()
+        self._open = False
+        self._epoch = 0  # moved on whenever the stream opens or ends: tokens then differ
+        self._heard = 0  # events so far
+        self._last: dict[str, tuple[int, str]] = {}  # container id -> (event number, action)
+
+    def token(self, container_id: str) -> tuple[int, int] | None:
+        """Where the stream stands for one container; None while it is not open."""
+        with self._lock:
+            if not self._open:
+                return None
+            return self._epoch, self._last.get(container_id, (0, ""))[0]
+
+    def last_action(self, container_id: str) -> str | None:
+        """The last event the stream brought about one container (``start``, ``die``...)."""
+        with self._lock:
+            return self._last.get(container_id, (0, None))[1]
+
+    def forget(self, container_id: str) -> None:
+        with self._lock:
+            self._last.pop(container_id, None)
+        self.completed.discard(container_id)
+
+    def _opened(self, now_open: bool) -> None:
+        with self._lock:
+            self._open = now_open
+            self._epoch += 1
+
+    def _heard_of(self, container_id: str, action: str) -> None:
+        with self._lock:
+            if len(self._last) >= COMPLETED_KEPT:  # others' (replicas'): forget all, and
+                self._last.clear()  # every token taken so far with them
+                self._epoch += 1
+            self._heard += 1
+            self._last[container_id] = (self._heard, action)
 
     def start(self, notify: Callable[[str], None]) -> None:
         thread = threading.Thread(
@@ -616,7 +671,9 @@ class EventFollower:
             try:
                 client = self._client()
                 self._stream = client.api.events(decode=True, filters=self.filters)
+                self._opened(True)  # (the engine answers once it has subscribed us)
                 for event in self._stream:
+                    self._heard_of(str(event.get("id")), str(event.get("Action")))
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
                     clean = attributes.get("exitCode") == "0" and LABEL_NOTEBOOK not in attributes
                     if event.get("Action") == "die" and clean:
@@ -629,6 +686,7 @@ class EventFollower:
             except Exception as error:  # the engine went away, a timeout: open it again
                 if not self._stopping.is_set():
                     log.debug("docker event stream ended (%s); opening it again", error)
+            self._opened(False)
             self._stopping.wait(1.0)
 
     def _client(self) -> docker.DockerClient:

@@ -7,6 +7,17 @@ container: the isolation is the same as a network made at start (no two sessions
 one, and none is used twice). A shared network, or one reused after its session, would be
 cheaper still and is not done: one user's container could then reach another's.
 
+Joining a container to a network costs the engine about as much again (its end of the
+bridge, the embedded DNS's rules in its namespace). So a spare comes with a *holder*: a
+tiny container of the broker's (``holder_image``, running ``sleep``, with no capabilities,
+a read-only root and a few pids) already on the network, whose network namespace a session
+with no published ports joins (``network_mode: container:<holder>``). That session's
+container then starts as fast as one with no network at all, and is still alone with its
+own holder on a network of its own. A session that publishes ports (they belong to whoever
+owns the namespace, and are known only at its start) gets the spare's network itself, next
+to the holder. Each holder goes with its session (removed before its network); a broker
+without the holder image makes networks only.
+
 A spare belongs to the process that made it (its ``LABEL_SPARE`` names the host and pid), so
 replicas on one engine never hand out each other's. Spares left by a process that died on
 this host are removed when the next one starts filling its own; spares are made only once
@@ -23,6 +34,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import docker.errors
 
@@ -37,43 +49,71 @@ from execbroker.platforms.docker_engine import (
 log = logging.getLogger(__name__)
 LABEL_SPARE = "execbroker.spare"  # host:pid of the process that made a spare network
 LABEL_NETWORK = "execbroker.network"  # on a container: the network it was given
+LABEL_HOLDER = "execbroker.holder"  # on a container: the holder whose network it joined
+HOLD_COMMAND = ["sleep", "2147483647"]
+
+
+@dataclass(frozen=True, slots=True)
+class Spare:
+    """A network made ahead for one session, and its holder container (or None)."""
+
+    network: str
+    holder: str | None = None
 
 
 class NetworkPool:
-    def __init__(self, engine: Engine, *, broker: str, platform: str, spares: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        broker: str,
+        platform: str,
+        spares: int,
+        holder_image: str | None = None,
+    ) -> None:
         self.engine = engine
         self.broker = broker
         self.platform = platform
         self.spares = spares
+        self.holder_image = holder_image
         self.maker = f"{socket.gethostname()}:{os.getpid()}"
-        self._ready: list[str] = []
+        self._ready: list[Spare] = []
         self._lock = threading.Lock()
         self._filling = False
+        self._filler: threading.Thread | None = None
         self._closed = False
         self._swept = False
 
-    def take(self, make: Callable[[], str]) -> str:
-        """A network of the session's own: a spare if one is ready, else one ``make``s now.
-        Call ``refill`` once the session's container has started: the engine makes one
-        network at a time, and a spare being made would slow the start it is for."""
+    def take(self, make: Callable[[], str]) -> Spare:
+        """A network of the session's own: a spare if one is ready, else one ``make``s now
+        (without a holder). Call ``refill`` once the session's container has started: the
+        engine makes one network at a time, and a spare being made would slow the start it
+        is for."""
         with self._lock:
-            name = self._ready.pop() if self._ready else None
-        return name if name is not None else make()
+            spare = self._ready.pop() if self._ready else None
+        return spare if spare is not None else Spare(make())
 
     def close(self) -> None:
-        """Remove the spares not handed out; make no more."""
+        """Make no more spares, and remove those not handed out (the one being made too)."""
         with self._lock:
             self._closed = True
+            filler = self._filler
+        if filler is not None:
+            filler.join(timeout=60)
+        with self._lock:
             spares, self._ready = self._ready, []
-        for name in spares:
-            remove(self.engine, name)
+        for spare in spares:
+            discard(self.engine, spare)
 
     def refill(self) -> None:
         with self._lock:
             if self._filling or self._closed or len(self._ready) >= self.spares:
                 return
             self._filling = True
-        threading.Thread(target=self._fill, name="docker-spare-networks", daemon=True).start()
+            self._filler = threading.Thread(
+                target=self._fill, name="docker-spare-networks", daemon=True
+            )
+            self._filler.start()
 
     def _fill(self) -> None:
         try:
@@ -84,40 +124,75 @@ class NetworkPool:
                 with self._lock:
                     if self._closed or len(self._ready) >= self.spares:
                         return
-                name = self._make()
+                spare = self._make()
                 with self._lock:
-                    if self._closed:
-                        break
-                    self._ready.append(name)
-                    name = ""
-            if name:
-                remove(self.engine, name)  # closed while it was being made
+                    if not self._closed:
+                        self._ready.append(spare)
+                        continue
+                discard(self.engine, spare)  # closed while it was being made
+                return
         except (PlatformError, docker.errors.DockerException) as error:
             log.warning("docker platform: no spare network made: %s", error)
         finally:
             with self._lock:
                 self._filling = False
 
-    def _make(self) -> str:
+    def _make(self) -> Spare:
         name = f"execbroker-{self.broker}-net-{uuid.uuid4().hex[:16]}"
         labels = {LABEL_BROKER: self.broker, LABEL_PLATFORM: self.platform, LABEL_SPARE: self.maker}
         try:
             self.engine.client.networks.create(name, driver="bridge", labels=labels)
         except docker.errors.APIError as error:
             raise PlatformError(f"could not make a network: {ok_or_reason(error)}") from None
-        return name
+        image = self.holder_image
+        if image is not None and self.engine.local_image(image) is None:
+            log.warning("docker platform: no holder image %s here: spare networks only", image)
+            image = self.holder_image = None
+        if image is None:
+            return Spare(name)
+        try:
+            holder = self.engine.client.containers.run(
+                image,
+                HOLD_COMMAND,
+                name=f"{name}-holder",
+                detach=True,
+                network=name,
+                labels=labels,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                pids_limit=16,
+                mem_limit=32 * 1024**2,
+                nano_cpus=100_000_000,
+                log_config={"type": "none"},
+            )
+        except docker.errors.DockerException as error:
+            remove_holder(self.engine, f"{name}-holder")
+            remove(self.engine, name)
+            raise PlatformError(f"could not start a holder: {ok_or_reason(error)}") from None
+        return Spare(name, holder.id)
 
     def _sweep_dead(self) -> None:
         """Spares that a process of this broker on this host left when it died."""
         host = socket.gethostname()
-        found = self.engine.client.networks.list(
-            filters={"label": [f"{LABEL_BROKER}={self.broker}", LABEL_SPARE]}
-        )
-        for network in found:
-            maker_host, _, pid = (
-                (network.attrs.get("Labels") or {}).get(LABEL_SPARE, "").rpartition(":")
-            )
-            if maker_host == host and pid.isdigit() and not _alive(int(pid)):
+        spares = {"label": [f"{LABEL_BROKER}={self.broker}", LABEL_SPARE]}
+
+        def dead(labels: dict[str, str] | None) -> bool:
+            maker_host, _, pid = (labels or {}).get(LABEL_SPARE, "").rpartition(":")
+            return maker_host == host and pid.isdigit() and not _alive(int(pid))
+
+        client = self.engine.client
+        # A spare handed out before that process died is its session's (re-adopted): kept.
+        given = {"label": [f"{LABEL_BROKER}={self.broker}", LABEL_NETWORK]}
+        used: set[str] = set()
+        for container in client.containers.list(all=True, filters=given, ignore_removed=True):
+            used |= {container.labels.get(LABEL_HOLDER, ""), container.labels[LABEL_NETWORK]}
+        for holder in client.containers.list(all=True, filters=spares, ignore_removed=True):
+            if dead(holder.labels) and holder.id not in used:
+                log.info("removing spare holder %s: the broker that made it is gone", holder.name)
+                remove_holder(self.engine, holder.id)
+        for network in client.networks.list(filters=spares):
+            if dead(network.attrs.get("Labels")) and network.name not in used:
                 log.info("removing spare network %s: the broker that made it is gone", network.name)
                 remove(self.engine, network.name)
 
@@ -130,6 +205,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def discard(engine: Engine, spare: Spare) -> None:
+    """Remove a spare: its holder, then its network."""
+    if spare.holder is not None:
+        remove_holder(engine, spare.holder)
+    remove(engine, spare.network)
+
+
+def remove_holder(engine: Engine, holder: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        try:
+            engine.client.api.remove_container(holder, force=True)
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: a removal under way already
+                log.warning("could not remove holder %s: %s", holder, ok_or_reason(error))
 
 
 def remove(engine: Engine, name: str) -> None:

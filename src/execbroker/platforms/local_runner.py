@@ -9,7 +9,8 @@ broker tells a live runner from a dead one (see ``local_runs``). It records its 
 makes the session's cgroups (memory, pids, cpu, freezer: ``cgroups``), starts the task in
 its sandbox (``sandbox``: bubblewrap, as the owner's account) inside them, and at the
 deadline, on SIGTERM or when the task's first process ends, kills everything left in the
-cgroups, removes them and writes ``status.json`` (atomically) as its last act. A task
+cgroups and writes ``status.json`` (atomically) as its last act, then exits; a child of it
+removes the emptied cgroups. A task
 whose process the kernel killed for want of memory fails with that reason. A task that
 leaves a result file (``launch.json``'s ``result``: JSON with a ``message``) has that
 message in its status. The script text is only ever a file: no shell sees it spliced
@@ -67,13 +68,14 @@ def _account(launch: dict[str, Any]) -> Account | None:
     return account
 
 
-def run(run: Path) -> int:
+def run(run: Path) -> tuple[int, SessionCgroup | None]:
+    """The runner's exit code, and the session's cgroups (emptied) for ``_let_go`` to remove."""
     (run / local_runs.BEGAN).write_text(str(os.getpid()))
     launch = local_runs.read_json(run / local_runs.LAUNCH)
     seconds = launch["deadline"] - time.time()
     if seconds <= 0:
         _status(run, state="FAILED", message="the granted time was over before start")
-        return 1
+        return 1, None
     stopped: list[str] = []
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.append("CANCELLED"))
     limits = Limits(launch["memory_gib"] * GIB, launch["processes"], launch["cores"])
@@ -102,13 +104,16 @@ def run(run: Path) -> int:
     try:
         code = _supervise(run, argv, launch, group, seconds, stopped)
         ending = None if code is None else _ending(code, launch, group)  # while it exists
-    finally:
+        if group is not None:
+            group.kill()  # nothing of the task outlives the status that says it ended
+    except BaseException:
         if group is not None:
             group.remove()
+        raise
     if ending is None:
-        return 1
+        return 1, group
     _status(run, **ending)
-    return 0
+    return 0, group
 
 
 def _supervise(
@@ -214,19 +219,24 @@ def _reported(launch: dict[str, Any]) -> str | None:
 def main(arguments: list[str]) -> None:
     run_dir, lock = Path(arguments[0]), int(arguments[1])
     os.fstat(lock)  # the run's lock must be ours to keep: without it no broker could tell
-    _let_go(run_dir, lock, run(run_dir))
+    code, group = run(run_dir)
+    _let_go(run_dir, lock, code, group)
     return 0  # not reached
 
 
-def _let_go(run: Path, lock: int, code: int) -> None:
+def _let_go(run: Path, lock: int, code: int, group: SessionCgroup | None) -> None:
     """The status is in place: let go of the lock and end now, so the broker (watching this
-    process) hears at once; a child of it puts the status on disk meanwhile, which can take
-    a second on a busy disk. A host crash before that finds the run as one whose runner
-    died, as it would have had the crash come a moment before the status was written."""
+    process) hears at once; a child of it puts the status on disk and removes the emptied
+    cgroups meanwhile (each can take a while: a busy disk, a group the kernel has not let go
+    of yet; the broker's ``release`` removes them too, whichever comes first). A host crash
+    before that finds the run as one whose runner died, as it would have had the crash come
+    a moment before the status was written."""
     os.close(lock)
     sys.stderr.flush()
     if os.fork() == 0:
         try:
+            if group is not None:
+                group.remove()
             local_runs.make_durable(run / local_runs.STATUS)
         finally:
             os._exit(0)

@@ -9,9 +9,10 @@ Why the command-line tools and not slurmrestd: ``sbatch``/``squeue``/``scontrol`
 broker's own user, with nothing to configure; slurmrestd is an optional daemon that
 needs JWT keys or a local socket, and its OpenAPI version changes with each Slurm
 release (v0.0.38 for 22.05, v0.0.39 for 23.02 ...). The CLIs' text formats are stable,
-chosen explicitly (``-o``/``-P``/``-h``), and each call costs a few milliseconds, which
-the monitor's per-session polling can afford. psij-python's Slurm executor makes the
-same choice; its state and reason tables are the model for ``slurm_states``.
+chosen explicitly (``-o``/``-P``/``-h``), and each call costs a few milliseconds; the
+jobs the monitor asks about at once share one ``squeue`` (``slurm_queue``). psij-python's
+Slurm executor makes the same choice; its state and reason tables are the model for
+``slurm_states``.
 
 The job is a batch script built from a template (``slurm_job``) and given to sbatch on
 its standard input: ``#SBATCH`` lines built only from validated integers, names and paths
@@ -86,6 +87,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,7 @@ from execbroker.platforms.slurm_job import (
     malformed_variable,
     reserved_names,
 )
+from execbroker.platforms.slurm_queue import Queue
 from execbroker.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -247,6 +250,7 @@ class SlurmPlatform:
         self._workdirs: dict[str, Path] = {}
         self._associated: set[str] = set()
         self._lock = threading.Lock()
+        self._queue = Queue(self._list_jobs)  # one squeue for the jobs asked about at once
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -484,15 +488,21 @@ class SlurmPlatform:
     # -- helpers --------------------------------------------------------------------------
 
     def _squeue(self, job_id: str) -> states.JobRecord | None:
+        return self._queue.record(job_id)
+
+    def _list_jobs(self, jobs: Sequence[str]) -> list[states.JobRecord]:
+        """What ``squeue`` says of these jobs (those slurmctld still knows)."""
         result = self._run(
-            "squeue", "--all", "-h", "-t", "all", "-j", job_id, "-o", "%i|%t|%r", check=False
-        )
-        if result.returncode != 0:
-            if "Invalid job id" in result.stderr:
-                return None
+            "squeue", "--all", "-h", "-t", "all", "-j", ",".join(jobs), "-o", "%i|%t|%r",
+            check=False,
+        )  # fmt: skip
+        if result.returncode == 0:
+            return [r for r in states.parse_squeue(result.stdout) if r.job_id in jobs]
+        if "Invalid job id" not in result.stderr:
             raise PlatformError(f"squeue failed: {slurm_error(result.stderr)}")
-        records = [r for r in states.parse_squeue(result.stdout) if r.job_id == job_id]
-        return records[0] if records else None
+        if len(jobs) == 1:
+            return []
+        return [record for job in jobs for record in self._list_jobs([job])]  # one is gone
 
     def _scontrol(self, job_id: str) -> states.JobRecord | None:
         result = self._run("scontrol", "show", "job", "-o", job_id, check=False)
