@@ -1,0 +1,145 @@
+"""Accepts, rejects and cancels racing each other (and offers expiring under them) never
+answer 5xx, never book an offer twice or two siblings, never overbook; and a booking
+transaction that fails answers every accept of its group 503, books none of them, and is
+followed by bookings that work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.test_concurrency import BOOKED, QUOTA, _peak
+from tests.brokers import batch_request, running_broker
+
+TTL = 2.0  # seconds: short, so some accepts meet an offer just expired
+MIXES = ("accept", "twice", "siblings", "reject", "cancel", "expire")
+# What each kind of call may answer: 409 when the phase, the calendar or the quota says no.
+ALLOWED = {"request": {200}, "accept": {200, 409}, "reject": {200, 409}, "cancel": {200, 409}}
+
+
+def _update(phase: str) -> dict[str, str]:
+    return {"kind": "uri:enum-value-update", "path": "phase", "value": phase}
+
+
+def _later_request(rng: random.Random) -> dict[str, Any]:
+    """Starting within the next hour and a half, so nothing is launched during the test."""
+    request = batch_request(
+        "true", cores=(1, rng.choice([1, 2, 4])), memory=(1, rng.choice([1, 4])), duration="PT20M"
+    )
+    start = datetime.now(UTC) + timedelta(hours=1)
+    request["schedule"]["requested"]["start"] = f"{start:%Y-%m-%dT%H:%M:%SZ}/PT30M"
+    return request
+
+
+class Run:
+    """Every call made and its answer, for the checks at the end."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int, str]] = []  # kind, session, status, detail
+        self.sets: dict[str, str] = {}  # offer -> its offer set
+        self.offers: list[dict[str, Any]] = []
+        self.pairs: list[tuple[str, int, int]] = []  # mix, status, status of calls at once
+
+    async def call(self, client: httpx.AsyncClient, kind: str, uuid: str) -> int:
+        phase = {"accept": "ACCEPTED", "reject": "REJECTED", "cancel": "CANCELLED"}[kind]
+        answer = await client.post(f"/sessions/{uuid}", json=_update(phase))
+        detail = answer.json().get("detail", "") if answer.status_code != 200 else ""
+        self.calls.append((kind, uuid, answer.status_code, detail))
+        return answer.status_code
+
+    async def mix(self, client: httpx.AsyncClient, rng: random.Random, mix: str) -> None:
+        answer = await client.post("/requests", json=_later_request(rng))
+        self.calls.append(("request", "", answer.status_code, answer.text[:200]))
+        offers = [o["meta"]["uuid"] for o in answer.json().get("offers", [])]
+        for offer in answer.json().get("offers", []):
+            self.sets[offer["meta"]["uuid"]] = answer.json()["meta"]["uuid"]
+            self.offers.append({**offer, "_set": answer.json()["meta"]["uuid"]})
+        if not offers:
+            return
+        first = rng.choice(offers)
+        if mix == "accept":
+            await self.call(client, "accept", first)
+        elif mix == "cancel":
+            if await self.call(client, "accept", first) == 200:
+                await self.call(client, "cancel", first)
+        elif mix == "expire":
+            await asyncio.sleep(TTL * rng.uniform(0.8, 1.2))
+            await self.call(client, "accept", first)
+        else:
+            second = {"twice": first, "reject": first}.get(mix) or offers[-1]
+            kind = "reject" if mix == "reject" else "accept"
+            a, b = await asyncio.gather(
+                self.call(client, "accept", first), self.call(client, kind, second)
+            )
+            if first != second or mix != "siblings":
+                self.pairs.append((mix, a, b))
+
+
+async def _storm(url: str, mixes: int, clients: int, seed: int) -> Run:
+    run = Run()
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(clients)
+    headers = {"Authorization": "Bearer demo-alice"}
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as c:
+
+        async def one(mix: str) -> None:
+            async with gate:
+                await run.mix(c, rng, mix)
+
+        await asyncio.gather(*(one(rng.choice(MIXES)) for _ in range(mixes)))
+    return run
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_racing_accepts_rejects_cancels_and_expiries(tmp_path, database, request):
+    changes: dict[str, Any] = {
+        "quota": QUOTA,
+        "offers": {"max": 4, "ttl": f"PT{TTL:g}S"},
+        "monitor": {"interval": "PT0.5S", "lease": "PT2S"},
+    }
+    if database == "postgres":
+        changes["database"] = request.getfixturevalue("postgres_url")
+    with running_broker(tmp_path, **changes) as broker:
+        run = asyncio.run(_storm(broker.url, mixes=48, clients=16, seed=11))
+        with broker.client("demo-admin") as admin:
+            sessions = admin.get("/sessions").raise_for_status().json()["sessions"]
+        log = broker.log_path.read_text(errors="replace")
+
+    for kind, uuid, status, detail in run.calls:
+        assert status in ALLOWED[kind], (kind, uuid, status, detail)
+        if status == 409:
+            assert detail, (kind, uuid)  # a refusal says why
+    statuses = Counter((kind, status) for kind, _, status, _ in run.calls)
+    assert statuses["accept", 200] >= 1 and statuses["accept", 409] >= 1, statuses
+    for mix, a, b in run.pairs:  # the same offer twice, or accepted and rejected at once
+        assert (a, b) != (200, 200), mix
+    assert "Traceback" not in log and "Exception in ASGI" not in log
+
+    phases = Counter(s["meta"]["uuid"] for s in sessions)
+    assert set(phases.values()) == {1}  # each session listed exactly once
+    by_uuid = {s["meta"]["uuid"]: s for s in sessions}
+    cancelled = {u for kind, u, status, _ in run.calls if kind == "cancel" and status == 200}
+    accepted = {u for kind, u, status, _ in run.calls if kind == "accept" and status == 200}
+    for uuid in accepted:
+        wanted = {"CANCELLED"} if uuid in cancelled else BOOKED
+        assert by_uuid[uuid]["phase"] in wanted, (uuid, by_uuid[uuid]["phase"])
+    booked = [s for s in sessions if s["phase"] in BOOKED]
+    assert {s["meta"]["uuid"] for s in booked} == accepted - cancelled
+    held = [s["meta"]["uuid"] for s in booked] + sorted(cancelled)
+    per_set = Counter(run.sets[uuid] for uuid in held)
+    assert max(per_set.values()) == 1  # never two accepted siblings
+    cores, memory, count = _peak(booked, alternatives=False)
+    assert cores <= QUOTA["cores"] and memory <= QUOTA["memory"]
+    assert count <= QUOTA["max_sessions"]
+
