@@ -10,11 +10,15 @@ import asyncio
 import random
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.api.test_concurrency import BOOKED, QUOTA, _peak
 from tests.brokers import batch_request, running_broker
@@ -143,3 +147,70 @@ def test_racing_accepts_rejects_cancels_and_expiries(tmp_path, database, request
     assert cores <= QUOTA["cores"] and memory <= QUOTA["memory"]
     assert count <= QUOTA["max_sessions"]
 
+
+async def _accept_all(url: str, offers: list[str]) -> list[httpx.Response]:
+    headers = {"Authorization": "Bearer demo-alice"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        return list(
+            await asyncio.gather(
+                *(client.post(f"/sessions/{o}", json=_update("ACCEPTED")) for o in offers)
+            )
+        )
+
+
+@contextmanager
+def _write_lock_held(database: str, url: str) -> Iterator[None]:
+    """Another connection holding what every booking transaction must take: SQLite's write
+    lock, or PostgreSQL's broker_lock row."""
+    if database == "sqlite":
+        blocker = sqlite3.connect(make_url(url).database, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+    else:
+        plain = make_url(url).set(drivername="postgresql", query={})
+        blocker = psycopg.connect(plain.render_as_string(hide_password=False))
+        blocker.execute("SELECT version FROM broker_lock WHERE id = 1 FOR UPDATE")
+    try:
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_booking_transaction_that_fails_answers_its_whole_group_503(tmp_path, database, request):
+    """Another connection holds the booking lock for longer than the database waits (busy
+    timeout, lock_timeout): every accept waiting on it gets a 503 saying so (never a 500,
+    never left hanging), none is booked, and once the lock is gone the same accepts are."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state' / 'broker.db'}?timeout=1"
+    else:
+        url = request.getfixturevalue("postgres_url") + "?options=-c%20lock_timeout%3D1000"
+    changes = {
+        "quota": {**QUOTA, "max_sessions": 8},
+        "database": url,
+        "monitor": {"interval": "PT0.5S", "lease": "PT2S"},
+    }
+    with running_broker(tmp_path, **changes) as broker:
+        with broker.client() as client:
+            offers = [
+                client.post("/requests", json=_later_request(random.Random(0)))
+                .raise_for_status()
+                .json()["offers"][0]["meta"]["uuid"]
+                for _ in range(4)
+            ]
+            with _write_lock_held(database, url):
+                answers = asyncio.run(_accept_all(broker.url, offers))
+                for answer in answers:
+                    assert answer.status_code == 503, answer.text
+                    assert "the database could not answer now" in answer.json()["detail"]
+                # nothing of the failed group was booked (readers are not blocked)
+                for offer in offers:
+                    assert client.get(f"/sessions/{offer}").json()["phase"] == "OFFERED"
+            answers = asyncio.run(_accept_all(broker.url, offers))
+            assert [answer.status_code for answer in answers] == [200] * len(offers)
+            for offer in offers:
+                assert client.get(f"/sessions/{offer}").json()["phase"] in BOOKED
+        log = broker.log_path.read_text(errors="replace")
+    assert "Exception in ASGI" not in log

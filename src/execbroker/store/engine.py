@@ -25,7 +25,14 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and immediate write locks."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # A lock held elsewhere (a stuck replica, an operator's transaction) fails the waiting
+        # statement after this long, answered 503, as SQLite's busy timeout does: a booking
+        # never waits forever. The URL's own ?options=-c lock_timeout=... wins.
+        lock_timeout = f"-c lock_timeout={round(DEFAULT_BUSY_TIMEOUT * 1000)}"
+        connect = {} if "options" in parsed.query else {"options": lock_timeout}
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # ?timeout=SECONDS in the URL: how long a write waits for another connection's lock
