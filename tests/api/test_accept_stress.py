@@ -214,3 +214,72 @@ def test_a_booking_transaction_that_fails_answers_its_whole_group_503(tmp_path, 
                 assert client.get(f"/sessions/{offer}").json()["phase"] in BOOKED
         log = broker.log_path.read_text(errors="replace")
     assert "Exception in ASGI" not in log
+
+
+async def _accepts_cut_by_a_kill(broker: Any, offers: list[str]) -> set[str]:
+    """Every offer accepted at once (twice), the broker killed with SIGKILL as soon as the
+    first answer arrives (the others in the group being booked then, or queued): the offers
+    answered 200."""
+    headers = {"Authorization": "Bearer demo-alice"}
+    answered: set[str] = set()
+    first = asyncio.Event()
+    async with httpx.AsyncClient(base_url=broker.url, headers=headers, timeout=60) as client:
+
+        async def accept(offer: str) -> None:
+            try:
+                answer = await client.post(f"/sessions/{offer}", json=_update("ACCEPTED"))
+            except httpx.HTTPError:  # cut by the kill
+                return
+            assert answer.status_code in {200, 409}, answer.text
+            if answer.status_code == 200:
+                answered.add(offer)
+            first.set()
+
+        tasks = [asyncio.create_task(accept(offer)) for offer in offers * 2]
+        await asyncio.wait_for(first.wait(), 60)
+        await asyncio.to_thread(broker.kill)
+        await asyncio.gather(*tasks)
+    return answered
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_kill_in_the_middle_of_a_group_books_all_or_nothing_of_it(tmp_path, database, request):
+    """After SIGKILL mid-group and a restart: every accept answered 200 is booked, at most
+    one offer per set, and accepts on the index rebuilt from the database still respect the
+    quota against what the killed process booked."""
+    changes: dict[str, Any] = {
+        "quota": QUOTA,
+        "monitor": {"interval": "PT0.5S", "lease": "PT2S"},
+    }
+    if database == "postgres":
+        changes["database"] = request.getfixturevalue("postgres_url")
+    rng = random.Random(3)
+    with running_broker(tmp_path, **changes) as broker:
+        with broker.client() as client:
+            answers = [
+                client.post("/requests", json=_later_request(rng)).raise_for_status().json()
+                for _ in range(6)
+            ]
+        sets = {o["meta"]["uuid"]: a["meta"]["uuid"] for a in answers for o in a["offers"]}
+        offers = list(sets)
+        answered = asyncio.run(_accepts_cut_by_a_kill(broker, offers))
+        broker.start()
+        with broker.client() as client:
+            later = [update_status(client, offer) for offer in offers]
+            assert set(later) <= {200, 409}, later
+            with broker.client("demo-admin") as admin:
+                sessions = admin.get("/sessions").raise_for_status().json()["sessions"]
+        log = broker.log_path.read_text(errors="replace")
+    booked = [s for s in sessions if s["phase"] in BOOKED]
+    assert answered <= {s["meta"]["uuid"] for s in booked}
+    assert max(Counter(sets[s["meta"]["uuid"]] for s in booked).values()) == 1
+    cores, memory, count = _peak(booked, alternatives=False)
+    assert cores <= QUOTA["cores"] and memory <= QUOTA["memory"]
+    assert count <= QUOTA["max_sessions"]
+    assert "Exception in ASGI" not in log
+
+
+def update_status(client: httpx.Client, offer: str) -> int:
+    return client.post(f"/sessions/{offer}", json=_update("ACCEPTED")).status_code
