@@ -283,3 +283,47 @@ def test_a_kill_in_the_middle_of_a_group_books_all_or_nothing_of_it(tmp_path, da
 
 def update_status(client: httpx.Client, offer: str) -> int:
     return client.post(f"/sessions/{offer}", json=_update("ACCEPTED")).status_code
+
+
+# Fails every COMMIT that accepted an offer, as a full disk would (SQLSTATE 53100): a group
+# that fails after its accepts ran, their savepoints released and the index told.
+_FAIL_COMMITS = """
+CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+END $$;
+CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON sessions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.phase = 'ACCEPTED')
+    EXECUTE FUNCTION refuse_commit();
+"""
+
+
+@pytest.mark.postgres
+def test_a_group_whose_commit_fails_answers_503_and_books_none(tmp_path, postgres_url):
+    changes = {
+        "quota": {**QUOTA, "max_sessions": 8},
+        "database": postgres_url,
+        "monitor": {"interval": "PT0.5S", "lease": "PT2S"},
+    }
+    plain = make_url(postgres_url).set(drivername="postgresql")
+    with running_broker(tmp_path, **changes) as broker:
+        with broker.client() as client:
+            offers = [
+                client.post("/requests", json=_later_request(random.Random(0)))
+                .raise_for_status()
+                .json()["offers"][0]["meta"]["uuid"]
+                for _ in range(4)
+            ]
+            with psycopg.connect(plain.render_as_string(hide_password=False)) as admin:
+                admin.execute(_FAIL_COMMITS)
+            answers = asyncio.run(_accept_all(broker.url, offers))
+            for answer in answers:
+                assert answer.status_code == 503, answer.text
+                assert "No space left on device" in answer.json()["detail"]
+            for offer in offers:  # nothing of the group half-committed
+                assert client.get(f"/sessions/{offer}").json()["phase"] == "OFFERED"
+            with psycopg.connect(plain.render_as_string(hide_password=False)) as admin:
+                admin.execute("DROP TRIGGER refuse_commit ON sessions")
+            answers = asyncio.run(_accept_all(broker.url, offers))
+            assert [answer.status_code for answer in answers] == [200] * len(offers)
+        log = broker.log_path.read_text(errors="replace")
+    assert "Exception in ASGI" not in log
