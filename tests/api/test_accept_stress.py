@@ -7,6 +7,7 @@ followed by bookings that work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 from collections import Counter
@@ -285,45 +286,95 @@ def update_status(client: httpx.Client, offer: str) -> int:
     return client.post(f"/sessions/{offer}", json=_update("ACCEPTED")).status_code
 
 
-# Fails every COMMIT that accepted an offer, as a full disk would (SQLSTATE 53100): a group
-# that fails after its accepts ran, their savepoints released and the index told.
-_FAIL_COMMITS = """
-CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
-END $$;
-CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON sessions
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.phase = 'ACCEPTED')
-    EXECUTE FUNCTION refuse_commit();
-"""
+BIG = {"cores": 64, "memory": 128, "storage": 20, "max_sessions": 50, "max_duration": "PT1H"}
+FULL_DISK = "could not extend file: No space left on device"
 
 
-@pytest.mark.postgres
-def test_a_group_whose_commit_fails_answers_503_and_books_none(tmp_path, postgres_url):
-    changes = {
-        "quota": {**QUOTA, "max_sessions": 8},
-        "database": postgres_url,
-        "monitor": {"interval": "PT0.5S", "lease": "PT2S"},
-    }
-    plain = make_url(postgres_url).set(drivername="postgresql")
+def _refuse_accepts(database: str, url: str, *, at_commit: bool, only: str = "") -> None:
+    """A trigger failing what accepts an offer (``only`` that one, if given) as a full disk
+    would: at COMMIT, after every accept of the group ran and the index was told
+    (PostgreSQL), or in the accept's own UPDATE. On SQLite that ends the whole transaction
+    (``RAISE(ROLLBACK)``, as SQLite does itself on a full disk or an I/O error)."""
+    when = "NEW.phase = 'ACCEPTED'" + (f" AND NEW.uuid = '{only}'" if only else "")
+    if database == "sqlite":
+        with contextlib.closing(sqlite3.connect(make_url(url).database)) as admin, admin:
+            admin.execute(
+                f"CREATE TRIGGER refuse_accept AFTER UPDATE OF phase ON sessions WHEN {when}"
+                f" BEGIN SELECT RAISE(ROLLBACK, '{FULL_DISK}'); END"
+            )
+        return
+    timing = "DEFERRABLE INITIALLY DEFERRED" if at_commit else ""
+    with _admin(url) as admin:
+        admin.execute(
+            "CREATE FUNCTION refuse_accept() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" RAISE EXCEPTION '{FULL_DISK}' USING ERRCODE = 'disk_full'; END $$"
+        )
+        admin.execute(
+            f"CREATE CONSTRAINT TRIGGER refuse_accept AFTER UPDATE ON sessions {timing}"
+            f" FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION refuse_accept()"
+        )
+
+
+def _allow_accepts(database: str, url: str) -> None:
+    if database == "sqlite":
+        with contextlib.closing(sqlite3.connect(make_url(url).database)) as admin, admin:
+            admin.execute("DROP TRIGGER refuse_accept")
+    else:
+        with _admin(url) as admin:
+            admin.execute("DROP TRIGGER refuse_accept ON sessions")
+
+
+def _admin(url: str) -> psycopg.Connection:
+    plain = make_url(url).set(drivername="postgresql", query={})
+    return psycopg.connect(plain.render_as_string(hide_password=False), autocommit=True)
+
+
+@pytest.mark.parametrize(
+    ("database", "at_commit"),
+    [
+        ("sqlite", False),
+        pytest.param("postgres", False, marks=pytest.mark.postgres),
+        pytest.param("postgres", True, marks=pytest.mark.postgres),
+    ],
+    ids=["sqlite-in-one-accept", "postgres-in-one-accept", "postgres-at-commit"],
+)
+def test_a_database_error_in_a_group_answers_503_and_books_nothing_of_it(
+    tmp_path, database, at_commit, request
+):
+    """Every accept whose group the database failed is answered 503 and left OFFERED (none
+    half-committed, none 500, none answered 200 yet rolled back); once the database works
+    again they are booked."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state' / 'broker.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    changes = {"quota": BIG, "database": url, "monitor": {"interval": "PT0.5S", "lease": "PT2S"}}
     with running_broker(tmp_path, **changes) as broker:
         with broker.client() as client:
             offers = [
                 client.post("/requests", json=_later_request(random.Random(0)))
                 .raise_for_status()
                 .json()["offers"][0]["meta"]["uuid"]
-                for _ in range(4)
+                for _ in range(8)
             ]
-            with psycopg.connect(plain.render_as_string(hide_password=False)) as admin:
-                admin.execute(_FAIL_COMMITS)
-            answers = asyncio.run(_accept_all(broker.url, offers))
-            for answer in answers:
-                assert answer.status_code == 503, answer.text
-                assert "No space left on device" in answer.json()["detail"]
-            for offer in offers:  # nothing of the group half-committed
-                assert client.get(f"/sessions/{offer}").json()["phase"] == "OFFERED"
-            with psycopg.connect(plain.render_as_string(hide_password=False)) as admin:
-                admin.execute("DROP TRIGGER refuse_commit ON sessions")
-            answers = asyncio.run(_accept_all(broker.url, offers))
-            assert [answer.status_code for answer in answers] == [200] * len(offers)
+            # one in the middle of the group, after accepts that its failure must undo
+            poisoned = offers[5]
+            _refuse_accepts(database, url, at_commit=at_commit, only="" if at_commit else poisoned)
+            answers = dict(zip(offers, asyncio.run(_accept_all(broker.url, offers)), strict=True))
+            assert answers[poisoned].status_code == 503, answers[poisoned].text
+            for offer, answer in answers.items():
+                assert answer.status_code in {200, 503}, answer.text
+                phase = client.get(f"/sessions/{offer}").json()["phase"]
+                if answer.status_code == 503:
+                    assert "No space left on device" in answer.json()["detail"]
+                    assert phase == "OFFERED", (offer, phase)
+                else:
+                    assert not at_commit and phase in BOOKED, (offer, phase)
+            _allow_accepts(database, url)
+            refused = [offer for offer, answer in answers.items() if answer.status_code == 503]
+            again = asyncio.run(_accept_all(broker.url, refused))
+            assert [answer.status_code for answer in again] == [200] * len(refused)
+            for offer in offers:
+                assert client.get(f"/sessions/{offer}").json()["phase"] in BOOKED
         log = broker.log_path.read_text(errors="replace")
     assert "Exception in ASGI" not in log
