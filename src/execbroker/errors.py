@@ -51,3 +51,10 @@ class Unsupported(BrokerError):
     parameters): a 400, as the TES spec asks."""
 
     status_code = 400
+
+
+class Unavailable(BrokerError):
+    """The database failed what the request needed (locked too long, a full disk, gone):
+    nothing of it was done, and the client may retry."""
+
+    status_code = 503

@@ -20,11 +20,13 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
 Accepts are booked in groups (``together``): one writer thread takes every accept queued
 meanwhile into one booking transaction, each run in a savepoint of its own and checked
 against the index as the ones before it left it, then commits them at once. A refused accept
-rolls back its savepoint only; a failed commit fails the whole group (and drops the index).
+rolls back its savepoint only; a failed commit, or a database error in any accept, fails the
+whole group (and drops the index): every accept of it is answered 503, none booked.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,8 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from execbroker.errors import Unavailable
 from execbroker.model.sessions import Phase
 from execbroker.planner import Booking, Calendar, Resources
 from execbroker.planner.index import Hold, HoldIndex
@@ -54,6 +58,7 @@ REBUILD_AFTER = timedelta(seconds=10)
 # At most this many accepts share one transaction: a long group holds the lock long too.
 MAX_GROUP = 32
 
+log = logging.getLogger(__name__)
 _HOLDING = {phase.value for phase in queries.HOLDING}
 T = TypeVar("T")
 
@@ -71,6 +76,19 @@ def _hold(row: queries.HoldRow | SessionRow) -> Hold:
         start, end, Resources(cores, memory, storage), group=offerset if offered else None
     )
     return Hold(booking, expires if offered else None)
+
+
+def _unavailable(error: DBAPIError) -> Unavailable:
+    """What every accept of a group the database failed is answered (503), naming the first
+    failure of the chain: a savepoint's failed rollback hides what ended the transaction."""
+    first: BaseException = error
+    while isinstance(first.__context__, DBAPIError):
+        first = first.__context__
+    log.warning("a booking transaction failed; none of its accepts was booked", exc_info=error)
+    cause = getattr(first, "orig", None) or first
+    return Unavailable(
+        f"the database could not answer now ({cause}); this accept was not booked: retry later"
+    )
 
 
 @dataclass
@@ -168,6 +186,12 @@ class Holdings:
                     try:
                         with booker.db.begin_nested():
                             answer = job(own)
+                    except DBAPIError:
+                        # The database's failure, not the job's refusal: it may have ended the
+                        # whole transaction (SQLite rolls back by itself on a full disk or an
+                        # I/O error), and the jobs after it would then run, and commit, each
+                        # on its own outside the lock. The whole group fails instead.
+                        raise
                     except Exception as error:  # this job's alone: its savepoint is undone
                         answers.append((done, None, error))
                         continue
@@ -178,9 +202,10 @@ class Holdings:
                     booker.release(own._released)
                     answers.append((done, answer, None))
         except BaseException as error:
+            failure = _unavailable(error) if isinstance(error, DBAPIError) else error
             for _, done in group:
                 if not done.done():
-                    done.set_exception(error)
+                    done.set_exception(failure)
             return
         for done, answer, error in answers:
             if error is None:

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from execbroker import kinds
 from execbroker.errors import BrokerError, NoOffer, Unauthenticated
@@ -46,7 +48,7 @@ _MEANINGS = {
     409: "The session's phase, or the calendar, does not allow the change (the answer says why)",
     415: "A Content-Type the broker does not read",
     422: "The body is not what the schema allows (the field is named)",
-    503: "The platform could not answer now",
+    503: "The platform or the database could not answer now (retry later)",
 }
 
 
@@ -88,6 +90,19 @@ def install(app: FastAPI) -> None:
         # Not the client's fault and not a bug of ours: the platform could not answer now.
         log.warning("%s %s: platform error: %s", request.method, request.url.path, error)
         return JSONResponse({"detail": f"the platform could not answer: {error}"}, 503)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_error(request: Request, error: Exception) -> Response:
+        # Locked past the busy timeout, unreachable, a disk error: not the client's fault and
+        # no bug of ours to answer 500 for. The transaction was rolled back (a lost COMMIT
+        # may not have been: the session's phase says which), so a retry is safe.
+        log.warning(
+            "%s %s: database error: %s", request.method, request.url.path, error, exc_info=error
+        )
+        cause = getattr(error, "orig", None) or error
+        detail = f"the database could not answer now ({cause}); retry later"
+        return JSONResponse({"detail": detail}, 503, {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:

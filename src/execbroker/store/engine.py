@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from execbroker.store.tables import BrokerLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_BUSY_TIMEOUT = 60.0  # seconds (SQLite)
 _MIGRATION_LOCK = 0x65786563  # any constant: the advisory lock every migrating replica takes
 
 
@@ -24,10 +25,23 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and immediate write locks."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # A lock held elsewhere (a stuck replica, an operator's transaction) fails the waiting
+        # statement after this long, answered 503, as SQLite's busy timeout does: a booking
+        # never waits forever. The URL's own ?options=-c lock_timeout=... wins.
+        lock_timeout = f"-c lock_timeout={round(DEFAULT_BUSY_TIMEOUT * 1000)}"
+        connect = {} if "options" in parsed.query else {"options": lock_timeout}
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+    # ?timeout=SECONDS in the URL: how long a write waits for another connection's lock
+    # before it fails with "database is locked" (then answered 503).
+    timeout = float(parsed.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
+    if not timeout > 0:
+        raise ValueError(f"database: timeout={timeout!r} must be a number of seconds above 0")
+    connect = {"check_same_thread": False, "timeout": timeout}
+    engine = create_engine(url, connect_args=connect)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -36,7 +50,7 @@ def make_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
