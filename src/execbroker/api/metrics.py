@@ -68,13 +68,23 @@ class _Timing:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
+        started = False
 
         async def timed(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self._answered(scope, message["status"], time.perf_counter() - began)
             await send(message)
 
-        await self.app(scope, receive, timed)
+        try:
+            await self.app(scope, receive, timed)
+        except Exception:
+            # An error no handler answered: Starlette's outermost middleware answers it 500
+            # (and logs its traceback) after this one; it is timed and logged here all the same.
+            if not started:
+                self._answered(scope, 500, time.perf_counter() - began)
+            raise
 
     def _answered(self, scope: Scope, status: int, seconds: float) -> None:
         request = Request(scope)
