@@ -28,7 +28,9 @@ def roots_broker(tmp_path_factory):
     os.chown(roots / "alice", ALICE_UID, ALICE_UID)
     (roots / "bob" / "secret").write_text(BOB_SECRET)
     (roots / "bob" / "results.txt").write_text("bob's results\n")
-    config = {"tes": {"file_roots": [str(roots / "{user}")]}}
+    (roots / "common").mkdir()
+    shared = {"path": str(roots / "common"), "shared": True}
+    config = {"tes": {"file_roots": [str(roots / "{user}"), shared]}}
     with running_broker(directory / "broker", **config) as broker:
         broker.roots = roots
         yield broker
@@ -39,6 +41,21 @@ def post_task(broker, document) -> requests.Response:
 
 
 EXECUTORS = [{"image": "busybox:local", "command": ["true"]}]
+
+
+def test_a_shared_root_is_a_warning_at_start_up_and_readable_by_all(roots_broker):
+    roots = roots_broker.roots
+    assert f"tes.file_roots: {roots / 'common'} is shared" in roots_broker.log_path.read_text()
+    info = session().get(f"{roots_broker.url}/ga4gh/tes/v1/service-info").json()
+    assert info["storage"] == [f"file://{roots}/{{user}}", f"file://{roots}/common"]
+    (roots / "common" / "notes.txt").write_text("for all\n")
+    for token in ("demo-alice", "demo-bob"):
+        document = {
+            "executors": EXECUTORS,
+            "inputs": [{"path": "/in/n", "url": (roots / "common" / "notes.txt").as_uri()}],
+        }
+        answer = session(token).post(f"{roots_broker.url}/ga4gh/tes/v1/tasks", json=document)
+        assert answer.status_code == 200, answer.text
 
 
 def test_alice_can_neither_read_nor_write_bob_s_root(roots_broker):
