@@ -53,8 +53,11 @@ def locate(url: str, roots: Sequence[UserRoot]) -> Located | None:
     """Which of ``roots`` a ``file://`` URL lies under (by its spelling: the walk checks the
     files themselves), or None."""
     parsed = urlparse(url)
-    path = PurePosixPath(unquote(parsed.path))
-    if parsed.netloc not in ("", "localhost") or not path.is_absolute() or ".." in path.parts:
+    spelt = unquote(parsed.path)
+    path = PurePosixPath(spelt)
+    if parsed.netloc not in ("", "localhost") or "\0" in spelt:
+        return None
+    if not path.is_absolute() or ".." in path.parts:
         return None
     for root in roots:
         if path.is_relative_to(root.path):
@@ -136,7 +139,11 @@ def write_file(found: Located, relative: Sequence[str], content: bytes) -> str:
     root = found.root
     try:
         top = walk(os.open(root.base, _DIR), root.below)
-        owner = _owner(top, root)
+        try:
+            owner = _owner(top, root)
+        except OSError:
+            os.close(top)
+            raise
         parent = walk(top, rest[:-1], make=True, owner=owner)
     except OSError as error:
         raise RootError(f"{found.uri(*relative)}: no folder to write in ({_why(error)})") from None
@@ -144,8 +151,11 @@ def write_file(found: Located, relative: Sequence[str], content: bytes) -> str:
         fd = _create(parent, rest[-1], owner, found.uri(*relative))
     finally:
         os.close(parent)
-    with os.fdopen(fd, "wb") as out:
-        out.write(content)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+    except OSError as error:  # a full disk, a quota
+        raise RootError(f"{found.uri(*relative)}: could not be written ({_why(error)})") from None
     return found.uri(*relative)
 
 

@@ -62,6 +62,23 @@ def test_per_user_and_shared_roots_are_each_user_s_own_and_everyone_s():
     ]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///data/alice/../bob/secret",
+        "file:///data/alice/a%00b",
+        "file://elsewhere/data/alice/x",
+        "file:///data/alicex/y",
+        "file:///data/bob/secret",
+    ],
+)
+def test_a_url_outside_the_caller_s_roots_by_its_spelling_is_refused_before_any_io(url):
+    roots = TesConfig.model_validate({"file_roots": ["/data/{user}"]}).roots_for("alice")
+    assert file_roots.locate(url, roots) is None
+    with pytest.raises(file_roots.RootError, match="not a file under a directory"):
+        file_roots.read_input(url, roots, 1000)
+
+
 # Alice owns her root: she can swap a folder in it for a link at any moment, over and over.
 FLIPPER = """
 import ctypes, os, sys
