@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -170,12 +171,66 @@ class RetentionConfig(_Config):
         return self
 
 
+USER = "{user}"  # in a file root: the broker user's name
+
+
+@dataclass(frozen=True, slots=True)
+class UserRoot:
+    """One user's file root: ``base`` (the admin's path) and the components below it that
+    the user may own (from ``{user}`` on), walked without following links."""
+
+    base: Path
+    below: tuple[str, ...] = ()
+    shared: bool = False
+
+    @property
+    def path(self) -> PurePosixPath:
+        return PurePosixPath(self.base, *self.below)
+
+
+class FileRootConfig(_Config):
+    """A directory TES ``file://`` URLs may name: per user (``{user}`` one whole component of
+    the path), or, marked ``shared: true``, one all the broker's users read and overwrite."""
+
+    path: str
+    shared: bool = False
+
+    @model_validator(mode="after")
+    def _per_user_or_marked(self) -> FileRootConfig:
+        path = PurePosixPath(self.path)
+        if not path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"{self.path}: a file root is an absolute path without '..'")
+        if USER in self.path:
+            if path.parts.count(USER) != 1 or self.path.count(USER) != 1:
+                raise ValueError(f"{self.path}: {USER} must be one whole component of the path")
+            if self.shared:
+                raise ValueError(f"{self.path}: a root with {USER} is per user, not shared")
+        elif not self.shared:
+            raise ValueError(
+                f"{self.path}: every broker user could read and overwrite every other's files "
+                f"here; make it per user ('{self.path.rstrip('/')}/{USER}') or mark it shared "
+                f"({{path: {self.path}, shared: true}})"
+            )
+        return self
+
+    def for_user(self, user: str) -> UserRoot | None:
+        """The root as ``user``'s (None for a name that is no path component)."""
+        if self.shared:
+            return UserRoot(Path(self.path), shared=True)
+        if user in (".", ".."):
+            return None
+        parts = PurePosixPath(self.path).parts
+        at = parts.index(USER)
+        return UserRoot(Path(*parts[:at]), (user, *parts[at + 1 :]))
+
+
 class TesConfig(_Config):
     """The TES dialect: where ``file://`` inputs may be read and outputs written (nowhere
     unless listed: a task must not read or write the broker host's files by default), how
     long a create waits for the task to start, and how much of its outputs is delivered."""
 
-    file_roots: list[Path] = Field(default_factory=list)
+    # A plain string is a per-user path (it must hold {user}); a shared root is marked.
+    file_roots: list[FileRootConfig] = Field(default_factory=list)
     # A task's BASIC or FULL view answers once the platform has the task (started, queued
     # on it, or failed to start), or after this long: its logs are then a started task's.
     start_wait: timedelta = timedelta(seconds=10)
@@ -183,6 +238,27 @@ class TesConfig(_Config):
     max_output_bytes: int = Field(default=256 * 1024**2, ge=0)
 
     _durations = field_validator("start_wait", mode="before")(_duration)
+
+    @field_validator("file_roots", mode="before")
+    @classmethod
+    def _plain_paths(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"path": str(item)} if isinstance(item, str | Path) else item for item in value]
+        return value
+
+    def roots_for(self, user: str) -> list[UserRoot]:
+        """The directories ``user``'s file:// URLs may name: their own, and the shared ones."""
+        found = [root.for_user(user) for root in self.file_roots]
+        return [root for root in found if root is not None]
+
+    def warnings(self) -> list[str]:
+        """What to log at start-up: each shared root, the loosening it is."""
+        return [
+            f"tes.file_roots: {root.path} is shared: every user's TES tasks may read and "
+            "overwrite every other user's files there"
+            for root in self.file_roots
+            if root.shared
+        ]
 
 
 class LoggingConfig(_Config):

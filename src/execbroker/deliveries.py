@@ -5,7 +5,8 @@ the platform into the session's ``tes/`` directory), or a batch task's ``$TES_RO
 is that directory. The area is the task's, so nothing in it is trusted: it is read without
 following a link at any step (nor opening a FIFO), regular files and directories only, at
 most ``limit`` bytes in all. The broker then writes the files where the sandboxed task could
-not: under a ``file://`` URL in a directory the config allows (``tes.file_roots``), or to an
+not: under a ``file://`` URL in one of the task owner's roots (``tes.file_roots``, written
+as ``file_roots`` says: no link followed, never another's file replaced), or to an
 ``http(s)`` URL by PUT, under the platform's fetch rules (``fetch.upload``).
 """
 
@@ -16,12 +17,12 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, urlparse
 
-from execbroker import fetch
+from execbroker import fetch, file_roots
+from execbroker.config import UserRoot
 from execbroker.model.tes_script import TASK_ROOT  # the folder that holds a task's paths
 
-_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1024 * 1024
 
 
@@ -46,7 +47,7 @@ def deliver(
     workdir: Path,
     output: dict[str, str],
     *,
-    roots: list[Path],
+    roots: list[UserRoot],
     policy: fetch.FetchPolicy | None,
     limit: int,
 ) -> list[Delivered]:
@@ -68,17 +69,9 @@ def read_output(
     workdir: Path, path: str, kind: str, limit: int
 ) -> Iterator[tuple[PurePosixPath, bytes]]:
     """The files of one output, each with its path below the output (empty for a FILE)."""
-    base = workdir / TASK_ROOT
     parts = PurePosixPath(path).parts[1:]
     try:
-        fd = os.open(base, _OPEN | os.O_DIRECTORY)
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            try:
-                found = os.open(part, _OPEN | (0 if last else os.O_DIRECTORY), dir_fd=fd)
-            finally:
-                os.close(fd)
-            fd = found
+        fd = file_roots.open_below(workdir / TASK_ROOT, parts)
     except FileNotFoundError:
         raise DeliveryError(f"{path}: the task left no such file or directory") from None
     except OSError as error:  # ELOOP, ENOTDIR: a link or a file on the way
@@ -114,7 +107,7 @@ def _walk(
                 "directories; links are never followed)"
             )
         child = os.open(
-            name, _OPEN | (os.O_DIRECTORY if stat.S_ISDIR(info.st_mode) else 0), dir_fd=fd
+            name, file_roots.READ | (os.O_DIRECTORY if stat.S_ISDIR(info.st_mode) else 0), dir_fd=fd
         )
         try:
             if stat.S_ISDIR(info.st_mode):
@@ -139,29 +132,16 @@ def _read(fd: int, shown: str, budget: list[int]) -> bytes:
     return b"".join(chunks)
 
 
-def _file_sink(url: str, roots: list[Path]) -> Callable[[PurePosixPath, bytes], str]:
-    target = Path(unquote(urlparse(url).path))
-
-    def allowed(path: Path) -> bool:
-        resolved = path.resolve()
-        return any(resolved.is_relative_to(root.resolve()) for root in roots)
+def _file_sink(url: str, roots: list[UserRoot]) -> Callable[[PurePosixPath, bytes], str]:
+    found = file_roots.locate(url, roots)
+    if found is None:
+        raise DeliveryError(f"{url}: not under a directory this broker allows the task's owner")
 
     def put(relative: PurePosixPath, content: bytes) -> str:
-        place = target.joinpath(*relative.parts)
-        # Checked before and after making its folders: a link in an allowed directory
-        # must not lead the broker's writes elsewhere.
-        if not allowed(place.parent):
-            raise DeliveryError(f"{url}: not under a directory this broker allows")
-        place.parent.mkdir(parents=True, exist_ok=True)
-        if not allowed(place.parent):
-            raise DeliveryError(f"{url}: not under a directory this broker allows")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            with os.fdopen(os.open(place, flags, 0o644), "wb") as out:
-                out.write(content)
-        except OSError as error:
-            raise DeliveryError(f"{place}: could not be written ({error.strerror})") from None
-        return place.as_uri()
+            return file_roots.write_file(found, relative.parts, content)
+        except file_roots.RootError as error:
+            raise DeliveryError(str(error)) from None
 
     return put
 

@@ -799,7 +799,7 @@ class BrokerService:
                 done = deliveries.deliver(
                     workdir,
                     output,
-                    roots=list(self.config.tes.file_roots),
+                    roots=self.config.tes.roots_for(row.owner),
                     policy=getattr(platform, "fetch_policy", None),
                     limit=left,
                 )

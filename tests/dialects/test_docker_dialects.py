@@ -34,11 +34,13 @@ def web_image(engine):
 @pytest.fixture(scope="module")
 def docker_broker(engine, tmp_path_factory):
     name = f"t-{uuids.uuid4().hex[:10]}"
-    out = tmp_path_factory.mktemp("docker-outputs")
+    roots = tmp_path_factory.mktemp("docker-outputs")
+    out = roots / "alice"  # the tests' user's own root
+    out.mkdir()
     config = {
         "name": name,
         "platforms": [{"type": "docker", "pull": "never"}],
-        "tes": {"file_roots": [str(out)]},
+        "tes": {"file_roots": [str(roots / "{user}")]},
     }
     try:
         with running_broker(tmp_path_factory.mktemp("docker-dialects"), **config) as broker:

@@ -20,7 +20,9 @@ def slurm_broker(tmp_path_factory):
     partition = os.environ.get("EXECBROKER_SLURM_PARTITION", "")
     if not partition:
         pytest.fail("EXECBROKER_SLURM_PARTITION unset: run scripts/services.sh up slurm")
-    out = tmp_path_factory.mktemp("slurm-outputs")
+    roots = tmp_path_factory.mktemp("slurm-outputs")
+    out = roots / "alice"  # the tests' user's own root
+    out.mkdir()
     platform = {
         "type": "slurm",
         "account": "account-002",
@@ -28,7 +30,7 @@ def slurm_broker(tmp_path_factory):
         "run_as": {"users": ensure_test_accounts()},
     }
     with enterable_dir("eb-tes-slurm-") as directory:
-        config = {"platforms": [platform], "tes": {"file_roots": [str(out)]}}
+        config = {"platforms": [platform], "tes": {"file_roots": [str(roots / "{user}")]}}
         with running_broker(directory, state_dir=str(directory / "state"), **config) as broker:
             broker.out = out
             yield broker

@@ -283,11 +283,11 @@ def put_server():
 def delivering_broker(tmp_path_factory):
     """A local broker that may write under ``out`` and PUT to 127.0.0.1 (tests' server)."""
     directory = tmp_path_factory.mktemp("deliveries")
-    (directory / "out").mkdir()
+    (directory / "out" / "alice").mkdir(parents=True)  # the tests' user's own root
     platforms = [{"type": "local", "fetch": {"allow": ["127.0.0.1/32"]}}]
-    config = {"tes": {"file_roots": [str(directory / "out")]}, "platforms": platforms}
+    config = {"tes": {"file_roots": [str(directory / "out" / "{user}")]}, "platforms": platforms}
     with running_broker(directory / "broker", **config) as broker:
-        broker.out = directory / "out"
+        broker.out = directory / "out" / "alice"
         yield broker
 
 
@@ -353,11 +353,12 @@ def test_an_output_the_broker_cannot_deliver_is_a_system_error_naming_it(
 ):
     """A link is never followed (the broker is root; the task is not), a missing output or
     one past the limit is not half-delivered: SYSTEM_ERROR, saying which output failed."""
-    (tmp_path / "out").mkdir()
-    config = {"tes": {"file_roots": [str(tmp_path / "out")], "max_output_bytes": 2000}}
+    (tmp_path / "out" / "alice").mkdir(parents=True)
+    roots = [str(tmp_path / "out" / "{user}")]
+    config = {"tes": {"file_roots": roots, "max_output_bytes": 2000}}
     with running_broker(tmp_path / "broker", **config) as broker:
         client = tes_client(broker)
-        target = tmp_path / "out" / "secret"
+        target = tmp_path / "out" / "alice" / "secret"
         task = tes.Task(
             executors=[tes.Executor(image="busybox:local", command=["sh", "-c", command])],
             outputs=[tes.Output(path="/results/secret", url=target.as_uri(), type=wanted)],
@@ -367,7 +368,7 @@ def test_an_output_the_broker_cannot_deliver_is_a_system_error_naming_it(
         assert done.state == "SYSTEM_ERROR", full.logs[0].system_logs
         failures = [line for line in full.logs[0].system_logs if "outputs[0]" in line]
         assert failures and said in failures[0], full.logs[0].system_logs
-        assert not any((tmp_path / "out").iterdir())
+        assert not any((tmp_path / "out" / "alice").iterdir())
         assert full.logs[0].outputs == []
 
 

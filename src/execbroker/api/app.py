@@ -38,6 +38,8 @@ def create_app(config: BrokerConfig, *, run_monitor: bool = True) -> FastAPI:
             config.name,
             ", ".join(plain),
         )
+    for line in config.tes.warnings():
+        log.warning("broker %s: %s", config.name, line)
     database = Database.open(config.database_url)
     service = BrokerService(config=config, database=database, platforms=create_platforms(config))
     monitor = Monitor(service=service)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -21,8 +21,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from execbroker import __version__, kinds
+from execbroker import __version__, file_roots, kinds
 from execbroker.api.dependencies import CurrentUser, Service
+from execbroker.config import UserRoot
 from execbroker.errors import InvalidRequest, Unsupported
 from execbroker.model import tes
 from execbroker.model import tes_script as scripts
@@ -53,22 +54,13 @@ def service_info(service: Service) -> Response:
             description=config.description or None,
             organization=tes.Organization(name="execbroker", url="https://www.ivoa.net/"),
             version=__version__,
-            storage=[f"file://{root}" for root in config.tes.file_roots],
+            storage=[f"file://{root.path}" for root in config.tes.file_roots],
             tesResources_backend_parameters=[],
         )
     )
 
 
 # -- translation: a task → an ExecutionRequest ------------------------------------------------
-
-
-def _local_file(url: str, roots: list[Path], field: str) -> Path:
-    """The path a ``file://`` URL names, if it lies under one of the allowed roots."""
-    path = Path(unquote(urlparse(url).path)).resolve()
-    for root in roots:
-        if path.is_relative_to(root.resolve()):
-            return path
-    raise InvalidRequest(f"{field}: {url} is not under a directory this broker allows", field=field)
 
 
 def _fetchable(url: str, refusal: Callable[[str], str | None], field: str) -> None:
@@ -82,7 +74,7 @@ def translate(
     task: tes.Task,
     *,
     containers: bool,
-    roots: list[Path],
+    roots: list[UserRoot],
     fetch_refusal: Callable[[str], str | None],
     copies_out: bool = True,
 ) -> tuple[ExecutionRequest, list[str], dict[str, Any]]:
@@ -106,13 +98,11 @@ def translate(
             _fetchable(item.url or "", fetch_refusal, f"{field}.url")
             staging.append(scripts.Staging(item.path, url=item.url))
         elif scheme == "file":
-            path = _local_file(item.url or "", roots, f"{field}.url")
-            if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-                raise InvalidRequest(
-                    f"{field}.url: not a file of at most {MAX_FILE_BYTES} bytes",
-                    field=f"{field}.url",
-                )
-            staging.append(scripts.Staging(item.path, content=path.read_text(errors="replace")))
+            try:
+                content = file_roots.read_input(item.url or "", roots, MAX_FILE_BYTES)
+            except file_roots.RootError as error:
+                raise InvalidRequest(f"{field}.url: {error}", field=f"{field}.url") from None
+            staging.append(scripts.Staging(item.path, content=content.decode(errors="replace")))
         else:
             reasons.append(
                 f"{field}.url: fetches http(s) and file URLs only, not {scheme or item.url!r}"
@@ -128,7 +118,11 @@ def translate(
                 field=f"{field}.path",
             )
         if scheme == "file":
-            _local_file(item.url, roots, f"{field}.url")
+            if file_roots.locate(item.url, roots) is None:
+                raise InvalidRequest(
+                    f"{field}.url: {item.url} is not under a directory this broker allows you",
+                    field=f"{field}.url",
+                )
         elif scheme in ("http", "https"):
             _fetchable(item.url, fetch_refusal, f"{field}.url")
         else:
@@ -204,7 +198,7 @@ async def create_task(request: Request, service: Service, user: CurrentUser) -> 
     execution, reasons, meta = translate(
         task,
         containers=containers,
-        roots=list(service.config.tes.file_roots),
+        roots=service.config.tes.roots_for(user.name),
         fetch_refusal=service.fetch_refusal,
         copies_out=service.copies_out(),
     )
