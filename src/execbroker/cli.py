@@ -12,6 +12,27 @@ app = typer.Typer(
 )
 
 
+def _load_config(path: Path) -> Any:
+    """The broker's config, or an exit with one line per problem (field: what is wrong),
+    not a traceback: a config is an operator's input like any other."""
+    import yaml
+    from pydantic import ValidationError
+
+    from execbroker.config import load_config
+
+    try:
+        return load_config(path)
+    except ValidationError as error:
+        problems = [
+            f"  {'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors()
+        ]
+        said = "\n".join(problems)
+        raise SystemExit(f"execbroker serve: {path} is not a valid config:\n{said}") from None
+    except yaml.YAMLError as error:
+        raise SystemExit(f"execbroker serve: {path} is not valid YAML: {error}") from None
+
+
 @app.command()
 def serve(
     config: Annotated[
@@ -26,10 +47,9 @@ def serve(
 
     from execbroker import logs
     from execbroker.api.app import create_app
-    from execbroker.config import load_config
     from execbroker.platforms.accounts import IsolationError
 
-    broker = load_config(config)
+    broker = _load_config(config)
     logs.setup(log_level, broker.logging.format)
     try:
         application = create_app(broker)
