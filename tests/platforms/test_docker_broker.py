@@ -27,6 +27,7 @@ HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 SLEEP = ["sleep", "600"]
 PLATFORMS = [{"type": "docker"}, {"type": "compose"}]
 UP = {"AVAILABLE", "RUNNING"}
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "EXPIRED"}
 THREE_SERVICES = """
 services:
   web:
@@ -124,6 +125,29 @@ def test_a_container_is_offered_started_reached_and_kept_from_other_users(config
         assert ended["phase"] == "FAILED"
         assert "exceeded the granted duration" in ended["meta"]["messages"][-1]["message"]
         assert containers(engine, config["name"], short) == []
+
+
+def test_a_container_s_outputs_are_there_when_its_session_is_first_seen_completed(
+    config, engine, tmp_path
+):
+    """$EXECBROKER_OUTPUTS is copied out of the ended container before its session is
+    COMPLETED, not at its release afterwards: a client reading the outputs at once finds them."""
+    script = 'sleep 1; echo done > "$EXECBROKER_OUTPUTS/result.txt"'
+    writer = {
+        "kind": "docker-container",
+        "image": {"locations": [IMAGE]},
+        "command": ["sh", "-c", script],
+    }
+    with running_broker(tmp_path, **config) as broker, broker.client() as client:
+        uuid = start(client, request(writer))["meta"]["uuid"]
+        deadline = time.monotonic() + 60
+        while (phase := client.get(f"/sessions/{uuid}").json()["phase"]) not in FINAL:
+            assert time.monotonic() < deadline, phase
+            time.sleep(0.01)
+        listed = client.get(f"/sessions/{uuid}/outputs").json()["outputs"]
+        assert phase == "COMPLETED"
+        assert "result.txt" in {item["name"] for item in listed}, listed
+        assert client.get(f"/sessions/{uuid}/outputs/result.txt").text == "done\n"
 
 
 def test_desktop_2x_offers_twice_the_unit_and_refuses_with_the_field(tmp_path):

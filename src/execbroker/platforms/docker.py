@@ -436,6 +436,12 @@ class DockerPlatform:
     def status(self, handle: str) -> RunStatus:
         self._sweep()
         if handle in self.events.completed:  # as ``container_state`` would say, sooner
+            if handle not in self._collected:  # its outputs, before its session ends
+                with (
+                    engine_errors("copying the outputs"),
+                    contextlib.suppress(docker.errors.NotFound),
+                ):
+                    self._collect(self.engine.client.containers.get(handle))
             return RunStatus(RunState.COMPLETED, "completed", 0)
         token = self.events.token(handle)  # before asking: a change after it is heard of
         known = self._known.get(handle)
@@ -460,6 +466,8 @@ class DockerPlatform:
             state = engine_.container_state(container)
             if LABEL_NOTEBOOK in container.labels:
                 return self._notebook_status(container, state), False
+            if state.state.final:  # its outputs are in place before its session ends
+                self._collect(container)
         if state.state != RunState.RUNNING:
             return state, False
         found = engine_.endpoints(container, self.options.url_host())
@@ -485,7 +493,7 @@ class DockerPlatform:
             return notebooks.running(workdir, host=host, port=port)
         if not state.state.final:
             return state
-        self._collect(container, workdir)
+        self._collect(container)
         said = notebooks.result(workdir)
         return state if said is None else RunStatus(said.state, said.message, state.exit_code)
 
@@ -529,7 +537,7 @@ class DockerPlatform:
             except docker.errors.NotFound:
                 return
             self._keep_logs(container)
-            self._collect(container, self._workdir(container))
+            self._collect(container)
             self._collected.discard(container.id)
             try:
                 container.remove(force=True, v=True)
@@ -590,11 +598,13 @@ class DockerPlatform:
             temporary.write_bytes(content)
             temporary.replace(workdir / name)
 
-    def _collect(self, container: Container, workdir: Path) -> None:
+    def _collect(self, container: Container) -> None:
         """Copy an ended task's outputs ($EXECBROKER_OUTPUTS) and a notebook's result into
-        its work directory, once."""
+        its work directory, once: when its end is first seen (before the session is final),
+        else at its release."""
         if container.id in self._collected:
             return
+        workdir = self._workdir(container)
         engine_.copy_out(
             container,
             str(SESSION_DIR / OUTPUTS_DIR),
