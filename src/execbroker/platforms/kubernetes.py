@@ -586,7 +586,9 @@ class KubernetesPlatform:
         name = self._name(handle)
         with api_errors("reading the logs"):
             pod = self._pod(name)
-            text = read_tail(self._kept(name)) if pod is None else self._pod_log(pod)
+            # A pod being removed may still be listed after its container (and log) went:
+            # the copy kept before the removal began is the log then.
+            text = (self._pod_log(pod) if pod is not None else "") or read_tail(self._kept(name))
             return Logs(nb.split_logs(text)[0], "")
 
     def _pod_log(self, pod: dict[str, Any], *, whole: bool = False) -> str:
