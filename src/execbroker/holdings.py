@@ -63,6 +63,11 @@ _HOLDING = {phase.value for phase in queries.HOLDING}
 T = TypeVar("T")
 
 
+def _live(phase: str, hold: Hold, now: datetime) -> Hold | None:
+    """``hold`` if it holds at ``now`` (a holding phase, not an expired offer), else None."""
+    return hold if phase in _HOLDING and (hold.expires is None or hold.expires > now) else None
+
+
 def _hold(row: queries.HoldRow | SessionRow) -> Hold:
     if isinstance(row, SessionRow):
         uuid, start, end = row.uuid, row.start, row.end
@@ -250,8 +255,8 @@ class Holdings:
             self.rebuild(db, now)
             return
         if version != self._version:
-            for row in queries.hold_rows(db, now, booked_after=self._version):
-                self._learn(row[0], row[6], _hold(row), now)
+            rows = queries.hold_rows(db, now, booked_after=self._version)
+            self.index.update((row[0], _live(row[6], _hold(row), now)) for row in rows)
             self._version = version
         if self._swept is None or now - self._swept >= SWEEP_EVERY:
             self.sweep(db, now)
@@ -284,15 +289,9 @@ class Holdings:
     def _apply(self, booker: Booker) -> None:
         for uuid in booker._released:
             self.index.discard(uuid)
-        for row in booker._booked:
-            self._learn(row.uuid, row.phase, _hold(row), booker.now)
-
-    def _learn(self, uuid: str, phase: str, hold: Hold, now: datetime) -> None:
-        live = phase in _HOLDING and (hold.expires is None or hold.expires > now)
-        if live:
-            self.index.put(uuid, hold)
-        else:
-            self.index.discard(uuid)
+        # one update for all: an offer set's alternatives are collapsed once, not per offer
+        now = booker.now
+        self.index.update((row.uuid, _live(row.phase, _hold(row), now)) for row in booker._booked)
 
     def _record(self, booker: Booker) -> None:
         if not booker._booked and not booker._released:

@@ -168,9 +168,12 @@ def test_a_long_calendar_uses_block_maxima_correctly() -> None:
     bookings = [
         Booking(at(k), at(k + 3), Resources(k % 7, (k * 5) % 11, (k * 3) % 13)) for k in range(600)
     ]
+    windows = [(0, 600), (1, 500), (63, 129), (64, 128), (100, 101), (250, 599)]
     cal = Calendar(bookings)
-    for lo, hi in [(0, 600), (1, 500), (63, 129), (64, 128), (100, 101), (250, 599)]:
+    for lo, hi in windows * 3:  # the first long windows are scanned, the later read blocks
         assert cal.peak(at(lo), at(hi)) == naive_peak(bookings, at(lo), at(hi))
+    for lo, hi in windows:  # each on a calendar that has read no window yet: scanned
+        assert Calendar(bookings).peak(at(lo), at(hi)) == naive_peak(bookings, at(lo), at(hi))
 
 
 # --- properties against the brute-force model -------------------------------------------------

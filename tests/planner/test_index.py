@@ -67,6 +67,34 @@ def test_index_equals_sweep_after_every_change(ops: list[tuple[str, object, obje
         assert HoldIndex(model).calendar().profile() == swept.profile()  # rebuilt at once
 
 
+changes = st.lists(st.tuples(st.sampled_from(KEYS), st.none() | holds()), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(changes, max_size=4))
+def test_a_batch_of_changes_equals_them_one_at_a_time(
+    batches: list[list[tuple[str, Hold | None]]],
+) -> None:
+    # ``update`` collapses each offer set once per batch, not once per member
+    batched, single = HoldIndex(), HoldIndex()
+    model: dict[str, Hold] = {}
+    for batch in batches:
+        batched.update(batch)
+        for key, hold in batch:
+            if hold is None:
+                single.discard(key)
+                model.pop(key, None)
+            else:
+                single.put(key, hold)
+                model[key] = hold
+        assert batched.calendar().profile() == single.calendar().profile()
+        assert batched.calendar().profile() == Calendar(_live(model, None)).profile()
+        assert batched.holds() == single.holds() == model
+        for group in GROUPS[2:]:
+            assert batched.group_pieces(group) == single.group_pieces(group)
+            assert batched.group_members(group) == single.group_members(group)
+
+
 @settings(max_examples=100, deadline=None)
 @given(operations, instants, instants)
 def test_index_answers_as_the_brute_force_model(

@@ -9,11 +9,13 @@ from fastapi import Depends, Request
 from execbroker.service import BrokerService, User
 
 
-def _service(request: Request) -> BrokerService:
+# Both are async (they neither block nor wait) so FastAPI calls them on the event loop:
+# a sync dependency costs a hop to the thread pool and back, on every request.
+async def _service(request: Request) -> BrokerService:
     return request.app.state.service
 
 
-def _user(request: Request) -> User:
+async def _user(request: Request) -> User:
     return request.app.state.authenticate(request)
 
 

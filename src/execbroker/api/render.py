@@ -82,13 +82,15 @@ def _storage(row: SessionRow, requested: Mapping[str, Any]) -> list[SimpleStorag
     return [SimpleStorageResource(meta=meta, size=_exactly(row.storage_gib))]
 
 
-def _compute(row: SessionRow, requested: Mapping[str, Any]) -> OfferedCompute:
-    """The booked cores and memory on the session's schedule, with the name and volumes the
-    request gave its compute."""
+def _compute(
+    row: SessionRow, requested: Mapping[str, Any], booked: ScheduledExecutionSchedule
+) -> OfferedCompute:
+    """The booked cores and memory on the session's schedule (``booked``), with the name and
+    volumes the request gave its compute."""
     asked = _identified(requested.get("compute") or {}, row.uuid, "compute")
     return OfferedCompute(
         meta=ComponentMetadata.model_validate(asked["meta"]),
-        schedule=schedule(row),
+        schedule=booked,
         cores=_exactly(row.cores),
         memory=_exactly(row.memory_gib),
         volumes=list(asked.get("volumes", [])),
@@ -102,6 +104,7 @@ def session(
     storage resources are part of the session the schema describes."""
     requested = requested or {}
     finished = row.phase not in CANCELLABLE and row.phase != Phase.OFFERED
+    booked = schedule(row)  # the session's and its compute's: built once (nothing edits it)
     return ExecutionSession(
         meta=ComponentMetadata(
             uuid=row.uuid,
@@ -114,13 +117,13 @@ def session(
         phase=Phase(row.phase),
         expires=row.expires if row.phase == Phase.OFFERED else None,
         executable=_identified(row.executable, row.uuid, "executable"),
-        compute=_compute(row, requested),
+        compute=_compute(row, requested, booked),
         storage=_storage(row, requested),
         data=[
             _identified(item, row.uuid, f"data/{index}")
             for index, item in enumerate(requested.get("data", []))
         ],
-        schedule=schedule(row),
+        schedule=booked,
         costs=[SimpleCost(type=row.cost_type, min=row.cost, max=row.cost)]
         if row.cost is not None
         else [],

@@ -179,13 +179,14 @@ class Starts(Sequence[datetime]):
 class Calendar:
     """An immutable set of bookings, indexed for peak-load queries over any window."""
 
-    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_source", "_times")
+    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_scanned", "_source", "_times")
 
     def __init__(self, bookings: Iterable[Booking]) -> None:
         self._bookings: tuple[Booking, ...] | None = tuple(bookings)
         self._source: Callable[[], tuple[Booking, ...]] | None = None
         self._times, self._columns = _sweep(_pieces(self._bookings))
         self._blocks: tuple[list[int], ...] | None = None
+        self._scanned = 0
         self._ends = sorted({b.end for b in self._bookings})
 
     @classmethod
@@ -204,6 +205,7 @@ class Calendar:
         calendar._bookings, calendar._source = None, bookings
         calendar._times, calendar._columns = times, columns
         calendar._blocks = None
+        calendar._scanned = 0
         calendar._ends = ends
         return calendar
 
@@ -264,7 +266,12 @@ class Calendar:
         i, j = self._span(start, end)
         if i >= j:
             return Resources(), 0
-        if j - i <= 2 * _BLOCK:  # a short window: no block maxima needed (nor built)
+        # A short window needs no block maxima. Building them is a pass over the whole
+        # calendar, and the index's view is new after every booking: until the windows
+        # scanned add up to that pass, scan a long window itself (same maxima, less work).
+        scanned = self._scanned + j - i
+        if j - i <= 2 * _BLOCK or (self._blocks is None and scanned <= len(self._times)):
+            self._scanned = scanned
             cores, memory, storage, sessions = (max(col[i:j]) for col in self._columns)
         else:
             cores, memory, storage, sessions = (

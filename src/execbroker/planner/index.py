@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,20 +97,35 @@ class HoldIndex:
 
     def put(self, key: str, hold: Hold) -> None:
         """Add the session ``key``'s hold, or replace the one it had."""
-        if self._holds.get(key) == hold:
-            return
-        self.discard(key)
-        self._holds[key] = hold
-        self._end_ref(hold.booking.end, +1)
-        if hold.expires is not None:
-            heapq.heappush(self._expiry, (hold.expires, key))
-        group = hold.booking.group
-        if group is None:
-            self._apply(f"s:{key}", _pieces([hold.booking]))
-        else:
-            self._groups.setdefault(group, set()).add(key)
+        self.update([(key, hold)])
+
+    def update(self, changes: Iterable[tuple[str, Hold | None]]) -> None:
+        """``put`` each (key, hold) in turn, or ``discard`` the key where hold is None.
+
+        The same end state as one call each, but an offer set's pieces are collapsed once for
+        all its new members, not once per member (each time re-editing every boundary it has).
+        """
+        dirty: dict[str, None] = {}  # groups whose pieces are due, in order
+        for key, hold in changes:
+            if hold is None:
+                self.discard(key)
+                continue
+            if self._holds.get(key) == hold:
+                continue
+            self.discard(key)
+            self._holds[key] = hold
+            self._end_ref(hold.booking.end, +1)
+            if hold.expires is not None:
+                heapq.heappush(self._expiry, (hold.expires, key))
+            group = hold.booking.group
+            if group is None:
+                self._apply(f"s:{key}", _pieces([hold.booking]))
+            else:
+                self._groups.setdefault(group, set()).add(key)
+                dirty[group] = None
+            self._view = None
+        for group in dirty:
             self._regroup(group)
-        self._view = None
 
     def discard(self, key: str) -> None:
         """Forget the session ``key`` (it no longer holds anything); no-op if unknown."""

@@ -116,10 +116,13 @@ class Database:
         with self._writer, self._booking() as session, session.begin():
             # The lock row's version, read under the lock: the booking transactions counted so
             # far (see ``execbroker.holdings``). SQLite's BEGIN IMMEDIATE already serialises.
-            query = select(BrokerLock.version).where(BrokerLock.id == 1)
+            # (Core, on the session's connection: the ORM's handling of a one-column read
+            # cost more than the read)
+            lock = BrokerLock.__table__
+            query = select(lock.c.version).where(lock.c.id == 1)
             if self.engine.dialect.name != "sqlite":
                 query = query.with_for_update()
-            session.info["lock_version"] = session.scalar(query) or 0
+            session.info["lock_version"] = session.connection().scalar(query) or 0
             yield session
 
     def close(self) -> None:

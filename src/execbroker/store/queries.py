@@ -123,8 +123,14 @@ def released_since(db: Session, since: datetime) -> list[str]:
     return list(db.scalars(query))
 
 
+_LOCK = BrokerLock.__table__
+# A Core statement built once: the ORM's bulk update (its session synchronisation above
+# all) cost more than the UPDATE itself, once per booking transaction.
+_BUMP = update(_LOCK).where(_LOCK.c.id == 1).values(version=bindparam("new_version"))
+
+
 def bump_lock_version(db: Session, version: int) -> None:
-    db.execute(update(BrokerLock).where(BrokerLock.id == 1).values(version=version))
+    db.connection().execute(_BUMP, {"new_version": version})
 
 
 # -- retention ------------------------------------------------------------------------------
