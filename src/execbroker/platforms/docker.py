@@ -10,8 +10,10 @@ limit, and the writable layer's size where the storage driver can hold it to one
 says so when it cannot). Each session gets a bridge network of its own, so one user's
 container cannot reach another's over docker's shared default bridge; networks are made
 ahead (``docker_networks``: ``network_spares``), each with a holder container whose network
-namespace a session without ports joins (``holder_image``), and each is given to one session
-only, which removes it with its container. Ports are published on
+namespace a session joins (``holder_image``), and each is given to one session only, which
+removes it with its container; for a session that publishes ports, only a holder that
+publishes the same ones (``port_spares``: for the sets of ports sessions published lately),
+else it gets the spare's network and publishes them itself. Ports are published on
 the broker's ``publish_host`` at random host ports and reported as connectors; an HTTP(S) one
 only once it answers (or after ``probe_grace`` seconds), so AVAILABLE means reachable. A port
 with ``access: false`` is not published; ``external`` ports and addresses a request names are
@@ -51,6 +53,7 @@ The monitor hears of a container starting or ending from the engine's event stre
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -82,6 +85,7 @@ from execbroker.platforms.docker_engine import (
     LABEL_NOTEBOOK,
     LABEL_PLATFORM,
     LABEL_PORTS,
+    LABEL_PUBLISHED,
     LABEL_SESSION,
     Engine,
     EngineOptions,
@@ -126,6 +130,13 @@ class DockerOptions(EngineOptions):
     network_spares: int = Field(
         default=1, ge=0, le=8, description="per-session networks made ahead (0: at each start)"
     )
+    port_spares: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="networks made ahead whose holder publishes the ports that sessions "
+        "published lately, one for each of the last this many sets of ports (0: none)",
+    )
     holder_image: str | None = Field(
         default="busybox:local",
         description="a tiny local image with sleep, whose container holds a spare network's "
@@ -153,6 +164,8 @@ class DockerPlatform:
             platform=self.name,
             spares=options.network_spares,
             holder_image=options.holder_image,
+            port_spares=options.port_spares,
+            publish_host=options.publish_host,
         )
         self.events = EventFollower(self.engine, broker=broker, platform=self.name)
         self.logs_dir = state_dir / "docker-logs"
@@ -312,12 +325,17 @@ class DockerPlatform:
         if not self.options.isolate:
             container, fresh = self._create(arguments)
             return self._started(container, fresh=fresh)
-        spare = self.networks.take(lambda: self._network(name, labels))
+        ports = [p.key for p in plans]
+        spare = self.networks.take(lambda: self._network(name, labels), ports)
         arguments["labels"][LABEL_NETWORK] = spare.network
         if spare.holder is not None:
             arguments["labels"][LABEL_HOLDER] = spare.holder
-        if spare.holder is not None and not plans:  # joins the namespace made ahead
+        if spare.holder is not None and spare.ports == tuple(sorted(ports)):
+            # joins the namespace made ahead, whose holder publishes exactly its ports
             arguments["network_mode"] = f"container:{spare.holder}"
+            del arguments["ports"]
+            if spare.published:
+                arguments["labels"][LABEL_PUBLISHED] = json.dumps(spare.published)
         else:  # its ports are published from its own namespace
             arguments["network"] = spare.network
         try:

@@ -50,6 +50,9 @@ LABEL_PLATFORM = "execbroker.platform"
 LABEL_DEADLINE = "execbroker.deadline"  # epoch seconds: the sweep's safety net
 LABEL_PORTS = "execbroker.ports"  # JSON: which published port is which protocol
 LABEL_NOTEBOOK = "execbroker.notebook"  # batch | interactive: a notebook task's container
+# JSON, port -> host port: where the holder whose network namespace a container joined
+# publishes that container's ports (the engine lists them under the holder only)
+LABEL_PUBLISHED = "execbroker.published"
 SWEEP_EVERY = 30.0  # seconds between safety-net sweeps
 SWEEP_AFTER = 60  # seconds past its deadline before a sweep ends a container
 GIB = 1024**3
@@ -299,15 +302,27 @@ _SCHEMES = {"HTTP": "http", "HTTPS": "https", "TCP": "tcp", "UDP": "udp"}
 _WEB = {"HTTP", "HTTPS"}
 
 
+def host_ports(container: Container) -> dict[str, str]:
+    """Port (``8080/tcp``) -> the host port it is published on, for a running container."""
+    held = container.labels.get(LABEL_PUBLISHED)
+    if held:  # published by the holder whose namespace it joined
+        try:
+            return {str(key): str(port) for key, port in json.loads(held).items()}
+        except (ValueError, AttributeError):
+            return {}
+    published = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    found = {key: (bindings or [{}])[0].get("HostPort") for key, bindings in published.items()}
+    return {key: str(port) for key, port in found.items() if port}
+
+
 def endpoints(container: Container, host: str) -> list[Endpoint]:
     """The connectors of a running container: one per published port the broker planned."""
-    published = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    published = host_ports(container)
     found = []
     for port in planned_ports(container):
-        bindings = published.get(port.key) or []
-        if not bindings or not bindings[0].get("HostPort"):
+        if port.key not in published:
             continue
-        address = f"{_SCHEMES[port.protocol]}://{host}:{bindings[0]['HostPort']}"
+        address = f"{_SCHEMES[port.protocol]}://{host}:{published[port.key]}"
         if port.protocol in _WEB:
             address += port.path if port.path.startswith("/") else f"/{port.path}"
         found.append(Endpoint(port.protocol, address))
@@ -316,8 +331,7 @@ def endpoints(container: Container, host: str) -> list[Endpoint]:
 
 def published_port(container: Container, key: str) -> int | None:
     """The host port that ``key`` (``8888/tcp``) of a running container is published on."""
-    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(key) or []
-    port = bindings[0].get("HostPort") if bindings else None
+    port = host_ports(container).get(key)
     return int(port) if port else None
 
 

@@ -11,18 +11,25 @@ Joining a container to a network costs the engine about as much again (its end o
 bridge, the embedded DNS's rules in its namespace). So a spare comes with a *holder*: a
 tiny container of the broker's (``holder_image``, running ``sleep``, with no capabilities,
 a read-only root and a few pids) already on the network, whose network namespace a session
-with no published ports joins (``network_mode: container:<holder>``). That session's
-container then starts as fast as one with no network at all, and is still alone with its
-own holder on a network of its own. A session that publishes ports (they belong to whoever
-owns the namespace, and are known only at its start) gets the spare's network itself, next
-to the holder. Each holder goes with its session (removed before its network); a broker
-without the holder image makes networks only.
+joins (``network_mode: container:<holder>``). That session's container then starts as fast
+as one with no network at all, and is still alone with its own holder on a network of its
+own. Each holder goes with its session (removed before its network); a broker without the
+holder image makes networks only.
+
+Published ports belong to whoever owns the namespace, and are fixed when it starts: a
+session that publishes ports joins only a holder that publishes exactly those (its
+``ports``, at random host ports on ``publish_host``). The pool learns which sets of ports
+sessions publish (the last ``port_spares`` of them) and keeps one such spare ready for each;
+a session whose set has none ready gets a plain spare's network itself, next to its holder,
+and publishes its ports from its own namespace. Until its session joins, a port of a holder
+leads nowhere (nothing listens in that namespace), and it closes with its holder.
 
 A spare belongs to the process that made it (its ``LABEL_SPARE`` names the host and pid), so
 replicas on one engine never hand out each other's. Spares left by a process that died on
 this host are removed when the next one starts filling its own; spares are made only once
 a session has been started (a broker that starts none makes none), and removed on close.
-Networks come from the engine's limited address pools, so the default is one spare.
+Networks come from the engine's limited address pools, so the defaults are one plain spare
+and one with ports.
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import docker.errors
+from docker.models.containers import Container
 
 from execbroker.platforms.base import PlatformError
 from execbroker.platforms.docker_engine import (
@@ -55,10 +63,13 @@ HOLD_COMMAND = ["sleep", "2147483647"]
 
 @dataclass(frozen=True, slots=True)
 class Spare:
-    """A network made ahead for one session, and its holder container (or None)."""
+    """A network made ahead for one session, its holder container (or None), the ports
+    the holder publishes (``8080/tcp``, sorted) and the host port each is published on."""
 
     network: str
     holder: str | None = None
+    ports: tuple[str, ...] = ()
+    published: dict[str, str] = field(default_factory=dict)
 
 
 class NetworkPool:
@@ -70,28 +81,58 @@ class NetworkPool:
         platform: str,
         spares: int,
         holder_image: str | None = None,
+        port_spares: int = 0,
+        publish_host: str = "127.0.0.1",
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.platform = platform
         self.spares = spares
         self.holder_image = holder_image
+        self.port_spares = port_spares
+        self.publish_host = publish_host
         self.maker = f"{socket.gethostname()}:{os.getpid()}"
         self._ready: list[Spare] = []
+        self._port_sets: list[tuple[str, ...]] = []  # those sessions published last, newest first
         self._lock = threading.Lock()
         self._filling = False
         self._filler: threading.Thread | None = None
         self._closed = False
         self._swept = False
 
-    def take(self, make: Callable[[], str]) -> Spare:
+    def take(self, make: Callable[[], str], ports: Iterable[str] = ()) -> Spare:
         """A network of the session's own: a spare if one is ready, else one ``make``s now
-        (without a holder). Call ``refill`` once the session's container has started: the
-        engine makes one network at a time, and a spare being made would slow the start it
-        is for."""
+        (without a holder). The spare's holder publishes exactly the session's ``ports``
+        when one that does is ready; else it publishes none (and the session, if it has
+        ports, must not join its namespace). Call ``refill`` once the session's container
+        has started: the engine makes one network at a time, and a spare being made would
+        slow the start it is for."""
+        wanted = tuple(sorted(set(ports)))
         with self._lock:
-            spare = self._ready.pop() if self._ready else None
+            if wanted and self.port_spares and self.holder_image is not None:
+                self._learn(wanted)
+            spare = self._pop(wanted) or self._pop(())
         return spare if spare is not None else Spare(make())
+
+    def _learn(self, ports: tuple[str, ...]) -> None:
+        """Keep a spare for ``ports`` from now on, in place of the set least lately used."""
+        if ports in self._port_sets:
+            self._port_sets.remove(ports)
+        self._port_sets.insert(0, ports)
+        del self._port_sets[self.port_spares :]
+
+    def _pop(self, ports: tuple[str, ...]) -> Spare | None:
+        for index, spare in enumerate(self._ready):
+            if spare.ports == ports:
+                return self._ready.pop(index)
+        return None
+
+    def _wanted(self) -> tuple[str, ...] | None:
+        """The ports of the next spare to make (``()``: a plain one), or None: all ready."""
+        if sum(1 for spare in self._ready if not spare.ports) < self.spares:
+            return ()
+        ready = {spare.ports for spare in self._ready}
+        return next((ports for ports in self._port_sets if ports not in ready), None)
 
     def close(self) -> None:
         """Make no more spares, and remove those not handed out (the one being made too)."""
@@ -107,7 +148,7 @@ class NetworkPool:
 
     def refill(self) -> None:
         with self._lock:
-            if self._filling or self._closed or len(self._ready) >= self.spares:
+            if self._filling or self._closed or self._wanted() is None:
                 return
             self._filling = True
             self._filler = threading.Thread(
@@ -122,9 +163,14 @@ class NetworkPool:
                 self._swept = True
             while True:
                 with self._lock:
-                    if self._closed or len(self._ready) >= self.spares:
-                        return
-                spare = self._make()
+                    stale = [s for s in self._ready if s.ports and s.ports not in self._port_sets]
+                    self._ready = [s for s in self._ready if s not in stale]
+                    ports = None if self._closed else self._wanted()
+                for spare in stale:  # ports no session has asked for lately
+                    discard(self.engine, spare)
+                if ports is None:
+                    return
+                spare = self._make(ports)
                 with self._lock:
                     if not self._closed:
                         self._ready.append(spare)
@@ -137,7 +183,7 @@ class NetworkPool:
             with self._lock:
                 self._filling = False
 
-    def _make(self) -> Spare:
+    def _make(self, ports: tuple[str, ...]) -> Spare:
         name = f"execbroker-{self.broker}-net-{uuid.uuid4().hex[:16]}"
         labels = {LABEL_BROKER: self.broker, LABEL_PLATFORM: self.platform, LABEL_SPARE: self.maker}
         try:
@@ -157,6 +203,7 @@ class NetworkPool:
                 name=f"{name}-holder",
                 detach=True,
                 network=name,
+                ports={key: (self.publish_host, None) for key in ports},
                 labels=labels,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -166,11 +213,12 @@ class NetworkPool:
                 nano_cpus=100_000_000,
                 log_config={"type": "none"},
             )
-        except docker.errors.DockerException as error:
+            published = _host_ports(holder, ports)
+        except (docker.errors.DockerException, PlatformError) as error:
             remove_holder(self.engine, f"{name}-holder")
             remove(self.engine, name)
             raise PlatformError(f"could not start a holder: {ok_or_reason(error)}") from None
-        return Spare(name, holder.id)
+        return Spare(name, holder.id, ports, published)
 
     def _sweep_dead(self) -> None:
         """Spares that a process of this broker on this host left when it died."""
@@ -195,6 +243,19 @@ class NetworkPool:
             if dead(network.attrs.get("Labels")) and network.name not in used:
                 log.info("removing spare network %s: the broker that made it is gone", network.name)
                 remove(self.engine, network.name)
+
+
+def _host_ports(holder: Container, ports: tuple[str, ...]) -> dict[str, str]:
+    """The host port each of ``ports`` of a started holder is published on."""
+    if not ports:
+        return {}
+    holder.reload()  # (``run`` describes it as created, before its ports were bound)
+    bindings = holder.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    published = {key: (bindings.get(key) or [{}])[0].get("HostPort") for key in ports}
+    missing = sorted(key for key, port in published.items() if not port)
+    if missing:
+        raise PlatformError(f"the engine published no host port for {', '.join(missing)}")
+    return {key: str(port) for key, port in published.items()}
 
 
 def _alive(pid: int) -> bool:
