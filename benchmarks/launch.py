@@ -16,8 +16,11 @@ the accepting ``POST /sessions/{uuid}`` to the first ``GET`` that shows the sess
 (a ``sleep``: no ports) or AVAILABLE (``httpd`` with a published HTTP port, which the broker
 reports only once it answers). Next to it, the same containers started directly: ``docker run
 -d`` (the CLI) and ``containers.run(detach=True)`` (the Python SDK); for httpd also until its
-URL answers. The broker's monitor passes come every ``monitor_interval_s``; an accept, the
-engine's events and a start under way bring them sooner. Completion: a container that
+URL answers. httpd runs twice: on the same port each time (after the first, the broker has a
+spare holder that publishes it, ``port_spares``; next to it a broker with ``port_spares: 0``,
+whose sessions publish their ports themselves, as all did before), and on a new port each
+time (no spare publishes it). The broker's monitor passes come every ``monitor_interval_s``;
+an accept, the engine's events and a start under way bring them sooner. Completion: a container that
 sleeps and exits, from the engine's ``die`` event (its time, read by this process from the
 event stream) until a GET shows the session COMPLETED.
 
@@ -25,6 +28,7 @@ slurm: see ``measure_slurm``; completion from the time the job's script prints a
 act (read from its log) until a GET shows COMPLETED.
 
     python benchmarks/launch.py [--repeats 5] [--platforms local,docker,slurm]
+        [--docker-cases completion,sleep,httpd,httpd_new_ports]
 
 Prints one JSON object.
 """
@@ -32,6 +36,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -42,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid as uuids
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +58,15 @@ from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
 
 IMAGE = "busybox:local"
 SLEEP = ["sleep", "60"]
-HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+HTTPD_PORT = 8080
+FRESH_PORTS = range(9000, 9999)  # the cold case's: a port no session of the run used before
+
+
+def _httpd(port: int) -> list[str]:
+    return ["busybox", "httpd", "-f", "-p", str(port), "-h", "/www"]
+
+
+HTTPD = _httpd(HTTPD_PORT)
 POLL_S = 0.01
 MONITOR_INTERVAL = "PT0.2S"
 BASE_CONFIG: dict[str, Any] = {**LOCAL_CONFIG, "monitor": {"interval": MONITOR_INTERVAL}}
@@ -94,14 +107,14 @@ def _answers(url: str) -> bool:
 # -- through a broker -------------------------------------------------------------------
 
 
-def _request(command: list[str], ports: bool) -> dict[str, Any]:
+def _request(command: list[str], port: int | None) -> dict[str, Any]:
     executable: dict[str, Any] = {
         "kind": "docker-container",
         "image": {"locations": [IMAGE]},
         "command": command,
     }
-    if ports:
-        executable["network"] = {"ports": [{"internal": {"port": 8080}, "protocol": "HTTP"}]}
+    if port is not None:
+        executable["network"] = {"ports": [{"internal": {"port": port}, "protocol": "HTTP"}]}
     return {
         "executable": executable,
         "compute": {"cores": {"min": 1, "max": 1}, "memory": {"min": 1, "max": 1}},
@@ -235,9 +248,9 @@ def measure_local(repeats: int, directory: Path) -> dict[str, Any]:
 # -- directly ---------------------------------------------------------------------------
 
 
-def _docker_cli(command: list[str], ports: bool) -> tuple[float, float | None]:
+def _docker_cli(command: list[str], port: int | None) -> tuple[float, float | None]:
     """(seconds until ``docker run -d`` returns, seconds until the URL answers or None)."""
-    publish = ["-p", "127.0.0.1::8080"] if ports else []
+    publish = ["-p", f"127.0.0.1::{port}"] if port is not None else []
     started = time.perf_counter()
     done = subprocess.run(
         ["docker", "run", "-d", *publish, IMAGE, *command],
@@ -249,10 +262,10 @@ def _docker_cli(command: list[str], ports: bool) -> tuple[float, float | None]:
     container = done.stdout.strip()
     answered = None
     try:
-        if ports:
-            port = (
+        if port is not None:
+            published = (
                 subprocess.run(
-                    ["docker", "port", container, "8080/tcp"],
+                    ["docker", "port", container, f"{port}/tcp"],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -260,18 +273,17 @@ def _docker_cli(command: list[str], ports: bool) -> tuple[float, float | None]:
                 .stdout.split()[0]
                 .rsplit(":", 1)[1]
             )
-            _wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"))
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{published}/"))
             answered = time.perf_counter() - started
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
     return returned, answered
 
 
-def _docker_sdk(client: Any, command: list[str], ports: bool) -> float:
+def _docker_sdk(client: Any, command: list[str], port: int | None) -> float:
     started = time.perf_counter()
-    container = client.containers.run(
-        IMAGE, command, detach=True, ports={"8080/tcp": ("127.0.0.1", None)} if ports else None
-    )
+    publish = {f"{port}/tcp": ("127.0.0.1", None)} if port is not None else None
+    container = client.containers.run(IMAGE, command, detach=True, ports=publish)
     elapsed = time.perf_counter() - started
     container.remove(force=True)
     return elapsed
@@ -313,70 +325,111 @@ class _DeathWatch:
 
 
 def _docker_completion(client: httpx.Client, deaths: _DeathWatch) -> float:
-    uuid = _accepted(client, _request(["sleep", "0.3"], ports=False))
+    uuid = _accepted(client, _request(["sleep", "0.3"], None))
     return _completion_seen(client, uuid, lambda: deaths.ended[uuid])
 
 
-def measure_docker(repeats: int, directory: Path) -> dict[str, Any]:
+DOCKER_CASES = ("completion", "sleep", "httpd", "httpd_new_ports")
+
+
+def measure_docker(
+    repeats: int, directory: Path, cases: tuple[str, ...] = DOCKER_CASES
+) -> dict[str, Any]:
     """busybox through a broker (a network per session, as configured by default; and on
-    docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK."""
+    docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK.
+
+    Cases: ``completion``; ``sleep`` (accept to RUNNING); ``httpd`` (accept to AVAILABLE,
+    the same port each time: after the warm-up, the broker has a spare holder publishing it,
+    next to a broker with ``port_spares: 0``, whose sessions publish their ports themselves);
+    ``httpd_new_ports`` (a port no session used before each time: no spare publishes it)."""
     import docker
 
     sdk = docker.from_env()
     sdk.images.get(IMAGE)
-    isolated = _docker_broker(directory, "bench-launch")
-    shared = _docker_broker(directory, "bench-launch-shared", isolate=False)
+    brokers = {
+        "broker": _docker_broker(directory, "bench-launch"),
+        "broker_shared_bridge": _docker_broker(directory, "bench-launch-shared", isolate=False),
+    }
+    if {"httpd", "httpd_new_ports"} & set(cases):
+        brokers["broker_port_spares_0"] = _docker_broker(
+            directory, "bench-launch-port-spares-0", port_spares=0
+        )
     results: dict[str, Any] = {"monitor_interval_s": 0.2, "image": IMAGE}
     deaths = _DeathWatch("bench-launch")
+    fresh = iter(FRESH_PORTS)
     try:
-        with isolated.client() as client, shared.client() as shared_client:
-            completion = [_docker_completion(client, deaths) for _ in range(repeats + 1)][1:]
-            results["completion_median_ms"] = _median_ms(completion)
-            results["completion_max_ms"] = round(max(completion) * 1000, 1)
-            for name, command, ports, phase in (
-                ("sleep_to_running", SLEEP, False, "RUNNING"),
-                ("httpd_to_available", HTTPD, True, "AVAILABLE"),
+        with contextlib.ExitStack() as stack:
+            clients = {name: stack.enter_context(b.client()) for name, b in brokers.items()}
+            if "completion" in cases:
+                broker = clients["broker"]
+                completion = [_docker_completion(broker, deaths) for _ in range(repeats + 1)][1:]
+                results["completion_median_ms"] = _median_ms(completion)
+                results["completion_max_ms"] = round(max(completion) * 1000, 1)
+            for case, name, port, phase in (
+                ("sleep", "sleep_to_running", None, "RUNNING"),
+                ("httpd", "httpd_to_available", HTTPD_PORT, "AVAILABLE"),
+                ("httpd_new_ports", "httpd_new_ports_to_available", 0, "AVAILABLE"),
             ):
-                body = _request(command, ports)
-                _through_broker(client, body, phase)  # warm up
-                _through_broker(shared_client, body, phase)
-                _docker_cli(command, ports)
-                timings: dict[str, list[float]] = {
-                    "broker": [],
-                    "broker_shared_bridge": [],
-                    "docker_run": [],
-                    "sdk_run": [],
-                }
-                answered: list[float] = []
-                for _ in range(repeats):  # interleaved, so drift hits all alike
-                    timings["broker"].append(_through_broker(client, body, phase))
-                    timings["broker_shared_bridge"].append(
-                        _through_broker(shared_client, body, phase)
-                    )
-                    returned, until_answer = _docker_cli(command, ports)
-                    timings["docker_run"].append(returned)
-                    if until_answer is not None:
-                        answered.append(until_answer)
-                    timings["sdk_run"].append(_docker_sdk(sdk, command, ports))
-                medians = {f"{key}_median_ms": _median_ms(value) for key, value in timings.items()}
-                if answered:
-                    medians["docker_run_until_http_answers_median_ms"] = _median_ms(answered)
-                    medians["broker_over_docker_run_until_http_answers"] = _ratio(
-                        timings["broker"], answered
-                    )
-                broker = statistics.median(timings["broker"])
-                medians["broker_over_docker_run"] = round(
-                    broker / statistics.median(timings["docker_run"]), 2
-                )
-                medians["broker_over_sdk_run"] = round(
-                    broker / statistics.median(timings["sdk_run"]), 2
-                )
-                results[name] = medians
+                if case in cases:
+                    results[name] = _docker_case(sdk, clients, repeats, port, phase, fresh)
     finally:
         deaths.close()
-        isolated.stop()
-        shared.stop()
+        for broker in brokers.values():
+            broker.stop()
     return results
+
+
+def _docker_case(
+    sdk: Any,
+    clients: dict[str, httpx.Client],
+    repeats: int,
+    port: int | None,
+    phase: str,
+    fresh: Iterator[int],
+) -> dict[str, Any]:
+    """One case's medians and ratios: each broker's sessions and the direct starts,
+    interleaved. ``port`` 0: a fresh one each time, from ``fresh``."""
+    brokers = dict(clients)
+    if port is None:  # (ports only: the same as ``broker`` otherwise)
+        brokers.pop("broker_port_spares_0", None)
+
+    def body() -> dict[str, Any]:
+        chosen = next(fresh) if port == 0 else port
+        return _request(_httpd(chosen) if chosen is not None else SLEEP, chosen)
+
+    def direct() -> tuple[float, float | None, float]:
+        chosen = next(fresh) if port == 0 else port
+        command = _httpd(chosen) if chosen is not None else SLEEP
+        returned, until_answer = _docker_cli(command, chosen)
+        return returned, until_answer, _docker_sdk(sdk, command, chosen)
+
+    for client in brokers.values():  # warm up: twice, as a spare for ports is made from the
+        for _ in range(2):  # second time a broker's sessions publish them
+            _through_broker(client, body(), phase)
+    direct()
+    timings: dict[str, list[float]] = {name: [] for name in brokers}
+    timings.update(docker_run=[], sdk_run=[])
+    answered: list[float] = []
+    names = list(brokers)
+    for repeat in range(repeats):  # interleaved, so drift hits all alike; and in turns, so
+        # what one broker's engine work leaves behind (a spare being made, a removal) falls
+        # on each of the others alike
+        turn = repeat % len(names)
+        for name in names[turn:] + names[:turn]:
+            timings[name].append(_through_broker(brokers[name], body(), phase))
+        returned, until_answer, sdk_run = direct()
+        timings["docker_run"].append(returned)
+        timings["sdk_run"].append(sdk_run)
+        if until_answer is not None:
+            answered.append(until_answer)
+    medians = {f"{key}_median_ms": _median_ms(value) for key, value in timings.items()}
+    if answered:
+        medians["docker_run_until_http_answers_median_ms"] = _median_ms(answered)
+        for name in brokers:
+            medians[f"{name}_over_docker_run_until_http_answers"] = _ratio(timings[name], answered)
+    medians["broker_over_docker_run"] = _ratio(timings["broker"], timings["docker_run"])
+    medians["broker_over_sdk_run"] = _ratio(timings["broker"], timings["sdk_run"])
+    return medians
 
 
 # -- slurm ------------------------------------------------------------------------------
@@ -573,7 +626,7 @@ def measure_kubernetes(repeats: int, directory: Path) -> dict[str, Any]:
     config["platforms"][0]["kubeconfig"] = kubeconfig
     config.update(name="bench-k8s", monitor={"interval": MONITOR_INTERVAL})
     broker = BrokerProcess(config, directory / "bench-k8s").start()
-    body = _request(SLEEP, ports=False)
+    body = _request(SLEEP, None)
     ways = {"client": None} | ({"kubectl": kubectl} if kubectl else {})
     timings: dict[str, list[float]] = {"broker": []}
     for way in ways:
@@ -616,11 +669,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--platforms", default=",".join(PLATFORMS))
+    parser.add_argument(
+        "--docker-cases",
+        default=",".join(DOCKER_CASES),
+        help=f"of the docker platform's: {', '.join(DOCKER_CASES)} (default: all)",
+    )
     args = parser.parse_args()
     names = [name for name in args.platforms.split(",") if name]
     unknown = sorted(set(names) - set(PLATFORMS))
     if unknown:
         parser.error(f"unknown platforms {unknown}; known: {sorted(PLATFORMS)}")
+    cases = tuple(case for case in args.docker_cases.split(",") if case)
+    if set(cases) - set(DOCKER_CASES):
+        parser.error(f"unknown docker cases {sorted(set(cases) - set(DOCKER_CASES))}")
+    PLATFORMS["docker"] = functools.partial(measure_docker, cases=cases)
     with tempfile.TemporaryDirectory(prefix="execbroker-launch-") as temporary:
         os.chmod(temporary, 0o711)  # Slurm jobs run as their owners' accounts pass through
         results = {name: PLATFORMS[name](args.repeats, Path(temporary) / name) for name in names}

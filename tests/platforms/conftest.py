@@ -4,7 +4,9 @@ that cleans up after itself."""
 from __future__ import annotations
 
 import uuid as uuids
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,3 +35,21 @@ def broker_name(engine: Any) -> Iterator[str]:
     name = f"t-{uuids.uuid4().hex[:10]}"
     yield name
     remove_labelled(engine, name)
+
+
+@pytest.fixture
+def make_platform(broker_name: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Docker platforms (``docker.create`` with the options given) under this test's broker
+    name; closed afterwards (spares being made are finished and removed)."""
+    from execbroker.platforms import docker as docker_platform
+
+    made: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        broker = SimpleNamespace(name=broker_name, state_path=tmp_path / "state")
+        made.append(docker_platform.create(options, broker=broker))
+        return made[-1]
+
+    yield make
+    for platform in made:
+        platform.close()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuids
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import docker
@@ -19,7 +17,6 @@ import httpx
 import pytest
 
 from execbroker.model.executables import DockerCompose, DockerContainer
-from execbroker.platforms import docker as docker_platform
 from execbroker.platforms.base import PlatformError, RunState
 from execbroker.platforms.docker_engine import GIB
 from tests.platforms import support
@@ -29,22 +26,6 @@ pytestmark = pytest.mark.docker
 
 IMAGE = "busybox:local"
 HTTPD = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
-
-
-@pytest.fixture
-def make_platform(
-    broker_name: str, tmp_path: Path
-) -> Iterator[Callable[..., docker_platform.DockerPlatform]]:
-    made: list[docker_platform.DockerPlatform] = []
-
-    def make(**options: Any) -> docker_platform.DockerPlatform:
-        broker = SimpleNamespace(name=broker_name, state_path=tmp_path / "state")
-        made.append(docker_platform.create(options, broker=broker))
-        return made[-1]
-
-    yield make
-    for platform in made:  # (spares being made are finished and removed)
-        platform.close()
 
 
 def container(image: str = IMAGE, **fields: Any) -> DockerContainer:

@@ -9,9 +9,8 @@ import socket
 import subprocess
 import time
 import uuid as uuids
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import docker
@@ -19,7 +18,6 @@ import httpx
 import pytest
 
 from execbroker.model.executables import DockerContainer
-from execbroker.platforms import docker as docker_platform
 from execbroker.platforms.base import LaunchSpec, RunState
 from execbroker.platforms.docker import DockerPlatform
 from execbroker.platforms.docker_networks import LABEL_HOLDER, LABEL_NETWORK
@@ -108,20 +106,6 @@ def test_compose_sessions_end_without_waiting_for_a_pass(
             assert _seconds_until(client, uuid, {"COMPLETED"}) < SOON
     finally:
         remove_labelled(engine, name)
-
-
-@pytest.fixture
-def make_platform(broker_name: str, tmp_path: Path) -> Iterator[Callable[..., DockerPlatform]]:
-    made: list[DockerPlatform] = []
-
-    def make(**options: Any) -> DockerPlatform:
-        broker = SimpleNamespace(name=broker_name, state_path=tmp_path / "state")
-        made.append(docker_platform.create(options, broker=broker))
-        return made[-1]
-
-    yield make
-    for platform in made:
-        platform.close()
 
 
 def _sleeper(tmp_path: Path, command: list[str]) -> LaunchSpec:

@@ -19,10 +19,11 @@ holder image makes networks only.
 Published ports belong to whoever owns the namespace, and are fixed when it starts: a
 session that publishes ports joins only a holder that publishes exactly those (its
 ``ports``, at random host ports on ``publish_host``). The pool learns which sets of ports
-sessions publish (the last ``port_spares`` of them) and keeps one such spare ready for each;
-a session whose set has none ready gets a plain spare's network itself, next to its holder,
-and publishes its ports from its own namespace. Until its session joins, a port of a holder
-leads nowhere (nothing listens in that namespace), and it closes with its holder.
+sessions publish again and again (the last ``port_spares`` sets published twice lately)
+and keeps one such spare ready for each; a session whose set has none ready gets a plain
+spare's network itself, next to its holder, and publishes its ports from its own
+namespace. Until its session joins, a holder's port leads nowhere (nothing listens in that
+namespace), and it closes with its holder.
 
 A spare belongs to the process that made it (its ``LABEL_SPARE`` names the host and pid), so
 replicas on one engine never hand out each other's. Spares left by a process that died on
@@ -59,6 +60,7 @@ LABEL_SPARE = "execbroker.spare"  # host:pid of the process that made a spare ne
 LABEL_NETWORK = "execbroker.network"  # on a container: the network it was given
 LABEL_HOLDER = "execbroker.holder"  # on a container: the holder whose network it joined
 HOLD_COMMAND = ["sleep", "2147483647"]
+SEEN_KEPT = 16  # sets of ports remembered as published once
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class NetworkPool:
         self.maker = f"{socket.gethostname()}:{os.getpid()}"
         self._ready: list[Spare] = []
         self._port_sets: list[tuple[str, ...]] = []  # those sessions published last, newest first
+        self._seen: list[tuple[str, ...]] = []  # sets published once lately: spares if again
+        self._ported_last = False  # the last session published ports: its kind is made first
         self._lock = threading.Lock()
         self._filling = False
         self._filler: threading.Thread | None = None
@@ -109,15 +113,23 @@ class NetworkPool:
         slow the start it is for."""
         wanted = tuple(sorted(set(ports)))
         with self._lock:
+            self._ported_last = bool(wanted)
             if wanted and self.port_spares and self.holder_image is not None:
                 self._learn(wanted)
             spare = self._pop(wanted) or self._pop(())
         return spare if spare is not None else Spare(make())
 
     def _learn(self, ports: tuple[str, ...]) -> None:
-        """Keep a spare for ``ports`` from now on, in place of the set least lately used."""
+        """A session publishes ``ports``: from the second time lately, keep a spare for them,
+        in place of the set least lately used (a set published once, as by a one-off
+        session, is not worth a network and a holder)."""
         if ports in self._port_sets:
             self._port_sets.remove(ports)
+        elif ports in self._seen:
+            self._seen.remove(ports)
+        else:
+            self._seen = [ports, *self._seen[: SEEN_KEPT - 1]]
+            return
         self._port_sets.insert(0, ports)
         del self._port_sets[self.port_spares :]
 
@@ -128,11 +140,13 @@ class NetworkPool:
         return None
 
     def _wanted(self) -> tuple[str, ...] | None:
-        """The ports of the next spare to make (``()``: a plain one), or None: all ready."""
-        if sum(1 for spare in self._ready if not spare.ports) < self.spares:
-            return ()
+        """The ports of the next spare to make (``()``: a plain one), or None: all ready;
+        of the kind the last session took first, as the next is likely to be alike."""
+        plain = () if sum(1 for s in self._ready if not s.ports) < self.spares else None
         ready = {spare.ports for spare in self._ready}
-        return next((ports for ports in self._port_sets if ports not in ready), None)
+        ported = next((ports for ports in self._port_sets if ports not in ready), None)
+        first, then = (ported, plain) if self._ported_last else (plain, ported)
+        return first if first is not None else then
 
     def close(self) -> None:
         """Make no more spares, and remove those not handed out (the one being made too)."""
