@@ -23,7 +23,6 @@ from execbroker import fetch, file_roots
 from execbroker.config import UserRoot
 from execbroker.model.tes_script import TASK_ROOT  # the folder that holds a task's paths
 
-_CHUNK = 1024 * 1024
 
 
 class DeliveryError(Exception):
@@ -120,16 +119,14 @@ def _walk(
 
 def _read(fd: int, shown: str, budget: list[int]) -> bytes:
     """A regular file's content, counted against what is left of the task's budget."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise DeliveryError(f"{shown}: not a regular file")
-    chunks, size = [], 0
-    while chunk := os.read(fd, _CHUNK):
-        size += len(chunk)
-        if size > budget[0]:
-            raise DeliveryError(f"{shown}: the task's outputs are larger than its limit")
-        chunks.append(chunk)
-    budget[0] -= size
-    return b"".join(chunks)
+    try:
+        content = file_roots.read_regular(fd, budget[0])
+    except file_roots.NotRegular:
+        raise DeliveryError(f"{shown}: not a regular file") from None
+    except file_roots.TooLarge:
+        raise DeliveryError(f"{shown}: the task's outputs are larger than its limit") from None
+    budget[0] -= len(content)
+    return content
 
 
 def _file_sink(url: str, roots: list[UserRoot]) -> Callable[[PurePosixPath, bytes], str]:

@@ -34,6 +34,14 @@ class RootError(Exception):
     """A file:// URL the broker will not read or write; the message is fit for its user."""
 
 
+class NotRegular(Exception):
+    """What a descriptor holds is not a regular file (a directory, a FIFO, a device)."""
+
+
+class TooLarge(Exception):
+    """A file holds more than the bytes a reader takes."""
+
+
 @dataclass(frozen=True, slots=True)
 class Located:
     root: UserRoot
@@ -120,15 +128,29 @@ def read_input(url: str, roots: Sequence[UserRoot], limit: int) -> bytes:
     except OSError as error:
         raise RootError(f"{url}: not readable ({_why(error)})") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            raise RootError(f"{url}: not a regular file of at most {limit} bytes")
-        content = os.read(fd, limit + 1)
-        if len(content) > limit:
-            raise RootError(f"{url}: not a regular file of at most {limit} bytes")
-        return content
+        return read_regular(fd, limit)
+    except (NotRegular, TooLarge):
+        raise RootError(f"{url}: not a regular file of at most {limit} bytes") from None
     finally:
         os.close(fd)
+
+
+def read_regular(fd: int, limit: int) -> bytes:
+    """The whole content of the regular file open at ``fd``, never more than ``limit`` bytes
+    read (one that grows past it while it is read is refused too). Raises NotRegular or
+    TooLarge; the descriptor stays open."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegular
+    if info.st_size > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    while chunk := os.read(fd, min(_CHUNK, limit + 1 - size)):  # one byte past: too large
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def write_file(found: Located, relative: Sequence[str], content: bytes) -> str:

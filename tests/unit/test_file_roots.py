@@ -3,6 +3,7 @@ the broker's file:// reads and writes never follow a link swapped in while they 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -146,3 +147,87 @@ def test_an_output_write_never_follows_a_folder_swapped_for_a_link(flipping):
     done, refused = race(attempt)
     assert not (roots / "bob" / "sub" / "out.txt").exists()
     assert done and refused
+
+
+# -- bounded reads: ``read_regular``, as ``read_input`` and a TES output's delivery use it --
+
+
+def _alice_root(tmp_path: Path) -> tuple[Path, list]:
+    home = tmp_path / "roots" / "alice"
+    home.mkdir(parents=True)
+    roots = TesConfig.model_validate({"file_roots": [str(tmp_path / "roots" / "{user}")]})
+    return home, roots.roots_for("alice")
+
+
+def _reading(path: Path, limit: int) -> bytes:
+    fd = os.open(path, file_roots.READ)
+    try:
+        return file_roots.read_regular(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def test_a_bounded_read_takes_a_file_at_its_limit_and_refuses_a_byte_more(tmp_path):
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 3 * 1024 * 1024)  # more than one chunk
+    assert _reading(path, 3 * 1024 * 1024) == b"x" * 3 * 1024 * 1024
+    with pytest.raises(file_roots.TooLarge):
+        _reading(path, 3 * 1024 * 1024 - 1)
+    (tmp_path / "empty").write_bytes(b"")
+    assert _reading(tmp_path / "empty", 0) == b""
+
+
+def test_a_bounded_read_counts_what_it_reads_not_what_the_size_said(tmp_path):
+    # /proc files say they are empty and are not: as a file that grows while it is read
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0
+    with pytest.raises(file_roots.TooLarge):
+        _reading(status, 10)
+
+
+def test_a_bounded_read_refuses_a_fifo_or_a_directory_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", tmp_path):
+        with pytest.raises(file_roots.NotRegular):
+            _reading(path, 1000)
+
+
+@pytest.mark.parametrize("what", ["fifo", "large", "directory"])
+def test_an_input_that_is_not_a_small_regular_file_is_refused_by_name(tmp_path, what):
+    home, roots = _alice_root(tmp_path)
+    target = home / "input"
+    if what == "fifo":
+        os.mkfifo(target)
+    elif what == "large":
+        target.write_bytes(b"x" * 1001)
+    else:
+        target.mkdir()
+    with pytest.raises(file_roots.RootError) as raised:
+        file_roots.read_input(target.as_uri(), roots, 1000)
+    assert str(raised.value) == f"{target.as_uri()}: not a regular file of at most 1000 bytes"
+    if what == "directory":
+        target.rmdir()
+    else:
+        target.unlink()
+    target.write_bytes(b"x" * 1000)
+    assert file_roots.read_input(target.as_uri(), roots, 1000) == b"x" * 1000
+
+
+def test_a_task_s_outputs_are_read_under_one_budget_for_all_their_files(tmp_path):
+    from execbroker import deliveries
+    from execbroker.model.tes_script import TASK_ROOT
+
+    area = tmp_path / TASK_ROOT / "out"
+    area.mkdir(parents=True)
+    (area / "a").write_bytes(b"a" * 600)
+    (area / "b").write_bytes(b"b" * 600)
+    files = dict(deliveries.read_output(tmp_path, "/out", "DIRECTORY", 1200))
+    assert {str(k): len(v) for k, v in files.items()} == {"a": 600, "b": 600}
+    with pytest.raises(deliveries.DeliveryError) as raised:
+        list(deliveries.read_output(tmp_path, "/out", "DIRECTORY", 1199))
+    assert str(raised.value) == "/out/b: the task's outputs are larger than its limit"
+    with pytest.raises(deliveries.DeliveryError) as raised:
+        list(deliveries.read_output(tmp_path, "/out/a", "FILE", 599))
+    assert str(raised.value) == "/out/a: the task's outputs are larger than its limit"
+    ((_, content),) = deliveries.read_output(tmp_path, "/out/a", "FILE", 600)
+    assert content == b"a" * 600
