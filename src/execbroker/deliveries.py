@@ -24,7 +24,6 @@ from execbroker.config import UserRoot
 from execbroker.model.tes_script import TASK_ROOT  # the folder that holds a task's paths
 
 
-
 class DeliveryError(Exception):
     """An output could not be delivered; the message is fit to show the task's owner."""
 

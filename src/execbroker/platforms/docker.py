@@ -61,7 +61,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
-from docker.models.containers import Container, _create_container_args
+from docker.models.containers import Container
 from docker.types import LogConfig
 from pydantic import Field
 
@@ -387,10 +387,7 @@ class DockerPlatform:
         from what the engine was just told (``containers.create`` would inspect it back)."""
         client = self.engine.client
         try:
-            # the SDK's own translation of ``containers.create``'s arguments
-            made = client.api.create_container(
-                **_create_container_args({**arguments, "version": client.api.api_version})
-            )
+            made = engine_.create_container(client.api, arguments)
         except docker.errors.APIError as error:
             if error.status_code == 409:  # made before a crash, or by a start racing a
                 # re-adoption: take the one there
@@ -398,7 +395,7 @@ class DockerPlatform:
             reason = engine_.ok_or_reason(error)
             raise PlatformError(f"could not create the container: {reason}") from None
         attrs = {
-            "Id": made["Id"],
+            "Id": made,
             "Name": f"/{arguments['name']}",
             "Config": {"Labels": arguments["labels"]},
             "State": {"Status": "created"},
