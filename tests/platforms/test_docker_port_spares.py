@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from execbroker.model.executables import DockerContainer
+from execbroker.platforms import docker_networks
 from execbroker.platforms.base import LaunchSpec, RunState
 from execbroker.platforms.docker import DockerPlatform
 from execbroker.platforms.docker_engine import LABEL_BROKER
@@ -156,3 +157,22 @@ def test_a_session_on_a_holder_publishing_ports_cannot_be_reached_by_another(
         BUSYBOX, probe, network=spare.network, detach=True, labels={LABEL_BROKER: broker_name}
     )
     assert neighbour.wait(timeout=30)["StatusCode"] == 0
+
+
+def test_without_the_holder_image_ports_learned_make_plain_spares_only(
+    make_platform: Callable[..., DockerPlatform], engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    platform = make_platform(network_spares=1, port_spares=1)
+    for _ in range(2):  # learned, and a spare publishing them made
+        platform.release(platform.start(_web(tmp_path)))
+    _spare_for(platform, WEB)
+    platform.networks.holder_image = "execbroker/no-such-holder:local"  # as if removed
+    with platform.networks._lock:  # the ready spares go (taken by sessions, say)
+        taken, platform.networks._ready = platform.networks._ready, []
+    for spare in taken:
+        docker_networks.discard(platform.engine, spare)
+    platform.networks.refill()
+    _settled(platform)  # (before: it made plain spares for the ports, on and on)
+    with platform.networks._lock:
+        ready = list(platform.networks._ready)
+    assert [(spare.ports, spare.holder) for spare in ready] == [((), None)]

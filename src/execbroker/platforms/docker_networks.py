@@ -145,6 +145,8 @@ class NetworkPool:
         plain = () if sum(1 for s in self._ready if not s.ports) < self.spares else None
         ready = {spare.ports for spare in self._ready}
         ported = next((ports for ports in self._port_sets if ports not in ready), None)
+        if self.holder_image is None:  # no holder to publish them (its image is gone)
+            ported = None
         first, then = (ported, plain) if self._ported_last else (plain, ported)
         return first if first is not None else then
 
