@@ -115,9 +115,9 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
-        # Called after an accept (the monitor's ``wake``), so a session starts without
-        # waiting for the monitor's next pass; the pass would start it anyway.
-        self.wakers: list[Callable[[], None]] = []
+        # Called after an accept with the session's start (the monitor's ``wake``), so a
+        # session starts without waiting for the monitor's next pass; the pass would anyway.
+        self.wakers: list[Callable[[datetime], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
         # What each recent offer set asked for (stored once, never changed), so rendering a
@@ -445,7 +445,7 @@ class BrokerService:
             row = action(user, uuid)
         if action == self._accept:
             for wake in self.wakers:
-                wake()
+                wake(row.start)
         return row
 
     async def accept_async(self, user: User, uuid: str) -> SessionRow:
@@ -455,7 +455,7 @@ class BrokerService:
             booked = self.holdings.submit(lambda booker: self._book_accept(booker, user, uuid))
             row = self._accepted(user, uuid, *await asyncio.wrap_future(booked))
         for wake in self.wakers:
-            wake()
+            wake(row.start)
         return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
