@@ -7,7 +7,6 @@ what is held and re-checks it, so concurrent requests can never overbook.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -452,8 +451,8 @@ class BrokerService:
         """``update_phase(user, uuid, ACCEPTED)`` for an event loop: it waits for the booking
         without holding a thread. Raises as ``update_phase``."""
         with logs.bind(session=uuid, user=user.name):
-            booked = self.holdings.submit(lambda booker: self._book_accept(booker, user, uuid))
-            row = self._accepted(user, uuid, *await asyncio.wrap_future(booked))
+            booked = await self.holdings.booked(lambda b: self._book_accept(b, user, uuid))
+            row = self._accepted(user, uuid, *booked)
         for wake in self.wakers:
             wake(row.start)
         return row
@@ -470,7 +469,7 @@ class BrokerService:
 
     def _book_accept(self, booker: Booker, user: User, uuid: str) -> tuple[SessionRow, list[str]]:
         """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
-        db, now = booker.db, booker.now
+        db, now = booker.connection, booker.now
         # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
         row = queries.locked_session(db, uuid)
         if row is None:
@@ -501,6 +500,7 @@ class BrokerService:
         note = message(f"accepted by {user.name}", now=now)
         if not queries.accept_offer(db, uuid, now, note, booker.version):
             raise PhaseConflict(f"session {uuid} is no longer OFFERED")  # nothing written
+        booker.wrote = True  # from here on, no refusal: a failure fails the whole group
         sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
         siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, sibling_note)
         row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version

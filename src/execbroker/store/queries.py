@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Connection,
     String,
     and_,
     bindparam,
@@ -229,10 +230,10 @@ def _note(dialect: str, message: dict[str, Any]) -> str:
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
-def _statement(db: Session, name: str) -> tuple[str, Any]:
+def _statement(connection: Connection, name: str) -> tuple[str, Any]:
     """A Core statement of the booking path, built once per dialect (its parameters bound at
     each call: no ORM bookkeeping, no statement to compile again)."""
-    dialect = db.get_bind().dialect.name
+    dialect = connection.dialect.name
     found = _STATEMENTS.get((dialect, name))
     if found is None:
         found = _STATEMENTS[dialect, name] = _BUILDERS[name](dialect)
@@ -281,35 +282,39 @@ def _reject_offers(dialect: str) -> Any:
 _BUILDERS = {"locked": _locked_session, "accept": _accept_offer, "reject": _reject_offers}
 
 
-def locked_session(db: Session, uuid: str) -> SessionRow | None:
+# The booking path's statements run on the transaction's connection (``Booker.connection``),
+# fetched once per transaction: the ORM session's ``connection()`` cost more than a read.
+
+
+def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     """One session read (as a record of its own, in no ORM session) and locked until the
     transaction ends: PostgreSQL's ``FOR UPDATE``, so a concurrent conditional UPDATE of it
     waits, then sees what this transaction wrote."""
-    _, statement = _statement(db, "locked")
-    found = db.connection().execute(statement, {"uuid": uuid}).mappings().first()
+    _, statement = _statement(connection, "locked")
+    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
     return None if found is None else SessionRow(**found)
 
 
 def accept_offer(
-    db: Session, uuid: str, now: datetime, message: dict[str, Any], version: int
+    connection: Connection, uuid: str, now: datetime, message: dict[str, Any], version: int
 ) -> bool:
     """Move one offer from OFFERED to ACCEPTED, noting ``message`` and the booking
     ``version``; False if it was no longer OFFERED."""
-    dialect, statement = _statement(db, "accept")
+    dialect, statement = _statement(connection, "accept")
     note = _note(dialect, message)
     parameters = {"accepted": uuid, "now": now, "note": note, "version": version}
-    return db.connection().execute(statement, parameters).rowcount == 1
+    return connection.execute(statement, parameters).rowcount == 1
 
 
 def reject_offers(
-    db: Session, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
+    connection: Connection, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
 ) -> list[str]:
     """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
     ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
-    dialect, statement = _statement(db, "reject")
+    dialect, statement = _statement(connection, "reject")
     note = _note(dialect, message)
     parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
-    return list(db.connection().execute(statement, parameters).scalars())
+    return list(connection.execute(statement, parameters).scalars())
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
