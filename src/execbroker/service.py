@@ -496,13 +496,14 @@ class BrokerService:
             )
         if reason is not None:
             raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-        # Core statements, no ORM object: the row above is a record in no ORM session
+        # One Core statement, no ORM object: the row above is a record in no ORM session
         note = message(f"accepted by {user.name}", now=now)
-        if not queries.accept_offer(db, uuid, now, note, booker.version):
-            raise PhaseConflict(f"session {uuid} is no longer OFFERED")  # nothing written
-        booker.wrote = True  # from here on, no refusal: a failure fails the whole group
         sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
-        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, sibling_note)
+        booker.wrote = True  # from here on, no refusal: a failure fails the whole group
+        notes = (note, sibling_note)
+        siblings = queries.accept_of_set(db, uuid, row.offerset_uuid, now, notes, booker.version)
+        if siblings is None:  # never, under the row's lock; were it to, nothing is kept
+            raise PhaseConflict(f"session {uuid} is no longer OFFERED")
         row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version
         row.messages = [*row.messages, note]
         booker.release(siblings)

@@ -70,8 +70,15 @@ def _accepting(uuid: str, *, then: Exception | None = None, refuse: bool = False
     def job(booker: Booker) -> str:
         if refuse:
             raise PhaseConflict(f"{uuid}: refused")
-        assert queries.accept_offer(booker.connection, uuid, booker.now, {}, booker.version)
         booker.wrote = True
+        offerset = booker.connection.scalar(
+            select(SessionRow.offerset_uuid).where(SessionRow.uuid == uuid)
+        )
+        notes = ({"message": "accepted"}, {"message": "a sibling was accepted"})
+        rejected = queries.accept_of_set(
+            booker.connection, uuid, str(offerset), booker.now, notes, booker.version
+        )
+        assert rejected == []  # its set's only offer
         if then is not None:
             raise then
         return uuid

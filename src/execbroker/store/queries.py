@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     false,
@@ -251,41 +252,27 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
-def _accept_offer(dialect: str) -> Any:
+def _accept_of_set(dialect: str) -> Any:
     table = SessionRow.__table__
-    note = bindparam("note", type_=String)
+    accepted = table.c.uuid == bindparam("accepted")
+    note = case((accepted, bindparam("note", type_=String)), else_=bindparam("sibling_note"))
     return (
         update(table)
-        .where(table.c.uuid == bindparam("accepted"), table.c.phase == Phase.OFFERED.value)
+        .where(table.c.offerset_uuid == bindparam("offerset"), table.c.phase == Phase.OFFERED.value)
         .values(
-            phase=Phase.ACCEPTED.value,
+            phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
             modified=bindparam("now"),
             messages=_appended_messages(dialect, note),
-            booked=bindparam("version"),
-        )
-    )
-
-
-def _reject_offers(dialect: str) -> Any:
-    table = SessionRow.__table__
-    note = bindparam("note", type_=String)
-    return (
-        update(table)
-        .where(
-            table.c.offerset_uuid == bindparam("offerset"),
-            table.c.uuid != bindparam("besides"),
-            table.c.phase == Phase.OFFERED.value,
-        )
-        .values(
-            phase=Phase.REJECTED.value,
-            modified=bindparam("now"),
-            messages=_appended_messages(dialect, note),
+            booked=case((accepted, bindparam("version")), else_=table.c.booked),
         )
         .returning(table.c.uuid)
     )
 
 
-_BUILDERS = {"locked": _locked_session, "accept": _accept_offer, "reject": _reject_offers}
+_BUILDERS = {
+    "locked": _locked_session,
+    "accept_of_set": _accept_of_set,
+}
 
 
 # The booking path's statements run on the transaction's connection (``Booker.connection``),
@@ -301,26 +288,32 @@ def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     return None if found is None else SessionRow(**found)
 
 
-def accept_offer(
-    connection: Connection, uuid: str, now: datetime, message: dict[str, Any], version: int
-) -> bool:
-    """Move one offer from OFFERED to ACCEPTED, noting ``message`` and the booking
-    ``version``; False if it was no longer OFFERED."""
-    dialect, statement = _statement(connection, "accept")
-    note = _note(dialect, message)
-    parameters = {"accepted": uuid, "now": now, "note": note, "version": version}
-    return connection.execute(statement, parameters).rowcount == 1
-
-
-def reject_offers(
-    connection: Connection, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
-) -> list[str]:
-    """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
-    ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
-    dialect, statement = _statement(connection, "reject")
-    note = _note(dialect, message)
-    parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
-    return list(connection.execute(statement, parameters).scalars())
+def accept_of_set(
+    connection: Connection,
+    uuid: str,
+    offerset_uuid: str,
+    now: datetime,
+    notes: tuple[dict[str, Any], dict[str, Any]],
+    version: int,
+) -> list[str] | None:
+    """Accept one offer and reject every other of its set still OFFERED, in one conditional
+    UPDATE (noting ``notes``: the accepted one's, the siblings'); the uuids it rejected, or
+    None if the offer itself was no longer OFFERED: its siblings may have been rejected
+    then, and the caller must roll back (the offer is read locked first, so it never is)."""
+    dialect, statement = _statement(connection, "accept_of_set")
+    parameters = {
+        "accepted": uuid,
+        "offerset": offerset_uuid,
+        "now": now,
+        "note": _note(dialect, notes[0]),
+        "sibling_note": _note(dialect, notes[1]),
+        "version": version,
+    }
+    changed = list(connection.execute(statement, parameters).scalars())
+    if uuid not in changed:
+        return None
+    changed.remove(uuid)
+    return changed
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
