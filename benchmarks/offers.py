@@ -10,7 +10,10 @@ interleaved with ours, since these machines are noisy. ``--database postgres`` r
 level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
 
     python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
-        [--database sqlite|postgres]
+        [--database sqlite|postgres] [--accepts N]
+
+Each level also reports the broker's CPU per accept (``broker_cpu_ms_per_accept``, user +
+system from /proc over the accepts), which a busy machine disturbs far less than the rate.
 
 Prints one JSON object.
 """
@@ -112,8 +115,25 @@ def later_request() -> dict[str, object]:
     return {**REQUEST, "schedule": {"requested": schedule}}
 
 
-async def _accepts(url: str, count: int, concurrency: int) -> tuple[float, int]:
-    """Accepts per second with ``concurrency`` clients at once, and how many were refused."""
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) used so far by process ``pid`` and its live descendants (a broker
+    serving with worker processes), from /proc: the cost of requests on a noisy machine."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:  # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending.extend(int(child) for child in children)
+    return total
+
+
+async def _accepts(url: str, count: int, concurrency: int, pid: int) -> tuple[float, int, float]:
+    """Accepts per second with ``concurrency`` clients at once, how many were refused, and
+    the broker's CPU seconds per accept (process ``pid``) over them."""
     headers = {"Authorization": "Bearer demo-alice"}
     request = later_request()
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
@@ -134,9 +154,11 @@ async def _accepts(url: str, count: int, concurrency: int) -> tuple[float, int]:
                 else:
                     response.raise_for_status()
 
+        cpu = cpu_seconds(pid)
         started = time.perf_counter()
         await asyncio.gather(*(accept(session) for session in offers))
-        return count / (time.perf_counter() - started), refused
+        elapsed = time.perf_counter() - started
+        return count / elapsed, refused, (cpu_seconds(pid) - cpu) / count
 
 
 def overbooked(url: str) -> int:
@@ -202,7 +224,7 @@ def database_url(kind: str, directory: Path) -> Iterator[str]:
 
 
 def measure(
-    bookings: int, requests: int, directory: Path, kind: str, slurm: bool
+    bookings: int, requests: int, directory: Path, kind: str, slurm: bool, accepts: int = 0
 ) -> dict[str, object]:
     with database_url(kind, directory) as url:
         config = {
@@ -232,7 +254,10 @@ def measure(
                     assert answer["result"] == "YES", answer
                     if slurm:
                         sbatch.append(sbatch_test_only())
-            rate, refused = asyncio.run(_accepts(broker.url, max(100, requests), concurrency=8))
+            assert broker.process is not None
+            rate, refused, cpu = asyncio.run(
+                _accepts(broker.url, max(100, accepts or requests), 8, broker.process.pid)
+            )
         finally:
             broker.stop()
         over = overbooked(url)
@@ -242,6 +267,7 @@ def measure(
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
         "accepts_per_s": round(rate, 1),
+        "broker_cpu_ms_per_accept": round(cpu * 1000, 2),
         "accepts_refused": refused,
         "overbooked_instants": over,
     }
@@ -258,12 +284,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--levels", default="0,1000,10000,100000")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--accepts", type=int, default=0, help="accepts per level (default: --requests, >= 100)"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     slurm = slurm_up()
     with tempfile.TemporaryDirectory(prefix="execbroker-bench-") as temporary:
         results = [
-            measure(level, args.requests, Path(temporary) / str(level), args.database, slurm)
+            measure(
+                level,
+                args.requests,
+                Path(temporary) / str(level),
+                args.database,
+                slurm,
+                args.accepts,
+            )
             for level in levels
         ]
     first, last = results[0], results[-1]

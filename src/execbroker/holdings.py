@@ -18,14 +18,17 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
   it from the database, as does start-up.
 
 Accepts are booked in groups (``together``): one writer thread takes every accept queued
-meanwhile into one booking transaction, each run in a savepoint of its own and checked
-against the index as the ones before it left it, then commits them at once. A refused accept
-rolls back its savepoint only; a failed commit, or a database error in any accept, fails the
-whole group (and drops the index): every accept of it is answered 503, none booked.
+meanwhile into one booking transaction, each checked against the index as the ones before it
+left it, then commits them at once. An accept refuses only before it writes (it checks, then
+writes), so a refused one leaves nothing to undo and needs no savepoint; a failed commit, a
+database error in any accept, or anything an accept raises once it has written, fails the
+whole group (and drops the index): every accept of it is answered 503, none booked. The
+accepts an event loop waits for are answered with one call into that loop per group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -61,6 +65,9 @@ MAX_GROUP = 32
 log = logging.getLogger(__name__)
 _HOLDING = {phase.value for phase in queries.HOLDING}
 T = TypeVar("T")
+# What waits for a job's answer: a thread's future, or an event loop's (and its loop).
+Waiter = Future[Any] | tuple[asyncio.Future[Any], asyncio.AbstractEventLoop]
+Answer = tuple[Any, BaseException | None]
 
 
 def _live(phase: str, hold: Hold, now: datetime) -> Hold | None:
@@ -83,6 +90,49 @@ def _hold(row: queries.HoldRow | SessionRow) -> Hold:
     return Hold(booking, expires if offered else None)
 
 
+def _settle(
+    done: Future[Any] | asyncio.Future[Any], answer: Any, error: BaseException | None
+) -> None:
+    if done.done():  # an event loop's waiter gone (its client went away): booked anyway
+        return
+    if error is None:
+        done.set_result(answer)
+    else:
+        done.set_exception(error)
+
+
+def _settle_all(answered: list[tuple[asyncio.Future[Any], Answer]]) -> None:
+    for done, (answer, error) in answered:
+        _settle(done, answer, error)
+
+
+def _answer(waiters: list[Waiter], answers: list[Answer]) -> None:
+    """Each waiter its answer; an event loop's with one call into that loop for all of them
+    (a call per accept would wake the loop, and take the GIL from this thread, as often)."""
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Answer]]] = {}
+    for waiter, answer in zip(waiters, answers, strict=True):
+        if isinstance(waiter, tuple):
+            done, loop = waiter
+            loops.setdefault(loop, []).append((done, answer))
+        else:
+            _settle(waiter, *answer)
+    for loop, answered in loops.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, answered)
+        except RuntimeError:  # that loop closed meanwhile: nobody waits any more
+            log.warning("%d booked answers found their event loop closed", len(answered))
+
+
+def _failure(error: BaseException) -> BaseException:
+    """What every job of a failed group is answered: 503 for what failed the transaction."""
+    if isinstance(error, DBAPIError):
+        return _unavailable(error)
+    if not isinstance(error, Exception):  # an interrupt, an exit: passed on
+        return error
+    log.error("a booking transaction failed; none of its accepts was booked", exc_info=error)
+    return Unavailable(f"the booking failed ({error}); this accept was not booked: retry later")
+
+
 def _unavailable(error: DBAPIError) -> Unavailable:
     """What every accept of a group the database failed is answered (503), naming the first
     failure of the chain: a savepoint's failed rollback hides what ended the transaction."""
@@ -101,10 +151,12 @@ class Booker:
     """What a booking transaction sees and changes: the calendar, and the holds it books."""
 
     db: Session
+    connection: Connection  # the session's, for Core statements (fetched once: it costs)
     now: datetime
     _holdings: Holdings
     _booked: list[SessionRow] = field(default_factory=list)
     _released: set[str] = field(default_factory=set)
+    wrote: bool = False  # set by a job of a group once it has changed the database
 
     @property
     def version(self) -> int:
@@ -145,32 +197,39 @@ class Holdings:
         self._lock = threading.Lock()
         self._swept: datetime | None = None
         self._rebuilt: datetime | None = None
-        self._queue: queue.SimpleQueue[tuple[Callable[[Booker], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[Callable[[Booker], Any], Waiter]] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
 
     def together(self, job: Callable[[Booker], T]) -> T:
         """``job(booker)``'s answer, run in a booking transaction shared with the jobs queued
-        meanwhile (its own savepoint: what it raises undoes its changes only), once committed.
+        meanwhile, once committed. The job may refuse (raise) only before it writes; once it
+        has, it sets ``booker.wrote``, and what it raises then fails the whole group.
 
-        Raises what the job raised, or what failed the group's commit.
+        Raises what the job raised, or what failed the group.
         """
-        return self.submit(job).result()
-
-    def submit(self, job: Callable[[Booker], T]) -> Future[T]:
-        """``together``, without waiting: the future of its answer (an event loop awaits it
-        with ``asyncio.wrap_future`` and needs no thread of its own meanwhile)."""
         done: Future[T] = Future()
-        self._queue.put((job, done))
+        self._put(job, done)
+        return done.result()
+
+    async def booked(self, job: Callable[[Booker], T]) -> T:
+        """``together`` for an event loop: awaited without a thread of its own meanwhile."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._put(job, (done, loop))
+        return await done
+
+    def _put(self, job: Callable[[Booker], Any], waiter: Waiter) -> None:
+        self._queue.put((job, waiter))
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            return
         with self._writer_lock:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_groups, name="booking-writer", daemon=True
                 )
                 self._writer.start()
-        return done
 
     def _write_groups(self) -> None:
         while True:
@@ -182,41 +241,34 @@ class Holdings:
                     break
             self._book_group(group)
 
-    def _book_group(self, group: list[tuple[Callable[[Booker], Any], Future[Any]]]) -> None:
-        answers: list[tuple[Future[Any], Any, BaseException | None]] = []
+    def _book_group(self, group: list[tuple[Callable[[Booker], Any], Waiter]]) -> None:
+        answers: list[Answer] = []
         try:
             with self.booking() as booker:
-                for job, done in group:
-                    own = Booker(booker.db, self.clock(), self)
+                for job, _ in group:
+                    own = Booker(booker.db, booker.connection, self.clock(), self)
                     try:
-                        with booker.db.begin_nested():
-                            answer = job(own)
+                        answer = job(own)
                     except DBAPIError:
                         # The database's failure, not the job's refusal: it may have ended the
                         # whole transaction (SQLite rolls back by itself on a full disk or an
                         # I/O error), and the jobs after it would then run, and commit, each
                         # on its own outside the lock. The whole group fails instead.
                         raise
-                    except Exception as error:  # this job's alone: its savepoint is undone
-                        answers.append((done, None, error))
+                    except Exception as error:
+                        if own.wrote:  # its writes cannot be undone alone: none is kept
+                            raise
+                        answers.append((None, error))  # a refusal: it changed nothing
                         continue
                     # learned at once, so the next job of the group is checked against it;
                     # a failed commit drops the whole index (see ``booking``)
                     self._apply(own)
                     booker.book(own._booked)
                     booker.release(own._released)
-                    answers.append((done, answer, None))
+                    answers.append((answer, None))
         except BaseException as error:
-            failure = _unavailable(error) if isinstance(error, DBAPIError) else error
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(failure)
-            return
-        for done, answer, error in answers:
-            if error is None:
-                done.set_result(answer)
-            else:
-                done.set_exception(error)
+            answers = [(None, _failure(error))] * len(group)
+        _answer([waiter for _, waiter in group], answers)
 
     @contextmanager
     def booking(self) -> Iterator[Booker]:
@@ -227,7 +279,7 @@ class Holdings:
                 with self.database.booking() as db:
                     now = self.clock()
                     self._catch_up(db, now)
-                    booker = Booker(db, now, self)
+                    booker = Booker(db, db.connection(), now, self)
                     yield booker
                     self._record(booker)
             except BaseException:

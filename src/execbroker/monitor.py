@@ -17,8 +17,11 @@ it or its holder's lease has lapsed (the holder died). Leases are renewed on a t
 their own, so a replica busy starting slow tasks never lets them lapse. A restarted broker
 is a new replica: it takes its predecessor's sessions over once their leases lapse.
 
-The passes are the guarantee; wake-ups only make them come sooner. An accept wakes the
-loop at once (``wake``); a platform that can tell when a task changes (docker's event
+The passes are the guarantee; wake-ups only make them come sooner. An accept of a session
+due to start within a pass interval wakes the loop at its start (``wake``: at once if it is
+due now); one that starts later is left to the passes, which queue and start it at no cost to
+the accept (a start an hour away needs no look now: at hundreds of accepts a second those
+looks cost as much as the booking). A platform that can tell when a task changes (docker's event
 stream, a local runner's exit) calls ``notify`` with the session id and the session is
 looked at right away; a session just started is looked at again at once, and one still
 PREPARING (a queued job, a server not answering yet) again soon, less often the longer it
@@ -188,9 +191,20 @@ class Monitor:
         self._stopping.set()
         await self.settle()
 
-    def wake(self) -> None:
-        """Make the next pass come now (after an accept). Callable from any thread."""
-        self._call_soon(self._woken.set)
+    def wake(self, start: datetime | None = None) -> None:
+        """After an accept of a session starting at ``start`` (None: now): make a pass come
+        at its start, if that is within a pass interval. Callable from any thread."""
+        delay = 0.0 if start is None else (start - self.clock()).total_seconds()
+        if delay <= 0:
+            self._call_soon(self._woken.set)
+        elif delay < self.interval:
+            self._call_soon(self._wake_later, delay)
+        # else a pass comes before it is due: waking now would only queue it sooner
+
+    def _wake_later(self, delay: float) -> None:
+        if not self._stopping.is_set():
+            # a little after: a pass at the very instant might find it not quite due
+            asyncio.get_running_loop().call_later(delay + 0.001, self._woken.set)
 
     def notify(self, session_id: str) -> None:
         """A platform's word that a session's task may have changed: look at it now, if

@@ -7,7 +7,6 @@ what is held and re-checks it, so concurrent requests can never overbook.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -115,9 +114,9 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
-        # Called after an accept (the monitor's ``wake``), so a session starts without
-        # waiting for the monitor's next pass; the pass would start it anyway.
-        self.wakers: list[Callable[[], None]] = []
+        # Called after an accept with the session's start (the monitor's ``wake``), so a
+        # session starts without waiting for the monitor's next pass; the pass would anyway.
+        self.wakers: list[Callable[[datetime], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
         # What each recent offer set asked for (stored once, never changed), so rendering a
@@ -445,17 +444,17 @@ class BrokerService:
             row = action(user, uuid)
         if action == self._accept:
             for wake in self.wakers:
-                wake()
+                wake(row.start)
         return row
 
     async def accept_async(self, user: User, uuid: str) -> SessionRow:
         """``update_phase(user, uuid, ACCEPTED)`` for an event loop: it waits for the booking
         without holding a thread. Raises as ``update_phase``."""
         with logs.bind(session=uuid, user=user.name):
-            booked = self.holdings.submit(lambda booker: self._book_accept(booker, user, uuid))
-            row = self._accepted(user, uuid, *await asyncio.wrap_future(booked))
+            booked = await self.holdings.booked(lambda b: self._book_accept(b, user, uuid))
+            row = self._accepted(user, uuid, *booked)
         for wake in self.wakers:
-            wake()
+            wake(row.start)
         return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
@@ -470,7 +469,7 @@ class BrokerService:
 
     def _book_accept(self, booker: Booker, user: User, uuid: str) -> tuple[SessionRow, list[str]]:
         """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
-        db, now = booker.db, booker.now
+        db, now = booker.connection, booker.now
         # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
         row = queries.locked_session(db, uuid)
         if row is None:
@@ -497,12 +496,14 @@ class BrokerService:
             )
         if reason is not None:
             raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-        # Core statements, no ORM object: the row above is a record in no ORM session
+        # One Core statement, no ORM object: the row above is a record in no ORM session
         note = message(f"accepted by {user.name}", now=now)
-        if not queries.accept_offer(db, uuid, now, note, booker.version):
-            raise PhaseConflict(f"session {uuid} is no longer OFFERED")  # nothing written
         sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
-        siblings = queries.reject_offers(db, row.offerset_uuid, uuid, now, sibling_note)
+        booker.wrote = True  # from here on, no refusal: a failure fails the whole group
+        notes = (note, sibling_note)
+        siblings = queries.accept_of_set(db, uuid, row.offerset_uuid, now, notes, booker.version)
+        if siblings is None:  # never, under the row's lock; were it to, nothing is kept
+            raise PhaseConflict(f"session {uuid} is no longer OFFERED")
         row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version
         row.messages = [*row.messages, note]
         booker.release(siblings)

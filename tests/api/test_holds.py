@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.brokers import accept, batch_request, running_broker, update
 
 ONE_CORE = {"cores": 1, "memory": 2, "max_sessions": 4, "max_duration": "PT1H", "horizon": "PT10M"}
@@ -44,3 +46,30 @@ def test_rejecting_frees_at_once_and_accepting_keeps_one(tmp_path):
         assert second["result"] == "YES"
         assert accept(bob, second["offers"][0]["meta"]["uuid"]).status_code == 200
         assert _ask(alice)["result"] == "NO"
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_an_accept_notes_itself_and_rejects_each_sibling_with_a_note(tmp_path, database, request):
+    changes = {"monitor": {"interval": "PT60S"}}
+    if database == "postgres":
+        changes["database"] = request.getfixturevalue("postgres_url")
+    with running_broker(tmp_path, **changes) as broker, broker.client() as alice:
+        asked = alice.post("/requests", json=batch_request("true", cores=(1, 4))).json()
+        offers = [offer["meta"]["uuid"] for offer in asked["offers"]]
+        assert len(offers) >= 2, asked  # siblings to reject
+        other = alice.post("/requests", json=batch_request("true")).json()["offers"][0]
+        chosen, siblings = offers[-1], offers[:-1]
+        assert accept(alice, chosen).status_code == 200
+        session = alice.get(f"/sessions/{chosen}").json()
+        assert session["phase"] == "ACCEPTED"
+        assert "accepted by alice" in [m["message"] for m in session["meta"]["messages"]]
+        for sibling in siblings:
+            session = alice.get(f"/sessions/{sibling}").json()
+            assert session["phase"] == "REJECTED"
+            notes = [m["message"] for m in session["meta"]["messages"]]
+            assert f"a sibling offer {chosen} was accepted" in notes, notes
+        # another offer set's offer is none of its business
+        assert alice.get(f"/sessions/{other['meta']['uuid']}").json()["phase"] == "OFFERED"
+        assert accept(alice, siblings[0]).status_code == 409

@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid as uuids
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,23 @@ def test_a_started_task_is_seen_running_without_an_event_or_a_pass(tmp_path: Pat
     with running_broker(tmp_path, monitor=SLOW_PASSES) as broker, broker.client() as client:
         uuid = _accepted(client, batch_request("sleep 60"))
         assert _seconds_until(client, uuid, {"RUNNING"}) < SOON
+
+
+def test_a_session_starting_before_the_next_pass_starts_at_its_start(tmp_path: Path) -> None:
+    # Accepted a few seconds before its start, with the next pass 30 s away: the accept
+    # cannot start it at once, so the monitor is woken at its start instead.
+    with running_broker(tmp_path, monitor=SLOW_PASSES) as broker, broker.client() as client:
+        time.sleep(0.5)  # past the broker's first pass
+        begin = datetime.now(UTC) + timedelta(seconds=3)
+        window = {"start": f"{begin:%Y-%m-%dT%H:%M:%SZ}/PT1S", "duration": "PT5M"}
+        request = {**batch_request("sleep 60"), "schedule": {"requested": window}}
+        offer = client.post("/requests", json=request).raise_for_status().json()["offers"][0]
+        start = datetime.fromisoformat(offer["schedule"]["preparing"]["start"])
+        assert start > datetime.now(UTC), offer["schedule"]  # not due at the accept
+        uuid = str(offer["meta"]["uuid"])
+        accept(client, uuid).raise_for_status()
+        _seconds_until(client, uuid, {"RUNNING"})
+        assert datetime.now(UTC) - start < timedelta(seconds=SOON)
 
 
 def _container(command: list[str]) -> dict[str, Any]:

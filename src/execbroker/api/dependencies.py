@@ -15,8 +15,15 @@ async def _service(request: Request) -> BrokerService:
     return request.app.state.service
 
 
+# Where a request's user is kept once its token is checked, for the access log (which
+# would otherwise hash the token again).
+USER_KEY = "execbroker.user"
+
+
 async def _user(request: Request) -> User:
-    return request.app.state.authenticate(request)
+    user: User = request.app.state.authenticate(request)
+    request.scope[USER_KEY] = user
+    return user
 
 
 Service = Annotated[BrokerService, Depends(_service)]

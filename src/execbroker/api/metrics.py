@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbroker import logs
+from execbroker.api.dependencies import USER_KEY
 from execbroker.metrics import CONTENT_TYPE, Metrics
 from execbroker.service import BrokerService
 from execbroker.web.auth import COOKIE
@@ -98,6 +99,9 @@ class _Timing:
 
 def _who(request: Request) -> str | None:
     """The user a request speaks for (bearer token or the page's cookie), for the log."""
+    known = request.scope.get(USER_KEY)  # its token already checked, by the route
+    if known is not None:
+        return str(known.name)
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         user = request.app.state.authenticate.user_for(token.strip())
@@ -111,10 +115,11 @@ def _access(request: Request, status: int, seconds: float) -> None:
     """The access log line (instead of uvicorn's), naming the session and user it is about."""
     params = request.scope.get("path_params") or {}
     uuid = params.get("uuid")
-    is_offerset = request.url.path.startswith("/offersets/")
+    path = request.scope["path"]  # not request.url: it parses the whole URL, each request
+    is_offerset = path.startswith("/offersets/")
     with logs.bind(
         user=_who(request),
         session=str(uuid) if uuid and not is_offerset else None,
         offerset=str(uuid) if uuid and is_offerset else None,
     ):
-        access.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
+        access.info("%s %s %d %.1f ms", request.method, path, status, seconds * 1000)

@@ -212,7 +212,6 @@ def check_accept(offer: Offer, *, quota: Quota, calendar: Calendar) -> str | Non
     ``calendar`` is everything else held: the caller removes the offer's own group first, since
     an offer set's alternatives never compete with each other.
     """
-    window = f"{fmt_instant(offer.start)}/{fmt_instant(offer.end)}"
     if offer.duration > quota.max_duration:
         return (
             f"duration: {fmt_duration(offer.duration)} exceeds this broker's longest session "
@@ -235,4 +234,5 @@ def check_accept(offer: Offer, *, quota: Quota, calendar: Calendar) -> str | Non
             "already running"
         )
     detail = "; ".join(problems) or "the quota is fully booked"
+    window = f"{fmt_instant(offer.start)}/{fmt_instant(offer.end)}"  # only when refused
     return f"the offer no longer fits in {window}: {detail}"

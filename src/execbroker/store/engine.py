@@ -89,6 +89,10 @@ class Database:
         )
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
+        lock = BrokerLock.__table__
+        self._version = select(lock.c.version).where(lock.c.id == 1)  # built once: it costs
+        if engine.dialect.name != "sqlite":
+            self._version = self._version.with_for_update()
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -118,11 +122,7 @@ class Database:
             # far (see ``execbroker.holdings``). SQLite's BEGIN IMMEDIATE already serialises.
             # (Core, on the session's connection: the ORM's handling of a one-column read
             # cost more than the read)
-            lock = BrokerLock.__table__
-            query = select(lock.c.version).where(lock.c.id == 1)
-            if self.engine.dialect.name != "sqlite":
-                query = query.with_for_update()
-            session.info["lock_version"] = session.connection().scalar(query) or 0
+            session.info["lock_version"] = session.connection().scalar(self._version) or 0
             yield session
 
     def close(self) -> None:

@@ -11,9 +11,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Connection,
     String,
     and_,
     bindparam,
+    case,
     cast,
     delete,
     false,
@@ -115,12 +117,18 @@ def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) ->
     ]
 
 
+_TABLE = SessionRow.__table__
+# Core, built once: a sweep reads every session released within its margin (at hundreds of
+# accepts a second, their rejected siblings: hundreds of rows), and the ORM's handling of
+# each row cost more than the read.
+_RELEASED = select(_TABLE.c.uuid).where(
+    _TABLE.c.modified >= bindparam("since"), _TABLE.c.phase.in_([phase.value for phase in FINAL])
+)
+
+
 def released_since(db: Session, since: datetime) -> list[str]:
     """Sessions that reached a final phase (holding nothing) at or after ``since``."""
-    query = select(SessionRow.uuid).where(
-        SessionRow.modified >= since, SessionRow.phase.in_([phase.value for phase in FINAL])
-    )
-    return list(db.scalars(query))
+    return list(db.connection().execute(_RELEASED, {"since": since}).scalars())
 
 
 _LOCK = BrokerLock.__table__
@@ -229,10 +237,10 @@ def _note(dialect: str, message: dict[str, Any]) -> str:
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
-def _statement(db: Session, name: str) -> tuple[str, Any]:
+def _statement(connection: Connection, name: str) -> tuple[str, Any]:
     """A Core statement of the booking path, built once per dialect (its parameters bound at
     each call: no ORM bookkeeping, no statement to compile again)."""
-    dialect = db.get_bind().dialect.name
+    dialect = connection.dialect.name
     found = _STATEMENTS.get((dialect, name))
     if found is None:
         found = _STATEMENTS[dialect, name] = _BUILDERS[name](dialect)
@@ -244,72 +252,68 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
-def _accept_offer(dialect: str) -> Any:
+def _accept_of_set(dialect: str) -> Any:
     table = SessionRow.__table__
-    note = bindparam("note", type_=String)
+    accepted = table.c.uuid == bindparam("accepted")
+    note = case((accepted, bindparam("note", type_=String)), else_=bindparam("sibling_note"))
     return (
         update(table)
-        .where(table.c.uuid == bindparam("accepted"), table.c.phase == Phase.OFFERED.value)
+        .where(table.c.offerset_uuid == bindparam("offerset"), table.c.phase == Phase.OFFERED.value)
         .values(
-            phase=Phase.ACCEPTED.value,
+            phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
             modified=bindparam("now"),
             messages=_appended_messages(dialect, note),
-            booked=bindparam("version"),
-        )
-    )
-
-
-def _reject_offers(dialect: str) -> Any:
-    table = SessionRow.__table__
-    note = bindparam("note", type_=String)
-    return (
-        update(table)
-        .where(
-            table.c.offerset_uuid == bindparam("offerset"),
-            table.c.uuid != bindparam("besides"),
-            table.c.phase == Phase.OFFERED.value,
-        )
-        .values(
-            phase=Phase.REJECTED.value,
-            modified=bindparam("now"),
-            messages=_appended_messages(dialect, note),
+            booked=case((accepted, bindparam("version")), else_=table.c.booked),
         )
         .returning(table.c.uuid)
     )
 
 
-_BUILDERS = {"locked": _locked_session, "accept": _accept_offer, "reject": _reject_offers}
+_BUILDERS = {
+    "locked": _locked_session,
+    "accept_of_set": _accept_of_set,
+}
 
 
-def locked_session(db: Session, uuid: str) -> SessionRow | None:
+# The booking path's statements run on the transaction's connection (``Booker.connection``),
+# fetched once per transaction: the ORM session's ``connection()`` cost more than a read.
+
+
+def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     """One session read (as a record of its own, in no ORM session) and locked until the
     transaction ends: PostgreSQL's ``FOR UPDATE``, so a concurrent conditional UPDATE of it
     waits, then sees what this transaction wrote."""
-    _, statement = _statement(db, "locked")
-    found = db.connection().execute(statement, {"uuid": uuid}).mappings().first()
+    _, statement = _statement(connection, "locked")
+    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
     return None if found is None else SessionRow(**found)
 
 
-def accept_offer(
-    db: Session, uuid: str, now: datetime, message: dict[str, Any], version: int
-) -> bool:
-    """Move one offer from OFFERED to ACCEPTED, noting ``message`` and the booking
-    ``version``; False if it was no longer OFFERED."""
-    dialect, statement = _statement(db, "accept")
-    note = _note(dialect, message)
-    parameters = {"accepted": uuid, "now": now, "note": note, "version": version}
-    return db.connection().execute(statement, parameters).rowcount == 1
-
-
-def reject_offers(
-    db: Session, offerset_uuid: str, besides: str, now: datetime, message: dict[str, Any]
-) -> list[str]:
-    """Reject every offer of one set still OFFERED but ``besides`` (the one accepted), noting
-    ``message`` on each, in one conditional UPDATE; the uuids it rejected."""
-    dialect, statement = _statement(db, "reject")
-    note = _note(dialect, message)
-    parameters = {"offerset": offerset_uuid, "besides": besides, "now": now, "note": note}
-    return list(db.connection().execute(statement, parameters).scalars())
+def accept_of_set(
+    connection: Connection,
+    uuid: str,
+    offerset_uuid: str,
+    now: datetime,
+    notes: tuple[dict[str, Any], dict[str, Any]],
+    version: int,
+) -> list[str] | None:
+    """Accept one offer and reject every other of its set still OFFERED, in one conditional
+    UPDATE (noting ``notes``: the accepted one's, the siblings'); the uuids it rejected, or
+    None if the offer itself was no longer OFFERED: its siblings may have been rejected
+    then, and the caller must roll back (the offer is read locked first, so it never is)."""
+    dialect, statement = _statement(connection, "accept_of_set")
+    parameters = {
+        "accepted": uuid,
+        "offerset": offerset_uuid,
+        "now": now,
+        "note": _note(dialect, notes[0]),
+        "sibling_note": _note(dialect, notes[1]),
+        "version": version,
+    }
+    changed = list(connection.execute(statement, parameters).scalars())
+    if uuid not in changed:
+        return None
+    changed.remove(uuid)
+    return changed
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
