@@ -9,6 +9,11 @@ Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could 
 interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
 level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
 
+The broker's own CPU time per ``POST /offersets`` and per ``GET /health`` (user + system,
+read from ``/proc/<pid>/stat`` of the broker and its child processes around each timed
+request) is printed too: on a shared machine it moves far less than latency does, so it is
+the figure to compare a change by (its ticks are 10 ms: it is a mean over the requests).
+
     python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
         [--database sqlite|postgres]
 
@@ -187,6 +192,36 @@ def sbatch_test_only() -> float:
     return elapsed
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    found = []
+    for task in tasks.iterdir() if tasks.exists() else ():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def broker_cpu(pid: int) -> float:
+    """CPU seconds used so far by the broker process ``pid`` and the processes under it (a
+    server of several worker processes counts whole); a process gone meanwhile counts 0."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += _cpu_seconds(current)
+            pending += _children(current)
+    return total
+
+
 @contextlib.contextmanager
 def database_url(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
@@ -222,13 +257,17 @@ def measure(
                     client.get("/health")
                     client.post("/offersets", json=REQUEST)
                 health, offers, sbatch = [], [], []
+                pid = broker.process.pid  # type: ignore[union-attr]
+                cpu_health = cpu_offers = 0.0
                 for _ in range(requests):
-                    started = time.perf_counter()
+                    cpu, started = broker_cpu(pid), time.perf_counter()
                     client.get("/health").raise_for_status()
                     health.append(time.perf_counter() - started)
-                    started = time.perf_counter()
+                    cpu_health += broker_cpu(pid) - cpu
+                    cpu, started = broker_cpu(pid), time.perf_counter()
                     answer = client.post("/offersets", json=REQUEST).raise_for_status().json()
                     offers.append(time.perf_counter() - started)
+                    cpu_offers += broker_cpu(pid) - cpu
                     assert answer["result"] == "YES", answer
                     if slurm:
                         sbatch.append(sbatch_test_only())
@@ -241,6 +280,8 @@ def measure(
         "post_offersets": _ms(offers),
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
+        "broker_cpu_ms_per_post_offersets": round(cpu_offers / requests * 1000, 2),
+        "broker_cpu_ms_per_get_health": round(cpu_health / requests * 1000, 2),
         "accepts_per_s": round(rate, 1),
         "accepts_refused": refused,
         "overbooked_instants": over,

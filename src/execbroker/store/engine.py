@@ -88,6 +88,9 @@ class Database:
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        lock = BrokerLock.__table__
+        query = select(lock.c.version).where(lock.c.id == 1)
+        self._version_query = query if engine.dialect.name == "sqlite" else query.with_for_update()
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
 
     @classmethod
@@ -117,12 +120,8 @@ class Database:
             # The lock row's version, read under the lock: the booking transactions counted so
             # far (see ``execbroker.holdings``). SQLite's BEGIN IMMEDIATE already serialises.
             # (Core, on the session's connection: the ORM's handling of a one-column read
-            # cost more than the read)
-            lock = BrokerLock.__table__
-            query = select(lock.c.version).where(lock.c.id == 1)
-            if self.engine.dialect.name != "sqlite":
-                query = query.with_for_update()
-            session.info["lock_version"] = session.connection().scalar(query) or 0
+            # cost more than the read; the statement built once, not per booking)
+            session.info["lock_version"] = session.connection().scalar(self._version_query) or 0
             yield session
 
     def close(self) -> None:
