@@ -26,7 +26,15 @@ class WireModel(BaseModel):
         if isinstance(data, dict):
             text_maps = _text_maps(cls)
             for key, value in data.items():
-                if _holds_nul(value, text_map=key in text_maps):
+                # a text checked here, a container by the helper, the rest (numbers, instants,
+                # models) not at all: this runs for every model of every request and answer
+                if isinstance(value, str):
+                    held = "\x00" in value
+                else:
+                    held = isinstance(value, list | dict) and _holds_nul(
+                        value, text_map=key in text_maps
+                    )
+                if held:
                     raise ValueError(f"{key}: NUL bytes are not allowed")
         return data
 
