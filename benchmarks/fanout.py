@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execbroker.client import BrokerTarget, ask_all
-from execbroker.launcher import LOCAL_CONFIG, BrokerProcess
+from execbroker.launcher import LOCAL_CONFIG, BrokerProcess, process_cpu_seconds
 
 REQUEST = {
     "executable": {"kind": "batch-script", "script": "true"},
@@ -43,12 +43,6 @@ def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 2)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class _Sample:
     seconds: float
@@ -58,13 +52,13 @@ class _Sample:
 
 async def _round(targets: list[BrokerTarget], brokers: list[BrokerProcess]) -> _Sample:
     pids = [broker.process.pid for broker in brokers if broker.process is not None]
-    brokers_before = sum(_cpu_seconds(pid) for pid in pids)
+    brokers_before = sum(process_cpu_seconds(pid) for pid in pids)
     client_before = time.process_time()
     started = time.perf_counter()
     answers = await ask_all(targets, REQUEST, timeout=30)
     elapsed = time.perf_counter() - started
     client_cpu = time.process_time() - client_before
-    brokers_cpu = sum(_cpu_seconds(pid) for pid in pids) - brokers_before
+    brokers_cpu = sum(process_cpu_seconds(pid) for pid in pids) - brokers_before
     assert all(answer.offers for answer in answers), [answer.error for answer in answers]
     for answer, broker in zip(answers, brokers, strict=True):
         with broker.client() as client:

@@ -9,6 +9,11 @@ Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could 
 interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
 level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
 
+The broker's own CPU time per ``POST /offersets`` and per ``GET /health`` (user + system,
+read from ``/proc/<pid>/stat`` of the broker and its child processes around each timed
+request) is printed too: on a shared machine it moves far less than latency does, so it is
+the figure to compare a change by (its ticks are 10 ms: it is a mean over the requests).
+
     python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
         [--database sqlite|postgres] [--accepts N]
 
@@ -38,7 +43,12 @@ from pathlib import Path
 import httpx
 from sqlalchemy import insert, select
 
-from execbroker.launcher import LOCAL_CONFIG, BrokerProcess, fresh_postgres_database
+from execbroker.launcher import (
+    LOCAL_CONFIG,
+    BrokerProcess,
+    fresh_postgres_database,
+    process_cpu_seconds,
+)
 from execbroker.model.sessions import Phase
 from execbroker.store.engine import Database
 from execbroker.store.tables import OfferSetRow, SessionRow
@@ -115,22 +125,6 @@ def later_request() -> dict[str, object]:
     return {**REQUEST, "schedule": {"requested": schedule}}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU (user + system) used so far by process ``pid`` and its live descendants (a broker
-    serving with worker processes), from /proc: the cost of requests on a noisy machine."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:  # ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        pending.extend(int(child) for child in children)
-    return total
-
-
 async def _accepts(url: str, count: int, concurrency: int, pid: int) -> tuple[float, int, float]:
     """Accepts per second with ``concurrency`` clients at once, how many were refused, and
     the broker's CPU seconds per accept (process ``pid``) over them."""
@@ -154,11 +148,11 @@ async def _accepts(url: str, count: int, concurrency: int, pid: int) -> tuple[fl
                 else:
                     response.raise_for_status()
 
-        cpu = cpu_seconds(pid)
+        cpu = process_cpu_seconds(pid)
         started = time.perf_counter()
         await asyncio.gather(*(accept(session) for session in offers))
         elapsed = time.perf_counter() - started
-        return count / elapsed, refused, (cpu_seconds(pid) - cpu) / count
+        return count / elapsed, refused, (process_cpu_seconds(pid) - cpu) / count
 
 
 def overbooked(url: str) -> int:
@@ -244,13 +238,17 @@ def measure(
                     client.get("/health")
                     client.post("/offersets", json=REQUEST)
                 health, offers, sbatch = [], [], []
+                pid = broker.process.pid  # type: ignore[union-attr]
+                cpu_health = cpu_offers = 0.0
                 for _ in range(requests):
-                    started = time.perf_counter()
+                    cpu, started = process_cpu_seconds(pid), time.perf_counter()
                     client.get("/health").raise_for_status()
                     health.append(time.perf_counter() - started)
-                    started = time.perf_counter()
+                    cpu_health += process_cpu_seconds(pid) - cpu
+                    cpu, started = process_cpu_seconds(pid), time.perf_counter()
                     answer = client.post("/offersets", json=REQUEST).raise_for_status().json()
                     offers.append(time.perf_counter() - started)
+                    cpu_offers += process_cpu_seconds(pid) - cpu
                     assert answer["result"] == "YES", answer
                     if slurm:
                         sbatch.append(sbatch_test_only())
@@ -266,6 +264,8 @@ def measure(
         "post_offersets": _ms(offers),
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
+        "broker_cpu_ms_per_post_offersets": round(cpu_offers / requests * 1000, 2),
+        "broker_cpu_ms_per_get_health": round(cpu_health / requests * 1000, 2),
         "accepts_per_s": round(rate, 1),
         "broker_cpu_ms_per_accept": round(cpu * 1000, 2),
         "accepts_refused": refused,

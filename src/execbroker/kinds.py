@@ -175,6 +175,23 @@ def _kinds_in(document: Any) -> Iterable[str]:
             stack.extend(node)
 
 
+def respell_in_place(document: Any, spelling: Spelling) -> Any:
+    """``respell`` without the copy, for a document the caller has just made (an answer's
+    dump): the same ``kind`` values rewritten, found without a call per node."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    stack.append(value)
+                elif key == "kind" and isinstance(value, str):
+                    node[key] = spell(value, spelling)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, dict | list))
+    return document
+
+
 def respell(document: Any, spelling: Spelling) -> Any:
     """A copy of a JSON-like answer with every ``kind`` written in ``spelling``."""
     if isinstance(document, dict):

@@ -81,3 +81,32 @@ def test_formats_round_trip():
     instant = datetime(2026, 11, 23, 10, 0, 5, 123, tzinfo=UTC)
     assert format_instant(instant) == "2026-11-23T10:00:05Z"
     assert parse_duration(format_duration(timedelta(hours=1, minutes=30))) == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("spelling", list(kinds.Spelling))
+def test_respelling_in_place_gives_what_the_copy_does(spelling):
+    """An answer's dump is respelt where it lies: the same kinds rewritten, at any depth (in
+    lists of lists too), the rest untouched, however the kinds were given."""
+
+    def document():
+        return {
+            "kind": kinds.OFFERSET_RESPONSE,
+            "offers": [
+                {
+                    "kind": kinds.SCHEDULED_SESSION,
+                    "executable": {"kind": "docker-container", "environment": {"kind": "x"}},
+                    "compute": {"kind": kinds.SIMPLE_COMPUTE, "volumes": [[{"kind": "z"}]]},
+                    "costs": [],
+                    "phase": "OFFERED",
+                }
+            ],
+            "count": 2,
+            "kinds": ["docker-container"],  # not a "kind": a value like any other
+        }
+
+    copied = kinds.respell(document(), spelling)
+    assert kinds.respell_in_place(document(), spelling) == copied
+    assert copied["offers"][0]["executable"]["kind"] == kinds.spell(
+        kinds.DOCKER_CONTAINER, spelling
+    )
+    assert copied["kinds"] == ["docker-container"]

@@ -260,8 +260,10 @@ def respond(
     root: str | None = None,
 ) -> Response:
     """``body`` in the type the client accepts, its kinds written in ``spelling``."""
-    data = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
-    data = kinds.respell(data, spelling)
+    if isinstance(body, BaseModel):  # a fresh dump, ours to respell where it lies
+        data = kinds.respell_in_place(body.model_dump(mode="json", exclude_none=True), spelling)
+    else:
+        data = kinds.respell(body, spelling)
     media = answer_type(request)
     if media == YAML:
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -23,12 +24,28 @@ class WireModel(BaseModel):
     @classmethod
     def _no_nul(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            text_maps = _text_maps(cls)
             for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(key, str) else None
-                text_map = field is not None and _is_text_map(field.annotation)
-                if _holds_nul(value, text_map=text_map):
+                # a text checked here, a container by the helper, the rest (numbers, instants,
+                # models) not at all: this runs for every model of every request and answer
+                if isinstance(value, str):
+                    held = "\x00" in value
+                else:
+                    held = isinstance(value, list | dict) and _holds_nul(
+                        value, text_map=key in text_maps
+                    )
+                if held:
                     raise ValueError(f"{key}: NUL bytes are not allowed")
         return data
+
+
+@functools.cache
+def _text_maps(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that are mappings of texts: found once per model (every
+    validation of every wire model asks, and reading annotations costs more than the check)."""
+    return frozenset(
+        name for name, field in model.model_fields.items() if _is_text_map(field.annotation)
+    )
 
 
 def _is_text_map(annotation: Any) -> bool:

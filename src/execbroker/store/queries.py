@@ -200,14 +200,19 @@ def _values(row: OfferSetRow | SessionRow) -> dict[str, Any]:
     return values
 
 
+# Built once: a statement made anew per request has its cache key computed anew each time.
+_INSERT_OFFERSET = insert(OfferSetRow.__table__)
+_INSERT_SESSIONS = insert(SessionRow.__table__)
+
+
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
     """Insert an offer set and its sessions (Core INSERTs, one for all the sessions: the
     records stay as they were made, in no ORM session)."""
     connection = db.connection()
-    connection.execute(insert(OfferSetRow.__table__), [_values(offerset)])
+    connection.execute(_INSERT_OFFERSET, [_values(offerset)])
     rows = [_values(row) for row in sessions]
     if rows:
-        connection.execute(insert(SessionRow.__table__), rows)
+        connection.execute(_INSERT_SESSIONS, rows)
 
 
 def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
