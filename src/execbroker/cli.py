@@ -41,16 +41,37 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="EXECBROKER_WORKERS",
+            help="worker processes on one socket, each a replica of the broker (uses more cores)",
+        ),
+    ] = 1,
+    fd: Annotated[
+        int | None,
+        typer.Option(help="serve on this inherited listening socket instead of --host/--port"),
+    ] = None,
 ) -> None:
     """Run one broker."""
-    import uvicorn
-
     from execbroker import logs
-    from execbroker.api.app import create_app
-    from execbroker.platforms.accounts import IsolationError
 
     broker = _load_config(config)
     logs.setup(log_level, broker.logging.format)
+    if workers > 1 and fd is None:
+        raise SystemExit(_supervise(broker, config, host, port, log_level, workers))
+    _serve_one(broker, host=host, port=port, fd=fd, log_level=log_level)
+
+
+def _serve_one(broker: Any, *, host: str, port: int, fd: int | None, log_level: str) -> None:
+    import socket
+
+    import uvicorn
+
+    from execbroker.api.app import create_app
+    from execbroker.platforms.accounts import IsolationError
+
     try:
         application = create_app(broker)
     except IsolationError as error:  # it would run one user's tasks where another can reach
@@ -69,7 +90,27 @@ def serve(
         )
     )
     application.state.server = server  # open event streams end when it is told to stop
-    server.run()
+    # An inherited socket (a supervisor's, see execbroker.workers): its family is its own.
+    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+
+
+def _supervise(broker: Any, path: Path, host: str, port: int, log_level: str, workers: int) -> int:
+    """Serve with ``workers`` processes (see ``execbroker.workers``); the exit code."""
+    from execbroker import workers as supervision
+    from execbroker.store.engine import Database
+
+    found = supervision.problems(broker, workers)
+    if found:
+        said = "\n".join(f"  {line}" for line in found)
+        raise SystemExit(f"execbroker serve: refusing {workers} workers:\n{said}")
+    Database.open(broker.database_url).close()  # migrated once, before the workers race to
+    try:
+        sock = supervision.listen(host, port)
+    except OSError as error:
+        raise SystemExit(f"execbroker serve: cannot listen on {host}:{port}: {error}") from None
+    command = supervision.worker_command(str(path), fd=sock.fileno(), log_level=log_level)
+    supervision.log.info("broker %s: %d workers on http://%s:%d", broker.name, workers, host, port)
+    return supervision.Supervisor(command=command, count=workers, sock=sock).run()
 
 
 @app.command("hash-token")
