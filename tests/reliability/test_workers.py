@@ -13,17 +13,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from execbroker.config import BrokerConfig
+from execbroker.store.tables import SessionRow
+from execbroker.timeutil import utcnow
 from execbroker.workers import problems
 from tests.brokers import BASE_CONFIG, BrokerProcess, batch_request
 from tests.reliability.support import (
@@ -76,17 +79,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (USER_HZ)
 
 
-def _starters(database: str) -> dict[str, int]:
-    """How many sessions each replica (worker) claimed, from the shared database itself."""
+def _column(database: str, column: Any) -> list[Any]:
+    """One column of every session, read from the shared database itself."""
     engine = create_engine(database)
     try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT claimed_by, count(*) FROM sessions GROUP BY claimed_by")
-            )
-            return {str(holder): int(count) for holder, count in rows if holder is not None}
+        with Session(engine) as db:
+            return list(db.scalars(select(column)))
     finally:
         engine.dispose()
+
+
+def _starters(database: str) -> Counter[str]:
+    """How many sessions each replica (worker) claimed, from the shared database itself."""
+    return Counter(h for h in _column(database, SessionRow.claimed_by) if h is not None)
 
 
 def test_quota_holds_across_workers_under_concurrent_accepts(tmp_path: Path, database: str) -> None:
@@ -217,17 +222,16 @@ def test_sigterm_stops_every_worker_and_ends_their_leases(tmp_path: Path, databa
     )
     broker.start()
     try:
-        with broker.client() as client:
-            uuids = []
-            for _ in range(6):
+        # sessions running on both workers: each accept on a new connection (which either
+        # worker may take), until each worker has claimed one
+        deadline = time.monotonic() + 60
+        while len(_starters(database)) < 2:
+            assert time.monotonic() < deadline, f"not both workers running: {_starters(database)}"
+            with broker.client() as client:
                 asked = client.post("/requests", json=batch_request("sleep 60")).raise_for_status()
                 uuid = asked.json()["offers"][0]["meta"]["uuid"]
                 client.post(f"/sessions/{uuid}", json=ACCEPT).raise_for_status()
-                uuids.append(uuid)
-        deadline = time.monotonic() + 60
-        while len(_starters(database)) < 2 or sum(_starters(database).values()) < 6:
-            assert time.monotonic() < deadline, f"not both workers running: {_starters(database)}"
-            time.sleep(0.1)
+            time.sleep(0.2)
         pids = broker.worker_pids()
         assert len(pids) == 2
         assert broker.process is not None
@@ -237,25 +241,11 @@ def test_sigterm_stops_every_worker_and_ends_their_leases(tmp_path: Path, databa
         broker.kill()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived its supervisor"
-    engine = create_engine(database)
-    try:
-        with engine.connect() as connection:
-            leases = connection.execute(
-                text("SELECT lease_until FROM sessions WHERE claimed_by IS NOT NULL")
-            ).scalars()
-            now = datetime.now(UTC).replace(tzinfo=None)
-            left = [lease for lease in leases if _naive(lease) > now]
-    finally:
-        engine.dispose()
+    now = utcnow()
+    left = [lease for lease in _column(database, SessionRow.lease_until) if lease and lease > now]
     assert not left, f"leases still held after a clean stop: {left}"
     log = broker.log_path.read_text()
     assert log.count("Application shutdown complete") == 2
-
-
-def _naive(moment: Any) -> datetime:
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def test_a_killed_supervisor_takes_its_workers_with_it(tmp_path: Path) -> None:
