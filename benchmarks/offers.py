@@ -8,9 +8,11 @@ is timed in the same run as the floor a request cannot go under (HTTP + uvicorn)
 Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could this start?)
 interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
 level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
+``--workers N`` serves the broker with N worker processes (``serve --workers``); a list
+(``--workers 1,2``) measures each in turn, back to back in one run.
 
     python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
-        [--database sqlite|postgres]
+        [--database sqlite|postgres] [--workers 1|2|1,2]
 
 Prints one JSON object.
 """
@@ -113,30 +115,40 @@ def later_request() -> dict[str, object]:
 
 
 async def _accepts(url: str, count: int, concurrency: int) -> tuple[float, int]:
-    """Accepts per second with ``concurrency`` clients at once, and how many were refused."""
+    """Accepts per second with ``concurrency`` clients at once (each its own connection, which
+    any worker may have taken), and how many were refused."""
     headers = {"Authorization": "Bearer demo-alice"}
     request = later_request()
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+    clients = [
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=60) for _ in range(concurrency)
+    ]
+    try:
         offers = []
         for _ in range(count):
-            answer = (await client.post("/offersets", json=request)).json()
+            answer = (await clients[0].post("/offersets", json=request)).json()
             offers.append(answer["offers"][-1]["meta"]["uuid"])
         update = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
-        gate = asyncio.Semaphore(concurrency)
         refused = 0
 
-        async def accept(session: str) -> None:
+        async def accept(client: httpx.AsyncClient, sessions: list[str]) -> None:
             nonlocal refused
-            async with gate:
+            for session in sessions:
                 response = await client.post(f"/sessions/{session}", json=update)
                 if response.status_code == 409:
                     refused += 1
                 else:
                     response.raise_for_status()
 
+        for client in clients:  # each client's connection open before the clock starts
+            (await client.get("/health")).raise_for_status()
         started = time.perf_counter()
-        await asyncio.gather(*(accept(session) for session in offers))
+        await asyncio.gather(
+            *(accept(client, offers[n::concurrency]) for n, client in enumerate(clients))
+        )
         return count / (time.perf_counter() - started), refused
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def overbooked(url: str) -> int:
@@ -202,7 +214,7 @@ def database_url(kind: str, directory: Path) -> Iterator[str]:
 
 
 def measure(
-    bookings: int, requests: int, directory: Path, kind: str, slurm: bool
+    bookings: int, requests: int, directory: Path, kind: str, slurm: bool, workers: int = 1
 ) -> dict[str, object]:
     with database_url(kind, directory) as url:
         config = {
@@ -212,7 +224,7 @@ def measure(
             "monitor": {"interval": "PT60S"},
             "database": url,
         }
-        broker = BrokerProcess(config, directory)
+        broker = BrokerProcess(config, directory, workers=workers)
         preload(url, bookings)
         broker.start()
         try:
@@ -238,6 +250,7 @@ def measure(
         over = overbooked(url)
     result: dict[str, object] = {
         "bookings": bookings,
+        "workers": workers,
         "post_offersets": _ms(offers),
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
@@ -258,15 +271,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--levels", default="0,1000,10000,100000")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--workers", default="1", help="worker processes, or a list: 1,2")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    counts = [int(count) for count in args.workers.split(",")]
     slurm = slurm_up()
     with tempfile.TemporaryDirectory(prefix="execbroker-bench-") as temporary:
         results = [
-            measure(level, args.requests, Path(temporary) / str(level), args.database, slurm)
+            measure(
+                level,
+                args.requests,
+                Path(temporary) / f"{level}-{workers}",
+                args.database,
+                slurm,
+                workers,
+            )
             for level in levels
+            for workers in counts
         ]
-    first, last = results[0], results[-1]
+    same = [result for result in results if result["workers"] == counts[0]]
+    first, last = same[0], same[-1]
     slowdown = last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"]  # type: ignore[index]
     print(
         json.dumps(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -77,16 +79,56 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+class WriterLock:
+    """One writer at a time to an SQLite file, across threads and processes, queued in the
+    kernel: a thread lock for this process's threads, then an ``flock`` on a file beside the
+    database for the processes sharing it (a broker's workers, replicas on one host).
+
+    SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to
+    100 ms each): two processes taking turns would leave the database idle while one sleeps.
+    Waiting here instead wakes the next writer the moment the last one commits. It only
+    orders writers: SQLite's own lock (BEGIN IMMEDIATE) still makes them exclusive, against
+    any other writer too. A holder that dies releases it (the kernel drops its ``flock``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # (the interpreter's lock is let go meanwhile)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
+    """How this process's writers queue (see ``WriterLock``): PostgreSQL queues them itself."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return threading.Lock()  # one process's own database
+    return WriterLock(Path(f"{database}-writer"))
+
+
 class Database:
     """Sessions over one engine: plain ones for reading, and booking ones that serialise."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # SQLite lets one writer in at a time and makes the others poll with growing sleeps;
-        # queueing our own threads on a lock instead keeps accepts fast under contention.
-        self._writer: AbstractContextManager[object] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
+        self._writer = _writer_lock(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
 
@@ -127,3 +169,5 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer, WriterLock):
+            self._writer.close()
