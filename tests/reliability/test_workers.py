@@ -114,6 +114,8 @@ def test_quota_holds_across_workers_under_concurrent_accepts(tmp_path: Path, dat
                         for n in range(40)
                     )
                 )
+                failed = [a.text for a in asked if a.status_code != 200]
+                assert not failed, failed[:3]
                 offers = [o["meta"]["uuid"] for a in asked for o in a.json()["offers"]]
                 # every offer accepted three times at the same moment, over every connection
                 answers = await asyncio.gather(
