@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -14,6 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from execbroker.store.tables import BrokerLock
@@ -80,28 +83,51 @@ def migrate(engine: Engine) -> None:
 
 
 class WriterLock:
-    """One writer at a time to an SQLite file, across threads and processes, queued in the
-    kernel: a thread lock for this process's threads, then an ``flock`` on a file beside the
-    database for the processes sharing it (a broker's workers, replicas on one host).
+    """One writer at a time to an SQLite file, across threads and processes: a thread lock for
+    this process's threads, then an ``flock`` on a file beside the database for the processes
+    sharing it (a broker's workers, replicas on one host).
 
     SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to
     100 ms each): two processes taking turns would leave the database idle while one sleeps.
-    Waiting here instead wakes the next writer the moment the last one commits. It only
-    orders writers: SQLite's own lock (BEGIN IMMEDIATE) still makes them exclusive, against
-    any other writer too. A holder that dies releases it (the kernel drops its ``flock``).
+    The file lock is polled every millisecond instead, so the next writer gets in at most a
+    millisecond after the last one commits. It only orders writers: SQLite's own lock (BEGIN
+    IMMEDIATE) still makes them exclusive, against any other writer too. A holder that dies
+    releases it (the kernel drops its ``flock``); one waited for longer than ``timeout`` fails
+    the write as SQLite's busy timeout does ("database is locked", answered 503).
     """
 
-    def __init__(self, path: Path) -> None:
+    POLL = 0.001  # seconds between two tries of a held file lock
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.timeout = timeout
         self._threads = threading.Lock()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def __enter__(self) -> None:
         self._threads.acquire()
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)  # (the interpreter's lock is let go meanwhile)
+            self._lock_file()
         except BaseException:
             self._threads.release()
             raise
+
+    def _lock_file(self) -> None:
+        deadline: float | None = None
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            deadline = deadline or now + self.timeout
+            if now >= deadline:
+                raise OperationalError(
+                    "waiting for another process's write",
+                    None,
+                    sqlite3.OperationalError("database is locked"),
+                )
+            time.sleep(self.POLL)
 
     def __exit__(self, *_exc: object) -> None:
         try:
@@ -120,7 +146,8 @@ def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
     database = engine.url.database
     if not database or database == ":memory:":
         return threading.Lock()  # one process's own database
-    return WriterLock(Path(f"{database}-writer"))
+    timeout = float(engine.url.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
+    return WriterLock(Path(f"{database}-writer"), timeout)
 
 
 class Database:
