@@ -13,7 +13,7 @@ The supervisor holds no broker state. It checks what it can before any worker st
 config, that the database is one the workers can share, that each platform is known to be
 safe with several replicas, the schema migrated once), then:
 
-* SIGTERM or SIGINT: tells every worker to stop (SIGTERM: each finishes its requests and
+* SIGTERM, SIGINT or SIGHUP: tells every worker to stop (SIGTERM: each finishes its requests and
   ends its leases), waits for them, and exits; a second signal kills them.
 * A worker killed (a signal, the OOM killer): started again, at most every few seconds if
   it keeps dying; meanwhile its sessions are taken over by the others once its leases lapse.
@@ -120,7 +120,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until told to stop; the exit code."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda got, _frame: self._signals.append(got))
         self._slots = [_Slot(number) for number in range(self.count)]
         code = 0

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
@@ -43,15 +42,6 @@ from tests.reliability.test_replicas import QUOTA, ROOMY, _peak, _request
 
 # A lease long enough that a worker slowed down by this shared machine keeps its sessions.
 MONITOR = {"interval": "PT0.05S", "lease": "PT3S"}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The database both workers share: an SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-    else:
-        yield request.getfixturevalue("postgres_url")
 
 
 @contextmanager
