@@ -73,10 +73,11 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (creating it on an empty database)."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    # Replicas (or workers) starting at once would each create the tables; one at a time, the
+    # later ones find the schema up to date. SQLite: BEGIN IMMEDIATE takes its one writer lock
+    # first (a deferred BEGIN would fail at its first write if another migrated meanwhile).
+    with engine.execution_options(booking=True).begin() as connection:
         if engine.dialect.name == "postgresql":
-            # Replicas starting at once would each create the tables; one at a time, the
-            # later ones find the schema up to date. (SQLite: BEGIN takes its one writer lock.)
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
