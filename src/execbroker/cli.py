@@ -49,26 +49,25 @@ def serve(
             help="worker processes on one socket, each a replica of the broker (uses more cores)",
         ),
     ] = 1,
-    fd: Annotated[
-        int | None,
-        typer.Option(help="serve on this inherited listening socket instead of --host/--port"),
-    ] = None,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(help="share the port with other processes of this user (as workers do)"),
+    ] = False,
 ) -> None:
     """Run one broker."""
     from execbroker import logs
 
     broker = _load_config(config)
     logs.setup(log_level, broker.logging.format)
-    if workers > 1 and fd is None:
+    if workers > 1:
         raise SystemExit(_supervise(broker, config, host, port, log_level, workers))
-    _serve_one(broker, host=host, port=port, fd=fd, log_level=log_level)
+    _serve_one(broker, host=host, port=port, reuse_port=reuse_port, log_level=log_level)
 
 
-def _serve_one(broker: Any, *, host: str, port: int, fd: int | None, log_level: str) -> None:
-    import socket
-
+def _serve_one(broker: Any, *, host: str, port: int, reuse_port: bool, log_level: str) -> None:
     import uvicorn
 
+    from execbroker import workers
     from execbroker.api.app import create_app
     from execbroker.platforms.accounts import IsolationError
 
@@ -90,8 +89,7 @@ def _serve_one(broker: Any, *, host: str, port: int, fd: int | None, log_level: 
         )
     )
     application.state.server = server  # open event streams end when it is told to stop
-    # An inherited socket (a supervisor's, see execbroker.workers): its family is its own.
-    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    server.run(sockets=[workers.listen(host, port)] if reuse_port else None)
 
 
 def _supervise(broker: Any, path: Path, host: str, port: int, log_level: str, workers: int) -> int:
@@ -105,12 +103,16 @@ def _supervise(broker: Any, path: Path, host: str, port: int, log_level: str, wo
         raise SystemExit(f"execbroker serve: refusing {workers} workers:\n{said}")
     Database.open(broker.database_url).close()  # migrated once, before the workers race to
     try:
-        sock = supervision.listen(host, port)
+        held = supervision.hold(host, port)  # the port, while workers come and go
     except OSError as error:
         raise SystemExit(f"execbroker serve: cannot listen on {host}:{port}: {error}") from None
-    command = supervision.worker_command(str(path), fd=sock.fileno(), log_level=log_level)
+    port = held.getsockname()[1]  # (port 0: the one chosen)
+    command = supervision.worker_command(str(path), host=host, port=port, log_level=log_level)
     supervision.log.info("broker %s: %d workers on http://%s:%d", broker.name, workers, host, port)
-    return supervision.Supervisor(command=command, count=workers, sock=sock).run()
+    try:
+        return supervision.Supervisor(command=command, count=workers).run()
+    finally:
+        held.close()
 
 
 @app.command("hash-token")

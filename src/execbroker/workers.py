@@ -5,9 +5,11 @@ Each worker is a whole ``execbroker serve`` of the same config on the same datab
 state directory: a *replica* in the monitor's sense (its own replica id, leases, index of
 holds), so everything that keeps replicas safe (the booking transaction, the WAITING →
 PREPARING claim, the holdings version counter, leases and take-overs) keeps workers safe.
-The only thing they share beyond the database is the listening socket: the supervisor binds
-it once and each worker inherits it (``--fd``), and the kernel hands each connection to
-whichever worker accepts first.
+The only thing they share beyond the database is the port: each worker listens on it with
+``SO_REUSEPORT`` and the kernel spreads new connections over them (a shared socket instead
+lets whichever worker wakes first accept a whole burst of connections, leaving the other
+idle). The supervisor holds the port bound, not listening, so it stays the broker's while a
+worker is restarted.
 
 The supervisor holds no broker state. It checks what it can before any worker starts (the
 config, that the database is one the workers can share, that each platform is known to be
@@ -74,13 +76,34 @@ def problems(config: BrokerConfig, workers: int) -> list[str]:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The listening socket every worker inherits (uvicorn's options: reuse the address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """A socket listening on ``host:port`` that other processes of this user may listen on too,
+    each getting a share of the new connections from the kernel (``SO_REUSEPORT``)."""
+    sock = _shared(host, port)
     sock.listen(2048)
-    sock.set_inheritable(True)
+    return sock
+
+
+def hold(host: str, port: int) -> socket.socket:
+    """The supervisor's hold on the port: bound with ``SO_REUSEPORT`` so its workers can listen
+    on it, but not listening itself (it is handed no connections). The port is first bound
+    without, so one that anything else holds (another broker's workers too) is refused, not
+    shared; port 0 chooses one."""
+    with _socket(host) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    return _shared(host, port)
+
+
+def _socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def _shared(host: str, port: int) -> socket.socket:
+    sock = _socket(host)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
     return sock
 
 
@@ -110,11 +133,10 @@ class _Slot:
 
 @dataclass
 class Supervisor:
-    """Starts ``count`` workers running ``command`` (which serves on ``sock``) and keeps them."""
+    """Starts ``count`` workers running ``command`` and keeps them."""
 
     command: Sequence[str]
     count: int
-    sock: socket.socket
     _slots: list[_Slot] = field(default_factory=list)
     _signals: list[int] = field(default_factory=list)
 
@@ -173,7 +195,6 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         slot.process = subprocess.Popen(
             list(self.command),
-            pass_fds=(self.sock.fileno(),),
             preexec_fn=_dying_with(os.getpid()),  # (safe: the supervisor runs no threads)
         )
         slot.started = time.monotonic()
@@ -198,9 +219,9 @@ class Supervisor:
 
 
 def worker_command(
-    config: str, *, fd: int, log_level: str, interpreter: str = sys.executable
+    config: str, *, host: str, port: int, log_level: str, interpreter: str = sys.executable
 ) -> list[str]:
-    """What a worker runs: one broker process serving on the inherited socket ``fd``."""
+    """What a worker runs: one broker process listening on the shared port."""
     return [
         interpreter,
         "-m",
@@ -208,8 +229,11 @@ def worker_command(
         "serve",
         "--config",
         config,
-        "--fd",
-        str(fd),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--reuse-port",
         "--log-level",
         log_level,
         "--workers",
