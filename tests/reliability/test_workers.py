@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 from execbroker.config import BrokerConfig
 from execbroker.store.tables import SessionRow
 from execbroker.timeutil import utcnow
-from execbroker.workers import problems
+from execbroker.workers import listen, problems
 from tests.brokers import BASE_CONFIG, BrokerProcess, batch_request
 from tests.reliability.support import (
     ACCEPT,
@@ -291,3 +292,28 @@ def test_workers_must_be_a_positive_number(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "--workers" in done.stderr, done.stderr
+
+
+def test_a_workers_connections_do_not_wait_for_delayed_acks() -> None:
+    """A worker's own listening socket gets what uvicorn's would: TCP_NODELAY on every
+    connection (else each response waits ~40 ms for the client's delayed ACK)."""
+
+    async def nodelay() -> int:
+        found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                found.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        sock = listen("127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname())
+            try:
+                return await asyncio.wait_for(found, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(nodelay()) != 0
