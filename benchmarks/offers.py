@@ -8,6 +8,8 @@ is timed in the same run as the floor a request cannot go under (HTTP + uvicorn)
 Slurm is up, the same question put to Slurm (``sbatch --test-only``: when could this start?)
 interleaved with ours, since these machines are noisy. ``--database postgres`` runs each
 level on a fresh PostgreSQL database (``EXECBROKER_TEST_POSTGRES_URL``'s server).
+``--workers N`` serves the broker with N worker processes (``serve --workers``); a list
+(``--workers 1,2``) measures each in turn, back to back in one run.
 
 The broker's own CPU time per ``POST /offersets`` and per ``GET /health`` (user + system,
 read from ``/proc/<pid>/stat`` of the broker and its child processes around each timed
@@ -15,7 +17,7 @@ request) is printed too: on a shared machine it moves far less than latency does
 the figure to compare a change by (its ticks are 10 ms: it is a mean over the requests).
 
     python benchmarks/offers.py [--requests 100] [--levels 0,1000,10000,100000]
-        [--database sqlite|postgres] [--accepts N]
+        [--database sqlite|postgres] [--accepts N] [--workers 1|2|1,2]
 
 Each level also reports the broker's CPU per accept (``broker_cpu_ms_per_accept``, user +
 system from /proc over the accepts), which a busy machine disturbs far less than the rate.
@@ -126,33 +128,43 @@ def later_request() -> dict[str, object]:
 
 
 async def _accepts(url: str, count: int, concurrency: int, pid: int) -> tuple[float, int, float]:
-    """Accepts per second with ``concurrency`` clients at once, how many were refused, and
-    the broker's CPU seconds per accept (process ``pid``) over them."""
+    """Accepts per second with ``concurrency`` clients at once (each its own connection, which
+    any worker may have taken), how many were refused, and the broker's CPU seconds per
+    accept (process ``pid`` and its workers) over them."""
     headers = {"Authorization": "Bearer demo-alice"}
     request = later_request()
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+    clients = [
+        httpx.AsyncClient(base_url=url, headers=headers, timeout=60) for _ in range(concurrency)
+    ]
+    try:
         offers = []
         for _ in range(count):
-            answer = (await client.post("/offersets", json=request)).json()
+            answer = (await clients[0].post("/offersets", json=request)).json()
             offers.append(answer["offers"][-1]["meta"]["uuid"])
         update = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
-        gate = asyncio.Semaphore(concurrency)
         refused = 0
 
-        async def accept(session: str) -> None:
+        async def accept(client: httpx.AsyncClient, sessions: list[str]) -> None:
             nonlocal refused
-            async with gate:
+            for session in sessions:
                 response = await client.post(f"/sessions/{session}", json=update)
                 if response.status_code == 409:
                     refused += 1
                 else:
                     response.raise_for_status()
 
+        for client in clients:  # each client's connection open before the clock starts
+            (await client.get("/health")).raise_for_status()
         cpu = process_cpu_seconds(pid)
         started = time.perf_counter()
-        await asyncio.gather(*(accept(session) for session in offers))
+        await asyncio.gather(
+            *(accept(client, offers[n::concurrency]) for n, client in enumerate(clients))
+        )
         elapsed = time.perf_counter() - started
         return count / elapsed, refused, (process_cpu_seconds(pid) - cpu) / count
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def overbooked(url: str) -> int:
@@ -218,7 +230,13 @@ def database_url(kind: str, directory: Path) -> Iterator[str]:
 
 
 def measure(
-    bookings: int, requests: int, directory: Path, kind: str, slurm: bool, accepts: int = 0
+    bookings: int,
+    requests: int,
+    directory: Path,
+    kind: str,
+    slurm: bool,
+    accepts: int = 0,
+    workers: int = 1,
 ) -> dict[str, object]:
     with database_url(kind, directory) as url:
         config = {
@@ -228,7 +246,7 @@ def measure(
             "monitor": {"interval": "PT60S"},
             "database": url,
         }
-        broker = BrokerProcess(config, directory)
+        broker = BrokerProcess(config, directory, workers=workers)
         preload(url, bookings)
         broker.start()
         try:
@@ -261,6 +279,7 @@ def measure(
         over = overbooked(url)
     result: dict[str, object] = {
         "bookings": bookings,
+        "workers": workers,
         "post_offersets": _ms(offers),
         "get_health_baseline": _ms(health),
         "offers_over_baseline": round(statistics.median(offers) / statistics.median(health), 2),
@@ -287,22 +306,27 @@ def main() -> None:
     parser.add_argument(
         "--accepts", type=int, default=0, help="accepts per level (default: --requests, >= 100)"
     )
+    parser.add_argument("--workers", default="1", help="worker processes, or a list: 1,2")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
+    counts = [int(count) for count in args.workers.split(",")]
     slurm = slurm_up()
     with tempfile.TemporaryDirectory(prefix="execbroker-bench-") as temporary:
         results = [
             measure(
                 level,
                 args.requests,
-                Path(temporary) / str(level),
+                Path(temporary) / f"{level}-{workers}",
                 args.database,
                 slurm,
                 args.accepts,
+                workers,
             )
             for level in levels
+            for workers in counts
         ]
-    first, last = results[0], results[-1]
+    same = [result for result in results if result["workers"] == counts[0]]
+    first, last = same[0], same[-1]
     slowdown = last["post_offersets"]["median_ms"] / first["post_offersets"]["median_ms"]  # type: ignore[index]
     print(
         json.dumps(

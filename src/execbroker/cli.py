@@ -41,16 +41,36 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="EXECBROKER_WORKERS",
+            help="worker processes on one socket, each a replica of the broker (uses more cores)",
+        ),
+    ] = 1,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(help="share the port with other processes of this user (as workers do)"),
+    ] = False,
 ) -> None:
     """Run one broker."""
-    import uvicorn
-
     from execbroker import logs
-    from execbroker.api.app import create_app
-    from execbroker.platforms.accounts import IsolationError
 
     broker = _load_config(config)
     logs.setup(log_level, broker.logging.format)
+    if workers > 1:
+        raise SystemExit(_supervise(broker, config, host, port, log_level, workers))
+    _serve_one(broker, host=host, port=port, reuse_port=reuse_port, log_level=log_level)
+
+
+def _serve_one(broker: Any, *, host: str, port: int, reuse_port: bool, log_level: str) -> None:
+    import uvicorn
+
+    from execbroker import workers
+    from execbroker.api.app import create_app
+    from execbroker.platforms.accounts import IsolationError
+
     try:
         application = create_app(broker)
     except IsolationError as error:  # it would run one user's tasks where another can reach
@@ -69,7 +89,30 @@ def serve(
         )
     )
     application.state.server = server  # open event streams end when it is told to stop
-    server.run()
+    server.run(sockets=[workers.listen(host, port)] if reuse_port else None)
+
+
+def _supervise(broker: Any, path: Path, host: str, port: int, log_level: str, workers: int) -> int:
+    """Serve with ``workers`` processes (see ``execbroker.workers``); the exit code."""
+    from execbroker import workers as supervision
+    from execbroker.store.engine import Database
+
+    found = supervision.problems(broker, workers)
+    if found:
+        said = "\n".join(f"  {line}" for line in found)
+        raise SystemExit(f"execbroker serve: refusing {workers} workers:\n{said}")
+    Database.open(broker.database_url).close()  # migrated once, before the workers race to
+    try:
+        held = supervision.hold(host, port)  # the port, while workers come and go
+    except OSError as error:
+        raise SystemExit(f"execbroker serve: cannot listen on {host}:{port}: {error}") from None
+    port = held.getsockname()[1]  # (port 0: the one chosen)
+    command = supervision.worker_command(str(path), host=host, port=port, log_level=log_level)
+    supervision.log.info("broker %s: %d workers on http://%s:%d", broker.name, workers, host, port)
+    try:
+        return supervision.Supervisor(command=command, count=workers).run()
+    finally:
+        held.close()
 
 
 @app.command("hash-token")

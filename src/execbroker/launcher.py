@@ -91,7 +91,8 @@ class BrokerProcess:
     ``config`` is a broker config (as in a broker YAML file); its ``state_dir`` is set to
     ``directory/state``, or to ``state_dir`` (replicas of one broker share it, each with a
     directory of its own for its config and log). ``cwd`` is where relative paths in the
-    config resolve from.
+    config resolve from. ``workers`` above 1 serves it with that many worker processes on
+    one port (``serve --workers``): ``process`` is then their supervisor.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class BrokerProcess:
         cwd: Path | None = None,
         log_level: str = "info",
         state_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.name = str(config.get("name", directory.name))
         self.directory = directory
@@ -115,6 +117,7 @@ class BrokerProcess:
             stream.write(yaml.safe_dump(config, sort_keys=False))
         self.cwd = cwd
         self.log_level = log_level
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "broker.log"
@@ -143,6 +146,8 @@ class BrokerProcess:
             str(self.port),
             "--log-level",
             self.log_level,
+            "--workers",
+            str(self.workers),
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -203,6 +208,17 @@ class BrokerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the supervisor's workers now (``[]`` for a broker of one process)."""
+        if self.workers <= 1 or self.process is None or self.process.poll() is not None:
+            return []
+        pid = self.process.pid
+        found: list[int] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+        return sorted(found)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

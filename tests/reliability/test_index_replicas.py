@@ -1,5 +1,6 @@
 """Each replica keeps its own index of what is held: it learns at once what another replica
-booked (offers and accepts, through the lock row's version) and what the other released."""
+booked (offers and accepts, through the lock row's version) and what the other released, on
+PostgreSQL and on one SQLite file (as a broker's workers share it)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.brokers import accept, batch_request, update
 from tests.reliability.support import replicas
-
-pytestmark = pytest.mark.postgres
 
 # One session at a time, and every offer overlaps every other (horizon < duration).
 ONE = {
@@ -40,9 +38,9 @@ def _reject_all(client: httpx.Client, answer: dict) -> None:
         assert update(client, uuid, "REJECTED").status_code == 200
 
 
-def test_bookings_and_releases_cross_replicas(tmp_path: Path, postgres_url: str) -> None:
+def test_bookings_and_releases_cross_replicas(tmp_path: Path, database: str) -> None:
     with (
-        replicas(tmp_path, 2, database=postgres_url, quota=ONE, monitor=MONITOR) as brokers,
+        replicas(tmp_path, 2, database=database, quota=ONE, monitor=MONITOR) as brokers,
         brokers[0].client() as first,
         brokers[1].client() as second,
     ):

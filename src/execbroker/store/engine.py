@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -12,6 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from execbroker.store.tables import BrokerLock
@@ -68,13 +73,82 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (creating it on an empty database)."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    # Replicas (or workers) starting at once would each create the tables; one at a time, the
+    # later ones find the schema up to date. SQLite: BEGIN IMMEDIATE takes its one writer lock
+    # first (a deferred BEGIN would fail at its first write if another migrated meanwhile).
+    with engine.execution_options(booking=True).begin() as connection:
         if engine.dialect.name == "postgresql":
-            # Replicas starting at once would each create the tables; one at a time, the
-            # later ones find the schema up to date. (SQLite: BEGIN takes its one writer lock.)
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+class WriterLock:
+    """One writer at a time to an SQLite file, across threads and processes: a thread lock for
+    this process's threads, then an ``flock`` on a file beside the database for the processes
+    sharing it (a broker's workers, replicas on one host).
+
+    SQLite lets one writer in at a time and makes the others poll with growing sleeps (up to
+    100 ms each): two processes taking turns would leave the database idle while one sleeps.
+    The file lock is polled every millisecond instead, so the next writer gets in at most a
+    millisecond after the last one commits. It only orders writers: SQLite's own lock (BEGIN
+    IMMEDIATE) still makes them exclusive, against any other writer too. A holder that dies
+    releases it (the kernel drops its ``flock``); one waited for longer than ``timeout`` fails
+    the write as SQLite's busy timeout does ("database is locked", answered 503).
+    """
+
+    POLL = 0.001  # seconds between two tries of a held file lock
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.timeout = timeout
+        self._threads = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            self._lock_file()
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def _lock_file(self) -> None:
+        deadline: float | None = None
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            deadline = deadline or now + self.timeout
+            if now >= deadline:
+                raise OperationalError(
+                    "waiting for another process's write",
+                    None,
+                    sqlite3.OperationalError("database is locked"),
+                )
+            time.sleep(self.POLL)
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
+    """How this process's writers queue (see ``WriterLock``): PostgreSQL queues them itself."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return threading.Lock()  # one process's own database
+    timeout = float(engine.url.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
+    return WriterLock(Path(f"{database}-writer"), timeout)
 
 
 class Database:
@@ -82,11 +156,7 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # SQLite lets one writer in at a time and makes the others poll with growing sleeps;
-        # queueing our own threads on a lock instead keeps accepts fast under contention.
-        self._writer: AbstractContextManager[object] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
+        self._writer = _writer_lock(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
         lock = BrokerLock.__table__
@@ -127,3 +197,5 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer, WriterLock):
+            self._writer.close()
