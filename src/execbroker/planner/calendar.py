@@ -13,16 +13,22 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import accumulate, pairwise
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from .formatting import fmt_instant
 from .quota import Quota
 from .resources import Resources
 
+if TYPE_CHECKING:
+    from sortedcontainers import SortedDict, SortedList
+
 # Segments per block of precomputed maxima: a peak query reads at most 2 partial blocks plus one
 # maximum per whole block in between.
 _BLOCK = 64
+# Segments read at a time by ``earliest_fit``: one slice of each column per chunk.
+_CHUNK = 64
 
 # (start, end, cores, memory_gib, storage_gib): one stretch of constant load from one source.
 _Piece = tuple[datetime, datetime, int, int, int]
@@ -179,15 +185,39 @@ class Starts(Sequence[datetime]):
 class Calendar:
     """An immutable set of bookings, indexed for peak-load queries over any window."""
 
-    __slots__ = ("_blocks", "_bookings", "_columns", "_ends", "_scanned", "_source", "_times")
+    __slots__ = (
+        "_blocks",
+        "_bookings",
+        "_columns",
+        "_ends",
+        "_ends_right",
+        "_left",
+        "_right",
+        "_rows",
+        "_scanned",
+        "_source",
+        "_times",
+    )
 
     def __init__(self, bookings: Iterable[Booking]) -> None:
         self._bookings: tuple[Booking, ...] | None = tuple(bookings)
         self._source: Callable[[], tuple[Booking, ...]] | None = None
-        self._times, self._columns = _sweep(_pieces(self._bookings))
+        times, columns = _sweep(_pieces(self._bookings))
+        self._lists(times, columns, sorted({b.end for b in self._bookings}))
+
+    def _lists(
+        self, times: list[datetime], columns: tuple[list[int], ...], ends: list[datetime]
+    ) -> None:
+        """Read the load from plain sorted lists (see ``from_profile``)."""
+        self._times: Sequence[datetime] = times
+        self._columns: tuple[list[int], ...] | None = columns
+        self._rows: Sequence[list[int]] | None = None
+        self._left: Callable[[datetime], int] = partial(bisect_left, times)
+        self._right: Callable[[datetime], int] = partial(bisect_right, times)
+        self._ends: Sequence[datetime] = ends
+        self._ends_right: Callable[[datetime], int] = partial(bisect_right, ends)
         self._blocks: tuple[list[int], ...] | None = None
         self._scanned = 0
-        self._ends = sorted({b.end for b in self._bookings})
 
     @classmethod
     def from_profile(
@@ -203,11 +233,49 @@ class Calendar:
         ``bookings`` returns (called only if they are asked for)."""
         calendar = cls.__new__(cls)
         calendar._bookings, calendar._source = None, bookings
-        calendar._times, calendar._columns = times, columns
+        calendar._lists(times, columns, ends)
+        return calendar
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: SortedDict,
+        ends: SortedList,
+        bookings: Callable[[], tuple[Booking, ...]],
+    ) -> Calendar:
+        """A calendar over ``HoldIndex``'s live load, taken as it is (not copied): ``rows``
+        maps each boundary to the [cores, memory, storage, sessions] held from it to the next
+        (the last one's is zeros), ``ends`` the distinct booking ends; the same load as
+        ``from_profile`` would be given, read a window at a time."""
+        calendar = cls.__new__(cls)
+        calendar._bookings, calendar._source = None, bookings
+        calendar._times = rows.keys()
+        calendar._columns = None
+        calendar._rows = rows.values()
+        calendar._left, calendar._right = rows.bisect_left, rows.bisect_right
+        calendar._ends, calendar._ends_right = ends, ends.bisect_right
         calendar._blocks = None
         calendar._scanned = 0
-        calendar._ends = ends
         return calendar
+
+    def _slice(self, i: int, j: int) -> tuple[Sequence[int], ...]:
+        """Each column's load over segments [i, j) (0 <= i <= j <= the number of segments)."""
+        if self._columns is not None:
+            return tuple(column[i:j] for column in self._columns)
+        assert self._rows is not None
+        rows = self._rows[i:j]
+        if not rows:
+            return (), (), (), ()
+        return tuple(zip(*rows, strict=True))
+
+    def _segments(self) -> int:
+        return max(len(self._times) - 1, 0)
+
+    def _full(self) -> tuple[list[int], ...]:
+        """Every column as a list (a copy when the load is read from rows)."""
+        if self._columns is not None:
+            return self._columns
+        return tuple(list(column) for column in self._slice(0, self._segments()))
 
     def window(self, start: datetime, end: datetime, less: Sequence[_Piece] = ()) -> Calendar:
         """Only the load over [start, end), less ``less`` (pieces of what it holds): peaks and
@@ -215,8 +283,8 @@ class Calendar:
         i, j = self._span(start, end)
         if i >= j:
             return Calendar(())
-        times = self._times[i : j + 1]
-        columns = tuple(column[i:j] for column in self._columns)
+        times = list(self._times[i : j + 1])
+        columns = tuple(list(column) for column in self._slice(i, j))
         for lo, hi, c, m, s in less:
             a = max(bisect_left(times, lo), 0)
             b = bisect_left(times, hi)
@@ -227,6 +295,10 @@ class Calendar:
 
     def _maxima(self) -> tuple[list[int], ...]:
         if self._blocks is None:
+            if self._columns is None:  # long windows again and again: read the rows once
+                times = list(self._times)
+                self._lists(times, self._full(), list(self._ends))
+            assert self._columns is not None
             self._blocks = tuple(_block_maxima(col) for col in self._columns)
         return self._blocks
 
@@ -238,7 +310,7 @@ class Calendar:
 
     def profile(self) -> tuple[list[datetime], tuple[list[int], ...], list[datetime]]:
         """The swept load: boundaries, per-segment (cores, memory, storage, sessions), ends."""
-        return self._times, self._columns, self._ends
+        return list(self._times), self._full(), list(self._ends)
 
     def __len__(self) -> int:
         return len(self._all())
@@ -250,11 +322,11 @@ class Calendar:
 
     def _span(self, start: datetime, end: datetime) -> tuple[int, int]:
         """Indices [i, j) of the segments that overlap [start, end); empty when i >= j."""
-        times = self._times
-        if start >= end or not times:
+        count = len(self._times)
+        if start >= end or not count:
             return 0, 0
-        i = max(bisect_right(times, start) - 1, 0)
-        j = min(bisect_left(times, end), len(times) - 1)
+        i = max(self._right(start) - 1, 0)
+        j = min(self._left(end), count - 1)
         return i, j
 
     def peak(self, start: datetime, end: datetime) -> tuple[Resources, int]:
@@ -272,11 +344,13 @@ class Calendar:
         scanned = self._scanned + j - i
         if j - i <= 2 * _BLOCK or (self._blocks is None and scanned <= len(self._times)):
             self._scanned = scanned
-            cores, memory, storage, sessions = (max(col[i:j]) for col in self._columns)
+            cores, memory, storage, sessions = (max(col) for col in self._slice(i, j))
         else:
+            blocks = self._maxima()
+            assert self._columns is not None
             cores, memory, storage, sessions = (
-                _range_max(col, blocks, i, j)
-                for col, blocks in zip(self._columns, self._maxima(), strict=True)
+                _range_max(col, maxima, i, j)
+                for col, maxima in zip(self._columns, blocks, strict=True)
             )
         return Resources(cores, memory, storage), sessions
 
@@ -310,36 +384,40 @@ class Calendar:
         start = candidates[0]
         if duration <= timedelta(0):
             return start
-        times = self._times
-        cores, memory, storage, sessions = self._columns
-        last = len(times) - 1  # number of segments
+        last = self._segments()
         count = len(candidates)
         c = 0
         end = start + duration
-        k = max(bisect_right(times, start) - 1, 0)
-        while k < last and times[k] < end:
-            if times[k + 1] > start and (
-                cores[k] > lc or memory[k] > lm or storage[k] > ls or sessions[k] > ln
-            ):
-                free = times[k + 1]
-                while c < count and candidates[c] < free:
-                    c += 1
-                if c == count:
-                    return None
-                start = candidates[c]
-                end = start + duration
-            k += 1
+        k = max(self._right(start) - 1, 0)
+        while k < last:  # a chunk of segments at a time: one slice each, not one read each
+            hi = min(k + _CHUNK, last)
+            times = self._times[k : hi + 1]
+            cores, memory, storage, sessions = self._slice(k, hi)
+            for n in range(hi - k):
+                if times[n] >= end:
+                    return start
+                if times[n + 1] > start and (
+                    cores[n] > lc or memory[n] > lm or storage[n] > ls or sessions[n] > ln
+                ):
+                    free = times[n + 1]
+                    while c < count and candidates[c] < free:
+                        c += 1
+                    if c == count:
+                        return None
+                    start = candidates[c]
+                    end = start + duration
+            k = hi
         return start
 
     def candidate_starts(self, first: datetime, until: datetime) -> Starts:
         """``first``, then ``release_times(first, until)``: where a booking may start."""
-        ends = self._ends
-        return Starts(first, ends, bisect_right(ends, first), bisect_right(ends, until))
+        right = self._ends_right
+        return Starts(first, self._ends, right(first), right(until))
 
     def release_times(self, after: datetime, until: datetime) -> list[datetime]:
         """Sorted distinct booking ends e with after < e <= until: when capacity may free up."""
-        ends = self._ends
-        return ends[bisect_right(ends, after) : bisect_right(ends, until)]
+        right = self._ends_right
+        return list(self._ends[right(after) : right(until)])
 
     def without_group(self, group: str) -> Calendar:
         """This calendar minus one offer set (e.g. to re-check one of its offers on accept)."""
