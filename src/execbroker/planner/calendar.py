@@ -22,7 +22,9 @@ from .quota import Quota
 from .resources import Resources
 
 if TYPE_CHECKING:
-    from sortedcontainers import SortedDict, SortedList
+    from sortedcontainers import SortedList
+
+    from .steps import Steps
 
 # Segments per block of precomputed maxima: a peak query reads at most 2 partial blocks plus one
 # maximum per whole block in between.
@@ -193,9 +195,9 @@ class Calendar:
         "_ends_right",
         "_left",
         "_right",
-        "_rows",
         "_scanned",
         "_source",
+        "_steps",
         "_times",
     )
 
@@ -211,7 +213,7 @@ class Calendar:
         """Read the load from plain sorted lists (see ``from_profile``)."""
         self._times: Sequence[datetime] = times
         self._columns: tuple[list[int], ...] | None = columns
-        self._rows: Sequence[list[int]] | None = None
+        self._steps: Steps | None = None
         self._left: Callable[[datetime], int] = partial(bisect_left, times)
         self._right: Callable[[datetime], int] = partial(bisect_right, times)
         self._ends: Sequence[datetime] = ends
@@ -237,22 +239,21 @@ class Calendar:
         return calendar
 
     @classmethod
-    def from_rows(
+    def from_steps(
         cls,
-        rows: SortedDict,
+        steps: Steps,
         ends: SortedList,
         bookings: Callable[[], tuple[Booking, ...]],
     ) -> Calendar:
-        """A calendar over ``HoldIndex``'s live load, taken as it is (not copied): ``rows``
-        maps each boundary to the [cores, memory, storage, sessions] held from it to the next
-        (the last one's is zeros), ``ends`` the distinct booking ends; the same load as
-        ``from_profile`` would be given, read a window at a time."""
+        """A calendar over ``HoldIndex``'s live load, taken as it is (not copied): ``steps``
+        the boundaries with the load from each to the next, ``ends`` the distinct booking
+        ends; the same load as ``from_profile`` would be given, read a window at a time."""
         calendar = cls.__new__(cls)
         calendar._bookings, calendar._source = None, bookings
-        calendar._times = rows.keys()
+        calendar._times = steps
         calendar._columns = None
-        calendar._rows = rows.values()
-        calendar._left, calendar._right = rows.bisect_left, rows.bisect_right
+        calendar._steps = steps
+        calendar._left, calendar._right = steps.bisect_left, steps.bisect_right
         calendar._ends, calendar._ends_right = ends, ends.bisect_right
         calendar._blocks = None
         calendar._scanned = 0
@@ -262,11 +263,8 @@ class Calendar:
         """Each column's load over segments [i, j) (0 <= i <= j <= the number of segments)."""
         if self._columns is not None:
             return tuple(column[i:j] for column in self._columns)
-        assert self._rows is not None
-        rows = self._rows[i:j]
-        if not rows:
-            return (), (), (), ()
-        return tuple(zip(*rows, strict=True))
+        assert self._steps is not None
+        return self._steps.columns(i, j)
 
     def _segments(self) -> int:
         return max(len(self._times) - 1, 0)
@@ -295,7 +293,7 @@ class Calendar:
 
     def _maxima(self) -> tuple[list[int], ...]:
         if self._blocks is None:
-            if self._columns is None:  # long windows again and again: read the rows once
+            if self._columns is None:  # long windows again and again: copy the steps once
                 times = list(self._times)
                 self._lists(times, self._full(), list(self._ends))
             assert self._columns is not None

@@ -2,11 +2,11 @@
 
 ``Calendar`` sorts every booking each time it is built: linear-logarithmic in the bookings,
 which at 10 000 of them is most of a request. ``HoldIndex`` keeps the same step function (the
-boundary times, and from each to the next the cores, memory, storage and sessions held) in a
-``SortedDict`` that each change edits in place: a booking inserts at most two boundaries and
-adds its load to the segments it covers. Plain lists would shift every later entry at each
-new boundary (at 100 000 bookings, ~100 us a shift); the sorted dict's blocked lists shift a
-block's worth, so a change costs the segments it spans, not the calendar's size. Its
+boundary times, and from each to the next the cores, memory, storage and sessions held) in
+``Steps``, blocked lists that each change edits in place: a booking inserts at most two
+boundaries and adds its load to the segments it covers (C-speed slices). Flat lists would
+shift every later entry at each new boundary (at 100 000 bookings, ~100 us a list); a block
+shifts its few hundred, so a change costs the segments it spans, not the calendar's size. Its
 ``calendar`` is a ``Calendar`` with exactly the load ``Calendar`` would compute from the same
 bookings, which the property tests check against the sweep.
 
@@ -22,9 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedList
 
 from .calendar import Booking, Calendar, _Piece, _pieces, _sweep
+from .steps import _LOAD as _BLOCK
+from .steps import Steps
 
 _COLUMNS = 4  # cores, memory, storage, sessions
 
@@ -43,10 +45,10 @@ class HoldIndex:
     Not thread-safe: callers serialise access (the broker does under its own lock).
     """
 
-    def __init__(self, holds: dict[str, Hold] | None = None) -> None:
-        # boundary -> [cores, memory, storage, sessions] held from it to the next boundary
-        # (zeros from the last one on)
-        self._rows: SortedDict = SortedDict()
+    def __init__(self, holds: dict[str, Hold] | None = None, *, block: int = _BLOCK) -> None:
+        """``block`` is the ``Steps`` block size (small only in tests, to split and merge)."""
+        self._block = block
+        self._steps = Steps([], tuple([] for _ in range(_COLUMNS)), load=block)
         self._refs: dict[datetime, int] = {}  # pieces starting or ending at each boundary
         self._ends = SortedList()  # distinct booking ends
         self._end_refs: dict[datetime, int] = {}
@@ -80,10 +82,9 @@ class HoldIndex:
                 self._applied[f"g:{group}"] = pieces
         every = [piece for pieces in self._applied.values() for piece in pieces]
         times, columns = _sweep(every)
-        rows = [list(row) for row in zip(*columns, strict=True)]
-        if times:
-            rows.append([0] * _COLUMNS)
-        self._rows = SortedDict(zip(times, rows, strict=True))
+        if times:  # nothing is held after the last boundary
+            columns = tuple([*column, 0] for column in columns)
+        self._steps = Steps(times, columns, load=self._block)
         refs = Counter(t for piece in every for t in (piece[0], piece[1]))
         self._refs = dict(refs)
         self._ends = SortedList(self._end_refs)
@@ -178,7 +179,7 @@ class HoldIndex:
         saves): ask again after a change, never keep one across it.
         """
         if self._view is None:
-            self._view = Calendar.from_rows(self._rows, self._ends, self._holds_view)
+            self._view = Calendar.from_steps(self._steps, self._ends, self._holds_view)
         return self._view
 
     def group_pieces(self, group: str) -> list[_Piece]:
@@ -212,13 +213,7 @@ class HoldIndex:
         if sign > 0:
             self._ref(start)
             self._ref(end)
-        rows = self._rows
-        c, m, s = sign * cores, sign * memory, sign * storage
-        for row in rows.values()[rows.bisect_left(start) : rows.bisect_left(end)]:
-            row[0] += c
-            row[1] += m
-            row[2] += s
-            row[3] += sign
+        self._steps.add(start, end, (sign * cores, sign * memory, sign * storage, sign))
 
     def _ref(self, time: datetime) -> None:
         """Count one more piece starting or ending at ``time``, a new boundary if need be."""
@@ -227,12 +222,8 @@ class HoldIndex:
             refs[time] += 1
             return
         refs[time] = 1
-        rows = self._rows
-        k = rows.bisect_left(time)
-        # the segment [times[k-1], times[k]) splits in two of equal load; before the first
-        # boundary or after the last the new segment holds nothing
-        inside = 0 < k < len(rows)
-        rows[time] = list(rows.values()[k - 1]) if inside else [0] * _COLUMNS
+        # the segment it falls in splits in two of equal load (none outside every segment)
+        self._steps.insert(time, self._steps.load_before(time))
 
     def _unref(self, time: datetime) -> None:
         self._refs[time] -= 1
@@ -240,7 +231,7 @@ class HoldIndex:
             return
         # nothing starts or ends here any more: the load is the same on both sides
         del self._refs[time]
-        del self._rows[time]
+        self._steps.delete(time)
 
     def _end_ref(self, end: datetime, sign: int) -> None:
         count = self._end_refs.get(end, 0) + sign
