@@ -14,6 +14,8 @@ from .helpers import T0, load_at
 
 KEYS = [f"s{k}" for k in range(12)]
 GROUPS = [None, None, "a", "b", "c"]
+QUOTA = Quota(Resources(6, 12, 4), max_sessions=3, max_duration=timedelta(days=1))
+HOUR3, BIG = timedelta(hours=3), Resources(4, 8, 2)
 
 instants = st.integers(0, 40).map(lambda k: T0 + timedelta(minutes=15 * k))
 
@@ -173,3 +175,66 @@ def test_an_offer_stops_holding_when_it_expires() -> None:
     index.put("o", Hold(Booking(T0, T0 + hour, Resources(1, 1, 0)), expires=None))  # accepted
     assert index.expire(T0 + hour) == []
     assert index.calendar().peak(T0, T0 + hour) == (Resources(1, 1, 0), 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations)
+def test_an_index_in_tiny_blocks_holds_the_brute_force_sum(
+    ops: list[tuple[str, object, object]],
+) -> None:
+    # blocks of two boundaries split and merge at nearly every change
+    index = HoldIndex(block=2)
+    model: dict[str, Hold] = {}
+    for op, key, arg in ops:
+        if op == "put":
+            assert isinstance(key, str) and isinstance(arg, Hold)
+            index.put(key, arg)
+            model[key] = arg
+        elif op == "discard":
+            assert isinstance(key, str)
+            index.discard(key)
+            model.pop(key, None)
+        else:
+            assert isinstance(arg, datetime)
+            index.expire(arg)
+            model = {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
+        calendar = index.calendar()
+        live = _live(model, None)
+        for k in range(-1, 58):
+            instant = T0 + timedelta(minutes=15 * k)
+            held = calendar.peak(instant, instant + timedelta(minutes=15))
+            assert held == load_at(live, instant)
+        assert calendar.release_times(T0, T0 + timedelta(days=1)) == sorted(
+            {b.end for b in live if b.end > T0}
+        )
+        candidates = calendar.candidate_starts(T0, T0 + timedelta(days=1))
+        for duration, size in ((timedelta(hours=1), Resources(1, 1, 0)), (HOUR3, BIG)):
+            expected = next(
+                (t for t in candidates if calendar.fits(t, t + duration, size, QUOTA)), None
+            )
+            assert calendar.earliest_fit(candidates, duration, size, QUOTA) == expected
+    assert HoldIndex(model, block=2).calendar().profile() == index.calendar().profile()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.booleans(), min_size=100, max_size=400), st.integers(1, 8))
+def test_a_long_fragmented_index_finds_the_first_fit_across_blocks_and_chunks(
+    full: list[bool], block: int
+) -> None:
+    # hundreds of segments: ``earliest_fit`` reads them a chunk at a time, over many blocks
+    minute = timedelta(minutes=1)
+    holds = {
+        f"b{k}": Hold(Booking(T0 + 2 * k * minute, T0 + (2 * k + 1) * minute, BIG))
+        for k, taken in enumerate(full)
+        if taken
+    }
+    index = HoldIndex(block=block)
+    index.update(holds.items())
+    calendar = index.calendar()
+    candidates = calendar.candidate_starts(T0, T0 + timedelta(days=1))
+    for duration in (minute, 3 * minute, 5 * minute):
+        expected = next((t for t in candidates if calendar.fits(t, t + duration, BIG, QUOTA)), None)
+        assert calendar.earliest_fit(candidates, duration, BIG, QUOTA) == expected
+        swept = Calendar(h.booking for h in holds.values())
+        assert swept.earliest_fit(candidates, duration, BIG, QUOTA) == expected
+    assert calendar.profile() == Calendar(h.booking for h in holds.values()).profile()

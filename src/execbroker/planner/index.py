@@ -25,8 +25,7 @@ from datetime import datetime
 from sortedcontainers import SortedList
 
 from .calendar import Booking, Calendar, _Piece, _pieces, _sweep
-from .steps import _LOAD as _BLOCK
-from .steps import Steps
+from .steps import BLOCK, Steps
 
 _COLUMNS = 4  # cores, memory, storage, sessions
 
@@ -45,7 +44,7 @@ class HoldIndex:
     Not thread-safe: callers serialise access (the broker does under its own lock).
     """
 
-    def __init__(self, holds: dict[str, Hold] | None = None, *, block: int = _BLOCK) -> None:
+    def __init__(self, holds: dict[str, Hold] | None = None, *, block: int = BLOCK) -> None:
         """``block`` is the ``Steps`` block size (small only in tests, to split and merge)."""
         self._block = block
         self._steps = Steps([], tuple([] for _ in range(_COLUMNS)), load=block)

@@ -2,7 +2,7 @@
 
 ``HoldIndex`` adds and removes boundaries as bookings come and go. In one flat list each new
 boundary shifts every later entry (at 100 000 bookings, ~100 us per list, five lists); here the
-boundaries and the four load columns are cut into blocks of at most ``2 * _LOAD`` entries, so an
+boundaries and the four load columns are cut into blocks of at most ``2 * BLOCK`` entries, so an
 insert or delete shifts one block, and adding a booking's load is still a C-speed slice per
 block it covers. A block list is plain data, simpler than a tree, and reading a window back
 (``times``, ``columns``) is one slice per block it spans.
@@ -16,7 +16,7 @@ from datetime import datetime
 from itertools import accumulate, chain
 
 _COLUMNS = 4  # cores, memory, storage, sessions
-_LOAD = 512  # a block splits past twice this; neighbours merge below half of it
+BLOCK = 512  # a block splits past twice this; neighbours merge below half of it
 
 
 class Steps:
@@ -29,7 +29,7 @@ class Steps:
     __slots__ = ("_columns", "_firsts", "_length", "_load", "_offsets", "_times")
 
     def __init__(
-        self, times: list[datetime], columns: tuple[list[int], ...], *, load: int = _LOAD
+        self, times: list[datetime], columns: tuple[list[int], ...], *, load: int = BLOCK
     ) -> None:
         """From sorted ``times`` and one load per time in each of the four ``columns``;
         ``load`` is the block size (small only in tests, to split and merge often)."""
