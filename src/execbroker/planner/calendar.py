@@ -259,8 +259,9 @@ class Calendar:
         calendar._scanned = 0
         return calendar
 
-    def _slice(self, i: int, j: int) -> tuple[Sequence[int], ...]:
-        """Each column's load over segments [i, j) (0 <= i <= j <= the number of segments)."""
+    def _slice(self, i: int, j: int) -> tuple[list[int], ...]:
+        """Each column's load over segments [i, j) (0 <= i <= j <= the number of segments),
+        as new lists."""
         if self._columns is not None:
             return tuple(column[i:j] for column in self._columns)
         assert self._steps is not None
@@ -270,10 +271,10 @@ class Calendar:
         return max(len(self._times) - 1, 0)
 
     def _full(self) -> tuple[list[int], ...]:
-        """Every column as a list (a copy when the load is read from rows)."""
+        """Every column as a list (a copy when the load is read from ``Steps``)."""
         if self._columns is not None:
             return self._columns
-        return tuple(list(column) for column in self._slice(0, self._segments()))
+        return self._slice(0, self._segments())
 
     def window(self, start: datetime, end: datetime, less: Sequence[_Piece] = ()) -> Calendar:
         """Only the load over [start, end), less ``less`` (pieces of what it holds): peaks and
@@ -282,7 +283,7 @@ class Calendar:
         if i >= j:
             return Calendar(())
         times = list(self._times[i : j + 1])
-        columns = tuple(list(column) for column in self._slice(i, j))
+        columns = self._slice(i, j)
         for lo, hi, c, m, s in less:
             a = max(bisect_left(times, lo), 0)
             b = bisect_left(times, hi)
