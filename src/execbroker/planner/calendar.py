@@ -10,12 +10,12 @@ bisects plus a few C-speed ``max`` calls.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import accumulate, pairwise
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Protocol, overload
 
 from .formatting import fmt_instant
 from .quota import Quota
@@ -34,6 +34,14 @@ _CHUNK = 64
 
 # (start, end, cores, memory_gib, storage_gib): one stretch of constant load from one source.
 _Piece = tuple[datetime, datetime, int, int, int]
+
+
+class _Boundaries(Protocol):
+    """What a calendar reads of its sorted boundaries: a list, or ``HoldIndex``'s ``Steps``."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[datetime]: ...
+    def __getitem__(self, k: slice, /) -> list[datetime]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +219,7 @@ class Calendar:
         self, times: list[datetime], columns: tuple[list[int], ...], ends: list[datetime]
     ) -> None:
         """Read the load from plain sorted lists (see ``from_profile``)."""
-        self._times: Sequence[datetime] = times
+        self._times: _Boundaries = times
         self._columns: tuple[list[int], ...] | None = columns
         self._steps: Steps | None = None
         self._left: Callable[[datetime], int] = partial(bisect_left, times)
