@@ -89,31 +89,42 @@ def holds(
 HoldRow = tuple[str, datetime, datetime, int, int, int, str, str, datetime]
 
 
+def _hold_columns(table: Any) -> Any:
+    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
+    # per-value type processing would cost most of a rebuild of many bookings
+    return select(
+        table.c.uuid,
+        type_coerce(table.c.start, BigInteger),
+        type_coerce(table.c.end, BigInteger),
+        table.c.cores,
+        table.c.memory_gib,
+        table.c.storage_gib,
+        table.c.phase,
+        table.c.offerset_uuid,
+        type_coerce(table.c.expires, BigInteger),
+    )
+
+
+# Core, built once: with several replicas (or workers) nearly every booking transaction
+# catches up on another's bookings, and building this query and running it through the ORM
+# cost several times the read itself.
+_BOOKED_AFTER = _hold_columns(SessionRow.__table__).where(
+    SessionRow.__table__.c.booked > bindparam("after", type_=BigInteger)
+)
+
+
 def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) -> list[HoldRow]:
     """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
     holding capacity now or, given ``booked_after``, of every session (in any phase) that a
     booking transaction counted after that version changed."""
-    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
-    # per-value type processing would cost most of a rebuild of many bookings
-    query = select(
-        SessionRow.uuid,
-        type_coerce(SessionRow.start, BigInteger),
-        type_coerce(SessionRow.end, BigInteger),
-        SessionRow.cores,
-        SessionRow.memory_gib,
-        SessionRow.storage_gib,
-        SessionRow.phase,
-        SessionRow.offerset_uuid,
-        type_coerce(SessionRow.expires, BigInteger),
-    )
     if booked_after is None:
-        query = query.where(_holding(now))
+        found = db.execute(_hold_columns(SessionRow.__table__).where(_holding(now)))
     else:
-        query = query.where(SessionRow.booked > booked_after)
+        found = db.connection().execute(_BOOKED_AFTER, {"after": booked_after})
     us = MICROSECOND
     return [
         (uuid, EPOCH + start * us, EPOCH + end * us, c, m, s, phase, offerset, EPOCH + exp * us)
-        for uuid, start, end, c, m, s, phase, offerset, exp in db.execute(query)
+        for uuid, start, end, c, m, s, phase, offerset, exp in found
     ]
 
 
