@@ -279,7 +279,9 @@ def _accept_of_set(dialect: str) -> Any:
             phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
             modified=bindparam("now"),
             messages=_appended_messages(dialect, note),
-            booked=case((accepted, bindparam("version")), else_=table.c.booked),
+            # the siblings too: another replica's index then learns their release when it
+            # catches up, at once and with the accept, not at its next sweep
+            booked=bindparam("version"),
         )
         .returning(table.c.uuid)
     )
