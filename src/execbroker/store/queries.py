@@ -268,6 +268,18 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
+def _locked_with_request(dialect: str) -> Any:
+    # the request joined in: a worker that did not make the offer set has it in no cache,
+    # and reading it apart would cost a transaction of its own per accept
+    table, offersets = SessionRow.__table__, OfferSetRow.__table__
+    return (
+        select(table, offersets.c.request.label("offerset_request"))
+        .join(offersets, offersets.c.uuid == table.c.offerset_uuid)
+        .where(table.c.uuid == bindparam("uuid"))
+        .with_for_update(of=table)
+    )
+
+
 def _accept_of_set(dialect: str) -> Any:
     table = SessionRow.__table__
     accepted = table.c.uuid == bindparam("accepted")
@@ -289,6 +301,7 @@ def _accept_of_set(dialect: str) -> Any:
 
 _BUILDERS = {
     "locked": _locked_session,
+    "locked_with_request": _locked_with_request,
     "accept_of_set": _accept_of_set,
 }
 
@@ -304,6 +317,19 @@ def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     _, statement = _statement(connection, "locked")
     found = connection.execute(statement, {"uuid": uuid}).mappings().first()
     return None if found is None else SessionRow(**found)
+
+
+def locked_session_with_request(
+    connection: Connection, uuid: str
+) -> tuple[SessionRow, dict[str, Any]] | None:
+    """``locked_session``, and the request its offer set was made for (as stored)."""
+    _, statement = _statement(connection, "locked_with_request")
+    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
+    if found is None:
+        return None
+    values = dict(found)
+    request = values.pop("offerset_request") or {}
+    return SessionRow(**values), request
 
 
 def accept_of_set(
