@@ -29,6 +29,7 @@ accepts an event loop waits for are answered with one call into that loop per gr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
@@ -292,8 +293,7 @@ class Holdings:
     def released(self, uuids: Iterable[str]) -> None:
         """Sessions this process moved to a final phase (after that transaction committed)."""
         with self._lock:
-            for uuid in uuids:
-                self.index.discard(uuid)
+            self.index.update((uuid, None) for uuid in uuids)
 
     def forget(self) -> None:
         with self._lock:
@@ -318,8 +318,7 @@ class Holdings:
         """Forget the sessions that reached a final phase since the last sweep (and a margin)."""
         since = (self._swept or now) - SWEEP_MARGIN
         known = [uuid for uuid in queries.released_since(db, since) if uuid in self.index]
-        for uuid in known:
-            self.index.discard(uuid)
+        self.index.update((uuid, None) for uuid in known)  # (an offer set's regrouped once)
         self._swept = now
         return bool(known)
 
@@ -339,11 +338,12 @@ class Holdings:
         self._swept = self._rebuilt = now
 
     def _apply(self, booker: Booker) -> None:
-        for uuid in booker._released:
-            self.index.discard(uuid)
-        # one update for all: an offer set's alternatives are collapsed once, not per offer
+        # one update for all, releases first: an offer set's alternatives are collapsed once
+        # (an accept's siblings leaving it, the accepted offer too), not once per offer
         now = booker.now
-        self.index.update((row.uuid, _live(row.phase, _hold(row), now)) for row in booker._booked)
+        released: Iterable[tuple[str, Hold | None]] = ((uuid, None) for uuid in booker._released)
+        booked = ((row.uuid, _live(row.phase, _hold(row), now)) for row in booker._booked)
+        self.index.update(itertools.chain(released, booked))
 
     def _record(self, booker: Booker) -> None:
         if not booker._booked and not booker._released:

@@ -471,9 +471,12 @@ class BrokerService:
         """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
         db, now = booker.connection, booker.now
         # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
-        row = queries.locked_session(db, uuid)
-        if row is None:
+        found = queries.locked_session_with_request(db, uuid)
+        if found is None:
             raise NotFound(f"no session {uuid}")
+        row, request = found
+        # kept for the answer, which renders it (another worker's offer set is not cached)
+        self._requests.put(row.offerset_uuid, request)
         self._check_owner(user, row.owner, f"session {uuid}")
         if row.phase != Phase.OFFERED:
             raise PhaseConflict(

@@ -111,16 +111,18 @@ class HoldIndex:
         """``put`` each (key, hold) in turn, or ``discard`` the key where hold is None.
 
         The same end state as one call each, but an offer set's pieces are collapsed once for
-        all its new members, not once per member (each time re-editing every boundary it has).
+        all the members it gained or lost, not once per member (each time re-editing every
+        segment it spans): an accept's siblings and the accepted offer leave it in one go.
         """
         dirty: dict[str, None] = {}  # groups whose pieces are due, in order
         for key, hold in changes:
+            if hold is not None and self._holds.get(key) == hold:
+                continue
+            left = self._forget(key)
+            if left is not None:
+                dirty[left] = None
             if hold is None:
-                self.discard(key)
                 continue
-            if self._holds.get(key) == hold:
-                continue
-            self.discard(key)
             self._holds[key] = hold
             self._end_ref(hold.booking.end, +1)
             if hold.expires is not None:
@@ -137,20 +139,24 @@ class HoldIndex:
 
     def discard(self, key: str) -> None:
         """Forget the session ``key`` (it no longer holds anything); no-op if unknown."""
+        self.update([(key, None)])
+
+    def _forget(self, key: str) -> str | None:
+        """Drop ``key``'s hold; the offer set it leaves (its pieces then due), if any."""
         hold = self._holds.pop(key, None)
         if hold is None:
-            return
+            return None
         self._end_ref(hold.booking.end, -1)
+        self._view = None
         group = hold.booking.group
         if group is None:
             self._apply(f"s:{key}", [])
-        else:
-            members = self._groups[group]
-            members.discard(key)
-            if not members:
-                del self._groups[group]
-            self._regroup(group)
-        self._view = None
+            return None
+        members = self._groups[group]
+        members.discard(key)
+        if not members:
+            del self._groups[group]
+        return group
 
     def expire(self, now: datetime) -> list[str]:
         """Drop every hold whose ``expires`` is at or before ``now``; returns their keys."""
@@ -159,8 +165,8 @@ class HoldIndex:
             expires, key = heapq.heappop(self._expiry)
             hold = self._holds.get(key)
             if hold is not None and hold.expires == expires:
-                self.discard(key)
                 dropped.append(key)
+        self.update((key, None) for key in dropped)  # (an offer set's expire together)
         if len(self._expiry) > 2 * len(self._holds) + 64:  # replaced holds leave stale entries
             self._expiry = [(h.expires, k) for k, h in self._holds.items() if h.expires]
             heapq.heapify(self._expiry)

@@ -89,31 +89,42 @@ def holds(
 HoldRow = tuple[str, datetime, datetime, int, int, int, str, str, datetime]
 
 
+def _hold_columns(table: Any) -> Any:
+    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
+    # per-value type processing would cost most of a rebuild of many bookings
+    return select(
+        table.c.uuid,
+        type_coerce(table.c.start, BigInteger),
+        type_coerce(table.c.end, BigInteger),
+        table.c.cores,
+        table.c.memory_gib,
+        table.c.storage_gib,
+        table.c.phase,
+        table.c.offerset_uuid,
+        type_coerce(table.c.expires, BigInteger),
+    )
+
+
+# Core, built once: with several replicas (or workers) nearly every booking transaction
+# catches up on another's bookings, and building this query and running it through the ORM
+# cost several times the read itself.
+_BOOKED_AFTER = _hold_columns(SessionRow.__table__).where(
+    SessionRow.__table__.c.booked > bindparam("after", type_=BigInteger)
+)
+
+
 def hold_rows(db: Session, now: datetime, *, booked_after: int | None = None) -> list[HoldRow]:
     """(uuid, start, end, cores, memory, storage, phase, offerset, expires) of every session
     holding capacity now or, given ``booked_after``, of every session (in any phase) that a
     booking transaction counted after that version changed."""
-    # the instants as their stored integers, turned into datetimes here: SQLAlchemy's
-    # per-value type processing would cost most of a rebuild of many bookings
-    query = select(
-        SessionRow.uuid,
-        type_coerce(SessionRow.start, BigInteger),
-        type_coerce(SessionRow.end, BigInteger),
-        SessionRow.cores,
-        SessionRow.memory_gib,
-        SessionRow.storage_gib,
-        SessionRow.phase,
-        SessionRow.offerset_uuid,
-        type_coerce(SessionRow.expires, BigInteger),
-    )
     if booked_after is None:
-        query = query.where(_holding(now))
+        found = db.execute(_hold_columns(SessionRow.__table__).where(_holding(now)))
     else:
-        query = query.where(SessionRow.booked > booked_after)
+        found = db.connection().execute(_BOOKED_AFTER, {"after": booked_after})
     us = MICROSECOND
     return [
         (uuid, EPOCH + start * us, EPOCH + end * us, c, m, s, phase, offerset, EPOCH + exp * us)
-        for uuid, start, end, c, m, s, phase, offerset, exp in db.execute(query)
+        for uuid, start, end, c, m, s, phase, offerset, exp in found
     ]
 
 
@@ -257,6 +268,18 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
+def _locked_with_request(dialect: str) -> Any:
+    # the request joined in: a worker that did not make the offer set has it in no cache,
+    # and reading it apart would cost a transaction of its own per accept
+    table, offersets = SessionRow.__table__, OfferSetRow.__table__
+    return (
+        select(table, offersets.c.request.label("offerset_request"))
+        .join(offersets, offersets.c.uuid == table.c.offerset_uuid)
+        .where(table.c.uuid == bindparam("uuid"))
+        .with_for_update(of=table)
+    )
+
+
 def _accept_of_set(dialect: str) -> Any:
     table = SessionRow.__table__
     accepted = table.c.uuid == bindparam("accepted")
@@ -268,7 +291,9 @@ def _accept_of_set(dialect: str) -> Any:
             phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
             modified=bindparam("now"),
             messages=_appended_messages(dialect, note),
-            booked=case((accepted, bindparam("version")), else_=table.c.booked),
+            # the siblings too: another replica's index then learns their release when it
+            # catches up, at once and with the accept, not at its next sweep
+            booked=bindparam("version"),
         )
         .returning(table.c.uuid)
     )
@@ -276,6 +301,7 @@ def _accept_of_set(dialect: str) -> Any:
 
 _BUILDERS = {
     "locked": _locked_session,
+    "locked_with_request": _locked_with_request,
     "accept_of_set": _accept_of_set,
 }
 
@@ -291,6 +317,19 @@ def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     _, statement = _statement(connection, "locked")
     found = connection.execute(statement, {"uuid": uuid}).mappings().first()
     return None if found is None else SessionRow(**found)
+
+
+def locked_session_with_request(
+    connection: Connection, uuid: str
+) -> tuple[SessionRow, dict[str, Any]] | None:
+    """``locked_session``, and the request its offer set was made for (as stored)."""
+    _, statement = _statement(connection, "locked_with_request")
+    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
+    if found is None:
+        return None
+    values = dict(found)
+    request = values.pop("offerset_request") or {}
+    return SessionRow(**values), request
 
 
 def accept_of_set(
