@@ -45,24 +45,30 @@ def _live(model: dict[str, Hold], now: datetime | None) -> list[Booking]:
     ]
 
 
+def _apply(
+    index: HoldIndex, model: dict[str, Hold], op: str, key: object, arg: object
+) -> dict[str, Hold]:
+    """One operation on the index and on the plain model beside it; the model after it."""
+    if op == "put":
+        assert isinstance(key, str) and isinstance(arg, Hold)
+        index.put(key, arg)
+        return {**model, key: arg}
+    if op == "discard":
+        assert isinstance(key, str)
+        index.discard(key)
+        return {k: h for k, h in model.items() if k != key}
+    assert isinstance(arg, datetime)
+    index.expire(arg)
+    return {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
+
+
 @settings(max_examples=300, deadline=None)
 @given(operations)
 def test_index_equals_sweep_after_every_change(ops: list[tuple[str, object, object]]) -> None:
     index = HoldIndex()
     model: dict[str, Hold] = {}
     for op, key, arg in ops:
-        if op == "put":
-            assert isinstance(key, str) and isinstance(arg, Hold)
-            index.put(key, arg)
-            model[key] = arg
-        elif op == "discard":
-            assert isinstance(key, str)
-            index.discard(key)
-            model.pop(key, None)
-        else:
-            assert isinstance(arg, datetime)
-            index.expire(arg)
-            model = {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
+        model = _apply(index, model, op, key, arg)
         swept = Calendar(_live(model, None))
         assert index.calendar().profile() == swept.profile()
         assert len(index) == len(model)
@@ -186,18 +192,7 @@ def test_an_index_in_tiny_blocks_holds_the_brute_force_sum(
     index = HoldIndex(block=2)
     model: dict[str, Hold] = {}
     for op, key, arg in ops:
-        if op == "put":
-            assert isinstance(key, str) and isinstance(arg, Hold)
-            index.put(key, arg)
-            model[key] = arg
-        elif op == "discard":
-            assert isinstance(key, str)
-            index.discard(key)
-            model.pop(key, None)
-        else:
-            assert isinstance(arg, datetime)
-            index.expire(arg)
-            model = {k: h for k, h in model.items() if h.expires is None or h.expires > arg}
+        model = _apply(index, model, op, key, arg)
         calendar = index.calendar()
         live = _live(model, None)
         for k in range(-1, 58):
