@@ -148,6 +148,16 @@ def test_racing_accepts_rejects_cancels_and_expiries(tmp_path, database, request
     assert count <= QUOTA["max_sessions"]
 
 
+def _first_offers(client: httpx.Client, count: int) -> list[str]:
+    """The first offer of each of ``count`` offer sets asked for the same later request."""
+    return [
+        client.post("/requests", json=_later_request(random.Random(0)))
+        .raise_for_status()
+        .json()["offers"][0]["meta"]["uuid"]
+        for _ in range(count)
+    ]
+
+
 async def _accept_all(url: str, offers: list[str]) -> list[httpx.Response]:
     headers = {"Authorization": "Bearer demo-alice"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
@@ -194,12 +204,7 @@ def test_a_booking_transaction_that_fails_answers_its_whole_group_503(tmp_path, 
     }
     with running_broker(tmp_path, **changes) as broker:
         with broker.client() as client:
-            offers = [
-                client.post("/requests", json=_later_request(random.Random(0)))
-                .raise_for_status()
-                .json()["offers"][0]["meta"]["uuid"]
-                for _ in range(4)
-            ]
+            offers = _first_offers(client, 4)
             with _write_lock_held(database, url):
                 answers = asyncio.run(_accept_all(broker.url, offers))
                 for answer in answers:
@@ -350,12 +355,7 @@ def test_a_database_error_in_a_group_answers_503_and_books_nothing_of_it(
     changes = {"quota": BIG, "database": url, "monitor": {"interval": "PT0.5S", "lease": "PT2S"}}
     with running_broker(tmp_path, **changes) as broker:
         with broker.client() as client:
-            offers = [
-                client.post("/requests", json=_later_request(random.Random(0)))
-                .raise_for_status()
-                .json()["offers"][0]["meta"]["uuid"]
-                for _ in range(8)
-            ]
+            offers = _first_offers(client, 8)
             # one in the middle of the group, after accepts that its failure must undo
             poisoned = offers[5]
             _refuse_accepts(database, url, at_commit=at_commit, only="" if at_commit else poisoned)

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from execbroker.config import BrokerConfig
+from execbroker.launcher import process_cpu_seconds
 from execbroker.store.tables import SessionRow
 from execbroker.timeutil import utcnow
 from execbroker.workers import listen, problems
@@ -64,12 +65,6 @@ def _all_serving(broker: BrokerProcess) -> bool:
     return broker.log_path.read_text(errors="replace").count("Application startup complete") >= 2
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (USER_HZ)
-
-
 def _column(database: str, column: Any) -> list[Any]:
     """One column of every session, read from the shared database itself."""
     engine = create_engine(database)
@@ -89,7 +84,7 @@ def test_quota_holds_across_workers_under_concurrent_accepts(tmp_path: Path, dat
     # Nothing starts (a long interval, a start an hour away): only the bookings are under test.
     with two_workers(tmp_path, database, quota=QUOTA, monitor={"interval": "PT60S"}) as broker:
         pids = broker.worker_pids()
-        before = {pid: _cpu_seconds(pid) for pid in pids}
+        before = {pid: process_cpu_seconds(pid) for pid in pids}
 
         async def race() -> list[int]:
             # eight connections each (one per request at once): spread over both workers
@@ -122,7 +117,7 @@ def test_quota_holds_across_workers_under_concurrent_accepts(tmp_path: Path, dat
                     await client.aclose()
 
         statuses = asyncio.run(race())
-        used = {pid: _cpu_seconds(pid) - before[pid] for pid in pids}
+        used = {pid: process_cpu_seconds(pid) - before[pid] for pid in pids}
         sessions = all_sessions(broker.url)
     assert set(statuses) <= {200, 409}, statuses
     booked = [s for s in sessions.values() if s["phase"] in ("ACCEPTED", "WAITING")]
