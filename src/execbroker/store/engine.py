@@ -15,7 +15,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,12 @@ from execbroker.store.tables import BrokerLock
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_BUSY_TIMEOUT = 60.0  # seconds (SQLite)
 _MIGRATION_LOCK = 0x65786563  # any constant: the advisory lock every migrating replica takes
+
+
+def _busy_timeout(url: URL) -> float:
+    """SQLite: ``?timeout=SECONDS`` in the URL, how long a write waits for another
+    connection's lock before it fails with "database is locked" (then answered 503)."""
+    return float(url.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
 
 
 def make_engine(url: str) -> Engine:
@@ -40,9 +46,7 @@ def make_engine(url: str) -> Engine:
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # ?timeout=SECONDS in the URL: how long a write waits for another connection's lock
-    # before it fails with "database is locked" (then answered 503).
-    timeout = float(parsed.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
+    timeout = _busy_timeout(parsed)
     if not timeout > 0:
         raise ValueError(f"database: timeout={timeout!r} must be a number of seconds above 0")
     connect = {"check_same_thread": False, "timeout": timeout}
@@ -147,8 +151,7 @@ def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
     database = engine.url.database
     if not database or database == ":memory:":
         return threading.Lock()  # one process's own database
-    timeout = float(engine.url.query.get("timeout", DEFAULT_BUSY_TIMEOUT))
-    return WriterLock(Path(f"{database}-writer"), timeout)
+    return WriterLock(Path(f"{database}-writer"), _busy_timeout(engine.url))
 
 
 class Database:
