@@ -54,8 +54,29 @@ def fresh_postgres_database(server_url: str, prefix: str = "execbroker") -> Iter
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: str, name: str, attempts: int = 10) -> None:
+    """Drop ``name``, ending its connections first. Not ``WITH (FORCE)``: that refuses when an
+    autovacuum worker happens to be in the database (a backend of no role), where a plain
+    DROP stops the worker itself. Only our own role's backends are ours to end."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as connection:
+        for attempt in range(attempts):
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                " AND pid <> pg_backend_pid() AND usename = current_user",
+                (name,),
+            )
+            try:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except psycopg.errors.ObjectInUse:  # a backend still ending, or a new one
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2)
 
 
 def free_port() -> int:
