@@ -270,6 +270,25 @@ def test_filter_sort_and_page_on_the_server_without_reload(
     assert http.get("/ui", params={"sort": "password"}).status_code == 422
 
 
+def test_a_live_update_keeps_a_half_filled_filter(browser: Any, broker: BrokerProcess) -> None:
+    """The filter form is part of the live sessions fragment: an update arriving while a user
+    fills it in must not undo what they ticked or typed."""
+    page = log_in(browser, broker, "demo-admin")
+    page.get_by_label("REJECTED").check()
+    page.get_by_label("Owner").fill("alice")
+    uuid = start_session(broker, "echo updated")
+    row_phase(page, uuid, "COMPLETED", timeout=30)  # the fragment was swapped meanwhile
+    assert page.get_by_label("REJECTED").is_checked()
+    assert page.get_by_label("Owner").input_value() == "alice"
+    with broker.client("demo-alice") as http:
+        listed = http.get("/sessions", params={"phase": "REJECTED"}).json()["sessions"]
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_selector(f"#sessions-title:has-text('({len(listed)})')")
+    assert page.get_by_label("REJECTED").is_checked()
+    assert same_document(page)
+    page.close()
+
+
 def test_a_broker_with_a_page_open_stops_at_once(browser: Any, tmp_path: Path) -> None:
     """An open page's event stream must not keep a stopping broker waiting for it."""
     with running_broker(tmp_path, **{k: v for k, v in WEB_CONFIG.items() if k != "name"}) as broker:

@@ -15,14 +15,40 @@
     say.timer = setTimeout(function () { status.textContent = ""; }, isError ? 15000 : 5000);
   }
 
-  // Swap a fragment in, keeping keyboard focus on the same control if it is still there.
+  // A form control by its form, name and (for boxes) value: the same control after a swap.
+  function controlKey(el) {
+    var box = el.type === "checkbox" || el.type === "radio";
+    return [el.form ? el.form.getAttribute("action") : "", el.name, box ? el.value : ""].join("|");
+  }
+
+  // What the user ticked or typed in a fragment and has not sent yet.
+  function edits(target) {
+    var found = {};
+    Array.prototype.forEach.call(target.querySelectorAll("input[name], textarea[name]"), function (el) {
+      var box = el.type === "checkbox" || el.type === "radio";
+      if (box ? el.checked !== el.defaultChecked : el.value !== el.defaultValue) {
+        found[controlKey(el)] = box ? el.checked : el.value;
+      }
+    });
+    return found;
+  }
+
+  // Swap a fragment in, keeping keyboard focus on the same control if it is still there and
+  // every edit not yet sent: a live update must not undo a half-filled form.
   function swap(id, html) {
     var target = document.getElementById(id);
     if (!target) return;
     var focused = document.activeElement && document.activeElement.id;
     var open = Array.prototype.map.call(target.querySelectorAll("details[open] summary"),
       function (s) { return s.textContent; });
+    var unsent = edits(target);
     target.innerHTML = html;
+    Array.prototype.forEach.call(target.querySelectorAll("input[name], textarea[name]"), function (el) {
+      var key = controlKey(el);
+      if (!(key in unsent)) return;
+      if (el.type === "checkbox" || el.type === "radio") el.checked = unsent[key];
+      else el.value = unsent[key];
+    });
     Array.prototype.forEach.call(target.querySelectorAll("details summary"), function (s) {
       if (open.indexOf(s.textContent) >= 0) s.parentNode.open = true;
     });
