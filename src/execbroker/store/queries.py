@@ -268,37 +268,6 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
-def _locked_with_request(dialect: str) -> Any:
-    # the request joined in: a worker that did not make the offer set has it in no cache,
-    # and reading it apart would cost a transaction of its own per accept
-    table, offersets = SessionRow.__table__, OfferSetRow.__table__
-    return (
-        select(table, offersets.c.request.label("offerset_request"))
-        .join(offersets, offersets.c.uuid == table.c.offerset_uuid)
-        .where(table.c.uuid == bindparam("uuid"))
-        .with_for_update(of=table)
-    )
-
-
-def _accept_of_set(dialect: str) -> Any:
-    table = SessionRow.__table__
-    accepted = table.c.uuid == bindparam("accepted")
-    note = case((accepted, bindparam("note", type_=String)), else_=bindparam("sibling_note"))
-    return (
-        update(table)
-        .where(table.c.offerset_uuid == bindparam("offerset"), table.c.phase == Phase.OFFERED.value)
-        .values(
-            phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
-            modified=bindparam("now"),
-            messages=_appended_messages(dialect, note),
-            # the siblings too: another replica's index then learns their release when it
-            # catches up, at once and with the accept, not at its next sweep
-            booked=bindparam("version"),
-        )
-        .returning(table.c.uuid)
-    )
-
-
 def _locked_offer_sets(dialect: str) -> Any:
     # The sessions asked for (in any phase: a refusal names it) and the OFFERED ones of their
     # offer sets (the siblings an accept rejects), each asked-for one with its request.
@@ -333,8 +302,6 @@ def _decide_offer(dialect: str) -> Any:
 
 _BUILDERS = {
     "locked": _locked_session,
-    "locked_with_request": _locked_with_request,
-    "accept_of_set": _accept_of_set,
     "locked_offer_sets": _locked_offer_sets,
     "decide_offer": _decide_offer,
 }
@@ -351,47 +318,6 @@ def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     _, statement = _statement(connection, "locked")
     found = connection.execute(statement, {"uuid": uuid}).mappings().first()
     return None if found is None else SessionRow(**found)
-
-
-def locked_session_with_request(
-    connection: Connection, uuid: str
-) -> tuple[SessionRow, dict[str, Any]] | None:
-    """``locked_session``, and the request its offer set was made for (as stored)."""
-    _, statement = _statement(connection, "locked_with_request")
-    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
-    if found is None:
-        return None
-    values = dict(found)
-    request = values.pop("offerset_request") or {}
-    return SessionRow(**values), request
-
-
-def accept_of_set(
-    connection: Connection,
-    uuid: str,
-    offerset_uuid: str,
-    now: datetime,
-    notes: tuple[dict[str, Any], dict[str, Any]],
-    version: int,
-) -> list[str] | None:
-    """Accept one offer and reject every other of its set still OFFERED, in one conditional
-    UPDATE (noting ``notes``: the accepted one's, the siblings'); the uuids it rejected, or
-    None if the offer itself was no longer OFFERED: its siblings may have been rejected
-    then, and the caller must roll back (the offer is read locked first, so it never is)."""
-    dialect, statement = _statement(connection, "accept_of_set")
-    parameters = {
-        "accepted": uuid,
-        "offerset": offerset_uuid,
-        "now": now,
-        "note": _note(dialect, notes[0]),
-        "sibling_note": _note(dialect, notes[1]),
-        "version": version,
-    }
-    changed = list(connection.execute(statement, parameters).scalars())
-    if uuid not in changed:
-        return None
-    changed.remove(uuid)
-    return changed
 
 
 def locked_offer_sets(
