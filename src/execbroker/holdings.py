@@ -160,11 +160,17 @@ class Booker:
     connection: Connection  # the session's, for Core statements (fetched once: it costs)
     now: datetime
     _holdings: Holdings
-    # the offers this transaction reads and decides: one for all the jobs of a group
-    offers: OfferGroup
+    _offers: OfferGroup | None = None  # one for all the jobs of a group
     _booked: list[SessionRow] = field(default_factory=list)
     _released: set[str] = field(default_factory=set)
     wrote: bool = False  # set by a job of a group once it has changed the database
+
+    @property
+    def offers(self) -> OfferGroup:
+        """The offers this transaction reads and decides (written as it commits)."""
+        if self._offers is None:
+            self._offers = OfferGroup(self.connection)
+        return self._offers
 
     @property
     def version(self) -> int:
@@ -289,8 +295,7 @@ class Holdings:
                 with self.database.booking() as db:
                     now = self.clock()
                     self._catch_up(db, now)
-                    connection = db.connection()
-                    booker = Booker(db, connection, now, self, OfferGroup(connection))
+                    booker = Booker(db, db.connection(), now, self)
                     yield booker
                     self._record(booker)
             except BaseException:
@@ -356,7 +361,8 @@ class Holdings:
         self.index.update(itertools.chain(released, booked))
 
     def _record(self, booker: Booker) -> None:
-        booker.offers.write(booker.version)  # the decisions of its accepts, in one statement
+        if booker._offers is not None:  # the decisions of its accepts, in one statement
+            booker._offers.write(booker.version)
         if not booker._booked and not booker._released:
             return
         version = booker.version
