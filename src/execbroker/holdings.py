@@ -19,7 +19,9 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
 
 Accepts are booked in groups (``together``): one writer thread takes every accept queued
 meanwhile into one booking transaction, each checked against the index as the ones before it
-left it, then commits them at once. An accept refuses only before it writes (it checks, then
+left it, then commits them at once. The offers a group is about are read in one locked
+statement as it starts, and its decisions written in one just before it commits
+(``execbroker.offer_group``). An accept refuses only before it writes (it checks, then
 writes), so a refused one leaves nothing to undo and needs no savepoint; a failed commit, a
 database error in any accept, or anything an accept raises once it has written, fails the
 whole group (and drops the index): every accept of it is answered 503, none booked. The
@@ -46,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from execbroker.errors import Unavailable
 from execbroker.model.sessions import Phase
+from execbroker.offer_group import OfferGroup
 from execbroker.planner import Booking, Calendar, Resources
 from execbroker.planner.index import Hold, HoldIndex
 from execbroker.store import queries
@@ -69,6 +72,8 @@ T = TypeVar("T")
 # What waits for a job's answer: a thread's future, or an event loop's (and its loop).
 Waiter = Future[Any] | tuple[asyncio.Future[Any], asyncio.AbstractEventLoop]
 Answer = tuple[Any, BaseException | None]
+# A queued job, what waits for its answer, and the session it reads (read with its group's).
+Queued = tuple[Callable[["Booker"], Any], Waiter, str | None]
 
 
 def _live(phase: str, hold: Hold, now: datetime) -> Hold | None:
@@ -155,9 +160,17 @@ class Booker:
     connection: Connection  # the session's, for Core statements (fetched once: it costs)
     now: datetime
     _holdings: Holdings
+    _offers: OfferGroup | None = None  # one for all the jobs of a group
     _booked: list[SessionRow] = field(default_factory=list)
     _released: set[str] = field(default_factory=set)
     wrote: bool = False  # set by a job of a group once it has changed the database
+
+    @property
+    def offers(self) -> OfferGroup:
+        """The offers this transaction reads and decides (written as it commits)."""
+        if self._offers is None:
+            self._offers = OfferGroup(self.connection)
+        return self._offers
 
     @property
     def version(self) -> int:
@@ -198,30 +211,31 @@ class Holdings:
         self._lock = threading.Lock()
         self._swept: datetime | None = None
         self._rebuilt: datetime | None = None
-        self._queue: queue.SimpleQueue[tuple[Callable[[Booker], Any], Waiter]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Queued] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
 
-    def together(self, job: Callable[[Booker], T]) -> T:
+    def together(self, job: Callable[[Booker], T], *, reads: str | None = None) -> T:
         """``job(booker)``'s answer, run in a booking transaction shared with the jobs queued
         meanwhile, once committed. The job may refuse (raise) only before it writes; once it
         has, it sets ``booker.wrote``, and what it raises then fails the whole group.
+        ``reads``: the offer the job will ask ``booker.offers`` for, read with the group's.
 
         Raises what the job raised, or what failed the group.
         """
         done: Future[T] = Future()
-        self._put(job, done)
+        self._put(job, done, reads)
         return done.result()
 
-    async def booked(self, job: Callable[[Booker], T]) -> T:
+    async def booked(self, job: Callable[[Booker], T], *, reads: str | None = None) -> T:
         """``together`` for an event loop: awaited without a thread of its own meanwhile."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._put(job, (done, loop))
+        self._put(job, (done, loop), reads)
         return await done
 
-    def _put(self, job: Callable[[Booker], Any], waiter: Waiter) -> None:
-        self._queue.put((job, waiter))
+    def _put(self, job: Callable[[Booker], Any], waiter: Waiter, reads: str | None) -> None:
+        self._queue.put((job, waiter, reads))
         writer = self._writer
         if writer is not None and writer.is_alive():
             return
@@ -242,12 +256,13 @@ class Holdings:
                     break
             self._book_group(group)
 
-    def _book_group(self, group: list[tuple[Callable[[Booker], Any], Waiter]]) -> None:
+    def _book_group(self, group: list[Queued]) -> None:
         answers: list[Answer] = []
         try:
             with self.booking() as booker:
-                for job, _ in group:
-                    own = Booker(booker.db, booker.connection, self.clock(), self)
+                booker.offers.read(reads for _, _, reads in group if reads is not None)
+                for job, _, _ in group:
+                    own = Booker(booker.db, booker.connection, self.clock(), self, booker.offers)
                     try:
                         answer = job(own)
                     except DBAPIError:
@@ -269,7 +284,7 @@ class Holdings:
                     answers.append((answer, None))
         except BaseException as error:
             answers = [(None, _failure(error))] * len(group)
-        _answer([waiter for _, waiter in group], answers)
+        _answer([waiter for _, waiter, _ in group], answers)
 
     @contextmanager
     def booking(self) -> Iterator[Booker]:
@@ -346,6 +361,8 @@ class Holdings:
         self.index.update(itertools.chain(released, booked))
 
     def _record(self, booker: Booker) -> None:
+        if booker._offers is not None:  # the decisions of its accepts, in one statement
+            booker._offers.write(booker.version)
         if not booker._booked and not booker._released:
             return
         version = booker.version

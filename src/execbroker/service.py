@@ -451,7 +451,9 @@ class BrokerService:
         """``update_phase(user, uuid, ACCEPTED)`` for an event loop: it waits for the booking
         without holding a thread. Raises as ``update_phase``."""
         with logs.bind(session=uuid, user=user.name):
-            booked = await self.holdings.booked(lambda b: self._book_accept(b, user, uuid))
+            booked = await self.holdings.booked(
+                lambda booker: self._book_accept(booker, user, uuid), reads=uuid
+            )
             row = self._accepted(user, uuid, *booked)
         for wake in self.wakers:
             wake(row.start)
@@ -459,7 +461,9 @@ class BrokerService:
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
         # booked together with the accepts that arrive meanwhile: one transaction, one commit
-        booked = self.holdings.together(lambda booker: self._book_accept(booker, user, uuid))
+        booked = self.holdings.together(
+            lambda booker: self._book_accept(booker, user, uuid), reads=uuid
+        )
         return self._accepted(user, uuid, *booked)
 
     def _accepted(self, user: User, uuid: str, row: SessionRow, siblings: list[str]) -> SessionRow:
@@ -469,9 +473,10 @@ class BrokerService:
 
     def _book_accept(self, booker: Booker, user: User, uuid: str) -> tuple[SessionRow, list[str]]:
         """Accept inside a booking transaction: the row, and the sibling offers it rejected."""
-        db, now = booker.connection, booker.now
-        # locked: a reject (which takes no booking lock) waits, then finds it ACCEPTED
-        found = queries.locked_session_with_request(db, uuid)
+        now = booker.now
+        # locked (with the rest of its group's): a reject (which takes no booking lock)
+        # waits, then finds it ACCEPTED
+        found = booker.offers.offer(uuid)
         if found is None:
             raise NotFound(f"no session {uuid}")
         row, request = found
@@ -499,16 +504,13 @@ class BrokerService:
             )
         if reason is not None:
             raise PhaseConflict(f"offer {uuid} can no longer be honoured: {reason}")
-        # One Core statement, no ORM object: the row above is a record in no ORM session
         note = message(f"accepted by {user.name}", now=now)
         sibling_note = message(f"a sibling offer {uuid} was accepted", now=now)
         booker.wrote = True  # from here on, no refusal: a failure fails the whole group
-        notes = (note, sibling_note)
-        siblings = queries.accept_of_set(db, uuid, row.offerset_uuid, now, notes, booker.version)
-        if siblings is None:  # never, under the row's lock; were it to, nothing is kept
-            raise PhaseConflict(f"session {uuid} is no longer OFFERED")
-        row.phase, row.modified, row.booked = Phase.ACCEPTED, now, booker.version
-        row.messages = [*row.messages, note]
+        # the offer ACCEPTED and its siblings REJECTED, written with the group's decisions
+        # (one conditional UPDATE for all, before the commit; the row is in no ORM session)
+        siblings = booker.offers.accept(row, now, (note, sibling_note))
+        row.booked = booker.version
         booker.release(siblings)
         booker.book([row])
         return row, siblings

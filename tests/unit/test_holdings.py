@@ -1,6 +1,8 @@
 """The group commit of accepts (``Holdings.together``) on a real SQLite database: a job that
 refuses before it writes leaves the rest of its group booked; one that fails after writing
-fails its whole group, none of it booked, and the next group books again."""
+fails its whole group, none of it booked, and the next group books again. A group reads its
+offers in one statement and writes its decisions in one, and each accept of it sees what the
+ones before it decided (an offer accepted, or rejected as a sibling, is refused)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from execbroker.errors import PhaseConflict, Unavailable
 from execbroker.holdings import Booker, Holdings
@@ -34,8 +36,9 @@ def database(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-def _offers(database: Database, count: int) -> list[str]:
-    """``count`` offers (one offer set each), starting in an hour."""
+def _offers(database: Database, count: int, *, per_set: int = 1) -> list[str]:
+    """``count`` offer sets of ``per_set`` offers each, starting in an hour (their uuids in
+    order, a set's together)."""
     now = utcnow()
     made = []
     with database.write() as db:
@@ -43,17 +46,32 @@ def _offers(database: Database, count: int) -> list[str]:
             offerset = OfferSetRow(
                 uuid=str(uuids.uuid4()), owner="alice", created=now, result="YES"
             )
-            offerset.request, offerset.messages = {}, []
+            offerset.request, offerset.messages = {"asked": offerset.uuid}, []
             start = now + timedelta(hours=1)
-            session = SessionRow(
-                uuid=str(uuids.uuid4()), offerset_uuid=offerset.uuid, owner="alice",
-                phase=Phase.OFFERED.value, created=now, modified=now,
-                expires=now + timedelta(minutes=5), start=start, end=start + timedelta(hours=1),
-                cores=1, memory_gib=1, storage_gib=0, executable={"kind": "batch-script"},
-                platform="local", messages=[], endpoints=[], dialect="execbroker",
-            )  # fmt: skip
-            queries.add_offerset(db, offerset, [session])
-            made.append(session.uuid)
+            sessions = [
+                SessionRow(
+                    uuid=str(uuids.uuid4()),
+                    offerset_uuid=offerset.uuid,
+                    owner="alice",
+                    phase=Phase.OFFERED.value,
+                    created=now,
+                    modified=now,
+                    expires=now + timedelta(minutes=5),
+                    start=start,
+                    end=start + timedelta(hours=1),
+                    cores=1,
+                    memory_gib=1,
+                    storage_gib=0,
+                    executable={"kind": "batch-script"},
+                    platform="local",
+                    messages=[],
+                    endpoints=[],
+                    dialect="execbroker",
+                )
+                for _ in range(per_set)
+            ]
+            queries.add_offerset(db, offerset, sessions)
+            made += [session.uuid for session in sessions]
     return made
 
 
@@ -64,30 +82,32 @@ def _phases(database: Database, sessions: list[str]) -> list[str]:
 
 
 def _accepting(uuid: str, *, then: Exception | None = None, refuse: bool = False) -> Job:
-    """A job accepting one offer; ``refuse``: refusing before it writes; ``then``: raising
-    that once it has written."""
+    """A job accepting one offer as the service does (refused unless it is OFFERED; its
+    siblings rejected), answering its uuid and the siblings it rejected; ``refuse``: refusing
+    before it writes; ``then``: raising that once it has written."""
 
-    def job(booker: Booker) -> str:
-        if refuse:
-            raise PhaseConflict(f"{uuid}: refused")
+    def job(booker: Booker) -> tuple[str, list[str]]:
+        found = booker.offers.offer(uuid)
+        assert found is not None
+        row, request = found
+        assert request == {"asked": row.offerset_uuid}  # its offer set's, as stored
+        if refuse or row.phase != Phase.OFFERED:
+            raise PhaseConflict(f"{uuid} is {row.phase}: refused")
         booker.wrote = True
-        offerset = booker.connection.scalar(
-            select(SessionRow.offerset_uuid).where(SessionRow.uuid == uuid)
-        )
         notes = ({"message": "accepted"}, {"message": "a sibling was accepted"})
-        rejected = queries.accept_of_set(
-            booker.connection, uuid, str(offerset), booker.now, notes, booker.version
-        )
-        assert rejected == []  # its set's only offer
+        rejected = booker.offers.accept(row, booker.now, notes)
         if then is not None:
             raise then
-        return uuid
+        return uuid, rejected
 
     return job
 
 
-def _in_one_group(holdings: Holdings, jobs: list[Job]) -> list[Future[Any]]:
-    """Run ``jobs`` as one group: queued while the writer is held by a job of its own."""
+def _in_one_group(
+    holdings: Holdings, jobs: list[Job], reads: list[str | None] | None = None
+) -> list[Future[Any]]:
+    """Run ``jobs`` as one group: queued while the writer is held by a job of its own;
+    ``reads``: the offer each job reads, read with the group's."""
     held, go = threading.Event(), threading.Event()
 
     def hold(_: Booker) -> None:
@@ -97,7 +117,11 @@ def _in_one_group(holdings: Holdings, jobs: list[Job]) -> list[Future[Any]]:
     pool = ThreadPoolExecutor(max_workers=len(jobs) + 1)
     first = pool.submit(holdings.together, hold)
     assert held.wait(30)
-    answers = [pool.submit(holdings.together, job) for job in jobs]
+    reads = reads or [None] * len(jobs)
+    answers = [
+        pool.submit(holdings.together, job, reads=read)
+        for job, read in zip(jobs, reads, strict=True)
+    ]
     deadline = time.monotonic() + 30
     while holdings._queue.qsize() < len(jobs):  # every job queued behind the held one
         assert time.monotonic() < deadline, "jobs not queued"
@@ -115,7 +139,7 @@ def test_a_refusal_before_writing_leaves_the_rest_of_its_group_booked(
     first, refused, last = _offers(database, 3)
     jobs = [_accepting(first), _accepting(refused, refuse=True), _accepting(last)]
     answers = _in_one_group(holdings, jobs)
-    assert answers[0].result() == first and answers[2].result() == last
+    assert answers[0].result() == (first, []) and answers[2].result() == (last, [])
     with pytest.raises(PhaseConflict):
         answers[1].result()
     assert _phases(database, [first, refused, last]) == ["ACCEPTED", "OFFERED", "ACCEPTED"]
@@ -136,5 +160,59 @@ def test_a_failure_after_writing_fails_the_whole_group_and_books_none_of_it(
             answer.result()
     assert _phases(database, sessions[:3]) == ["OFFERED"] * 3
     # the next group books again (on an index rebuilt from the database)
-    assert holdings.together(_accepting(sessions[3])) == sessions[3]
+    assert holdings.together(_accepting(sessions[3])) == (sessions[3], [])
     assert _phases(database, sessions) == ["OFFERED"] * 3 + ["ACCEPTED"]
+
+
+def _messages(database: Database, uuid: str) -> list[str]:
+    with database.read() as db:
+        row = queries.get_session(db, uuid)
+    assert row is not None
+    return [item["message"] for item in row.messages]
+
+
+def test_an_offer_rejected_as_a_sibling_earlier_in_its_group_is_refused_not_failed(
+    database: Database,
+) -> None:
+    holdings = Holdings(database, utcnow)
+    first, sibling, other = _offers(database, 1, per_set=3)
+    alone = _offers(database, 1)[0]
+    jobs = [_accepting(first), _accepting(sibling), _accepting(first), _accepting(alone)]
+    answers = _in_one_group(holdings, jobs, reads=[first, sibling, first, alone])
+    assert answers[0].result() == (first, sorted([sibling, other]))
+    for refused, phase in ((answers[1], "REJECTED"), (answers[2], "ACCEPTED")):
+        with pytest.raises(PhaseConflict, match=f"is {phase}: refused"):
+            refused.result()
+    assert answers[3].result() == (alone, [])
+    phases = _phases(database, [first, sibling, other, alone])
+    assert phases == ["ACCEPTED", "REJECTED", "REJECTED", "ACCEPTED"]
+    assert _messages(database, first) == ["accepted"]
+    assert _messages(database, sibling) == ["a sibling was accepted"]
+
+
+def test_a_group_reads_its_offers_in_one_statement_and_writes_them_in_one(
+    database: Database,
+) -> None:
+    holdings = Holdings(database, utcnow)
+    sessions = _offers(database, 6, per_set=2)
+    asked = sessions[::2]
+    offer_reads, decision_writes = [], []
+
+    def seen(*args: Any) -> None:
+        statement, parameters, executemany = args[2], args[3], args[5]
+        if "offerset_request" in statement:
+            offer_reads.append(statement)
+        elif statement.startswith("UPDATE sessions SET phase"):
+            decision_writes.append(len(parameters) if executemany else 1)
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        answers = _in_one_group(holdings, [_accepting(uuid) for uuid in asked], reads=asked)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert [answer.result() for answer in answers] == [
+        (uuid, [sibling]) for uuid, sibling in zip(asked, sessions[1::2], strict=True)
+    ]
+    assert _phases(database, sessions) == ["ACCEPTED", "REJECTED"] * 6
+    assert len(offer_reads) == 1  # the six offers and their siblings
+    assert decision_writes == [12]  # one statement: six accepted, six rejected

@@ -86,8 +86,11 @@ def _render(request: Request, service: BrokerService, row: SessionRow) -> Execut
 
 
 def _session(request: Request, service: BrokerService, row: SessionRow) -> Response:
-    """A session, answered in the spelling it was asked in."""
-    return respond(request, _render(request, service, row), spelling=Spelling(row.spelling))
+    """A session, answered in the spelling it was asked in (built as the document its model
+    dumps to, without validating again what the broker stored: every accept answers one)."""
+    spelling = Spelling(row.spelling)
+    document = render.session_document(row, base_url(request), service.requested(row), spelling)
+    return respond(request, document, spelling=spelling, root="execution", spelt=True)
 
 
 def _direct(default: Spelling):

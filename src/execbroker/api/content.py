@@ -258,10 +258,15 @@ def respond(
     *,
     spelling: kinds.Spelling = kinds.Spelling.CURRENT,
     root: str | None = None,
+    spelt: bool = False,
 ) -> Response:
-    """``body`` in the type the client accepts, its kinds written in ``spelling``."""
+    """``body`` in the type the client accepts, its kinds written in ``spelling``;
+    ``spelt``: ``body`` is a document made for this answer with its kinds so written already
+    (taken as it is, neither copied nor respelt)."""
     if isinstance(body, BaseModel):  # a fresh dump, ours to respell where it lies
         data = kinds.respell_in_place(body.model_dump(mode="json", exclude_none=True), spelling)
+    elif spelt:
+        data = body
     else:
         data = kinds.respell(body, spelling)
     media = answer_type(request)

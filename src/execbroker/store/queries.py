@@ -268,41 +268,42 @@ def _locked_session(dialect: str) -> Any:
     return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
 
 
-def _locked_with_request(dialect: str) -> Any:
-    # the request joined in: a worker that did not make the offer set has it in no cache,
-    # and reading it apart would cost a transaction of its own per accept
+def _locked_offer_sets(dialect: str) -> Any:
+    # The sessions asked for (in any phase: a refusal names it) and the OFFERED ones of their
+    # offer sets (the siblings an accept rejects), each asked-for one with its request.
     table, offersets = SessionRow.__table__, OfferSetRow.__table__
+    asked = table.c.uuid.in_(bindparam("uuids", expanding=True))
+    sets = select(table.c.offerset_uuid).where(asked).scalar_subquery()
+    request = type_coerce(case((asked, offersets.c.request), else_=None), JSON)
     return (
-        select(table, offersets.c.request.label("offerset_request"))
+        select(table, request.label("offerset_request"))
         .join(offersets, offersets.c.uuid == table.c.offerset_uuid)
-        .where(table.c.uuid == bindparam("uuid"))
+        .where(table.c.offerset_uuid.in_(sets), or_(asked, table.c.phase == Phase.OFFERED.value))
+        .order_by(table.c.uuid)  # locked in one order by every transaction: no deadlock
         .with_for_update(of=table)
     )
 
 
-def _accept_of_set(dialect: str) -> Any:
+def _decide_offer(dialect: str) -> Any:
     table = SessionRow.__table__
-    accepted = table.c.uuid == bindparam("accepted")
-    note = case((accepted, bindparam("note", type_=String)), else_=bindparam("sibling_note"))
     return (
         update(table)
-        .where(table.c.offerset_uuid == bindparam("offerset"), table.c.phase == Phase.OFFERED.value)
+        .where(table.c.uuid == bindparam("session"), table.c.phase == Phase.OFFERED.value)
         .values(
-            phase=case((accepted, Phase.ACCEPTED.value), else_=Phase.REJECTED.value),
+            phase=bindparam("to_phase"),
             modified=bindparam("now"),
-            messages=_appended_messages(dialect, note),
+            messages=_appended_messages(dialect, bindparam("note", type_=String)),
             # the siblings too: another replica's index then learns their release when it
             # catches up, at once and with the accept, not at its next sweep
             booked=bindparam("version"),
         )
-        .returning(table.c.uuid)
     )
 
 
 _BUILDERS = {
     "locked": _locked_session,
-    "locked_with_request": _locked_with_request,
-    "accept_of_set": _accept_of_set,
+    "locked_offer_sets": _locked_offer_sets,
+    "decide_offer": _decide_offer,
 }
 
 
@@ -319,45 +320,52 @@ def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
     return None if found is None else SessionRow(**found)
 
 
-def locked_session_with_request(
-    connection: Connection, uuid: str
-) -> tuple[SessionRow, dict[str, Any]] | None:
-    """``locked_session``, and the request its offer set was made for (as stored)."""
-    _, statement = _statement(connection, "locked_with_request")
-    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
-    if found is None:
-        return None
-    values = dict(found)
-    request = values.pop("offerset_request") or {}
-    return SessionRow(**values), request
+def locked_offer_sets(
+    connection: Connection, uuids: Sequence[str]
+) -> list[tuple[SessionRow, dict[str, Any] | None]]:
+    """The sessions ``uuids`` and every other OFFERED session of their offer sets, locked
+    until the transaction ends, in one statement ordered by uuid (so concurrent transactions
+    lock them in one order); each of ``uuids`` with the request its offer set was made for
+    (as stored), the others with None. Records of their own, in no ORM session."""
+    _, statement = _statement(connection, "locked_offer_sets")
+    found = []
+    for values in connection.execute(statement, {"uuids": list(uuids)}).mappings():
+        values = dict(values)
+        request = values.pop("offerset_request")
+        found.append((SessionRow(**values), request))
+    return found
 
 
-def accept_of_set(
-    connection: Connection,
-    uuid: str,
-    offerset_uuid: str,
-    now: datetime,
-    notes: tuple[dict[str, Any], dict[str, Any]],
-    version: int,
-) -> list[str] | None:
-    """Accept one offer and reject every other of its set still OFFERED, in one conditional
-    UPDATE (noting ``notes``: the accepted one's, the siblings'); the uuids it rejected, or
-    None if the offer itself was no longer OFFERED: its siblings may have been rejected
-    then, and the caller must roll back (the offer is read locked first, so it never is)."""
-    dialect, statement = _statement(connection, "accept_of_set")
-    parameters = {
-        "accepted": uuid,
-        "offerset": offerset_uuid,
-        "now": now,
-        "note": _note(dialect, notes[0]),
-        "sibling_note": _note(dialect, notes[1]),
-        "version": version,
-    }
-    changed = list(connection.execute(statement, parameters).scalars())
-    if uuid not in changed:
-        return None
-    changed.remove(uuid)
-    return changed
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An OFFERED session's new phase (ACCEPTED, or REJECTED as a sibling) and its note."""
+
+    uuid: str
+    phase: str
+    now: datetime
+    note: dict[str, Any]
+
+
+def decide_offers(connection: Connection, decisions: Sequence[Decision], version: int) -> None:
+    """Move each session of ``decisions`` from OFFERED to its phase, noting its note, in one
+    conditional UPDATE run for all (one round trip). Raises if any of them was no longer
+    OFFERED: the caller, which read them locked, must then roll back the whole transaction."""
+    if not decisions:
+        return
+    dialect, statement = _statement(connection, "decide_offer")
+    parameters = [
+        {
+            "session": decision.uuid,
+            "to_phase": decision.phase,
+            "now": decision.now,
+            "note": _note(dialect, decision.note),
+            "version": version,
+        }
+        for decision in decisions
+    ]
+    changed = connection.execute(statement, parameters).rowcount
+    if changed != len(decisions):  # never, under the rows' locks
+        raise RuntimeError(f"{len(decisions) - changed} of the offers decided were not OFFERED")
 
 
 def sessions_of_offerset(db: Session, offerset_uuid: str) -> Sequence[SessionRow]:
