@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from execbroker.store.tables import BrokerLock
@@ -101,15 +101,10 @@ def _postgres_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        driver = connection.connection.driver_connection
         lock = connection.get_execution_options().get("lock")
-        if lock is None:
-            driver.execute("BEGIN")
-            return
-        cursor = driver.execute(_LOCKING_BEGIN[lock])
-        cursor.nextset()  # past BEGIN's result, to the lock's
-        row = cursor.fetchone()
-        connection.info["lock_version"] = row[0] if row else 0
+        version = _begin(connection, _LOCKING_BEGIN[lock] if lock else "BEGIN")
+        if lock:
+            connection.info["lock_version"] = version or 0
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -121,6 +116,34 @@ def _postgres_engine(url: str) -> Engine:
             raise DisconnectionError("the pooled connection is gone")  # the pool reconnects
 
     return engine
+
+
+def _begin(connection: Any, statement: str) -> Any:
+    """Run ``statement`` (BEGIN, or BEGIN and a read) through the driver; what it read last.
+
+    Its failure is raised as SQLAlchemy raises any statement's (a lock timeout: an
+    OperationalError, answered 503), a lost connection discarded.
+    """
+    driver = connection.connection.driver_connection
+    dialect = connection.dialect
+    try:
+        cursor = driver.execute(statement)
+        if not cursor.nextset():  # past BEGIN's result, to the read's
+            return None
+        row = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as error:
+        gone = dialect.is_disconnect(error, driver, None)
+        if gone:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            statement,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=gone,
+            dialect=dialect,
+        ) from error
+    return row[0] if row else None
 
 
 def _checked(engine: Engine, dbapi_connection: Any, idle_since: float | None) -> bool:
