@@ -218,16 +218,10 @@ _INSERT_SESSIONS = insert(SessionRow.__table__)
 
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
     """Insert an offer set and its sessions (Core INSERTs, one for all the sessions: the
-    records stay as they were made, in no ORM session). PostgreSQL: one statement, the offer
-    set inserted by a CTE of the sessions' multi-row INSERT (their foreign keys are checked
-    at its end), so one round trip."""
+    records stay as they were made, in no ORM session)."""
     connection = db.connection()
-    rows = [_values(row) for row in sessions]
-    if rows and connection.dialect.name == "postgresql":
-        offerset_cte = insert(OfferSetRow.__table__).values(_values(offerset)).cte("offerset")
-        connection.execute(insert(SessionRow.__table__).values(rows).add_cte(offerset_cte))
-        return
     connection.execute(_INSERT_OFFERSET, [_values(offerset)])
+    rows = [_values(row) for row in sessions]
     if rows:
         connection.execute(_INSERT_SESSIONS, rows)
 
