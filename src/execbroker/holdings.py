@@ -287,12 +287,17 @@ class Holdings:
         _answer([waiter for _, waiter, _ in group], answers)
 
     @contextmanager
-    def booking(self) -> Iterator[Booker]:
-        """A booking transaction (see ``Database.booking``) with the index brought up to date."""
+    def booking(self, *, bump: bool = False) -> Iterator[Booker]:
+        """A booking transaction (see ``Database.booking``) with the index brought up to date.
+
+        ``bump``: this transaction will book, so it is counted as it takes the lock (one round
+        trip fewer on PostgreSQL); if it books nothing after all, the count it moved on costs
+        the next transaction one read of the rows booked since (none).
+        """
         with self._lock:
             booker: Booker | None = None
             try:
-                with self.database.booking() as db:
+                with self.database.booking(bump=bump) as db:
                     now = self.clock()
                     self._catch_up(db, now)
                     booker = Booker(db, db.connection(), now, self)
@@ -368,7 +373,8 @@ class Holdings:
         version = booker.version
         for row in booker._booked:  # before the UPDATE below flushes them: one write per row
             row.booked = version
-        queries.bump_lock_version(booker.db, version)
+        if not booker.db.info["lock_bumped"]:  # else counted as it took the lock
+            queries.bump_lock_version(booker.db, version)
         self._apply(booker)
         # the version moves on only once the transaction commits (see ``booking``); were it
         # to fail, the except clause drops the index instead

@@ -183,7 +183,7 @@ class BrokerService:
             return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
-        with self.holdings.booking() as booker:
+        with self.holdings.booking(bump=True) as booker:
             db, now = booker.db, booker.now
             # What the platform has free, read after the calendar: a session ending
             # meanwhile is then in both (it still holds) or in neither, never only in the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select as selectors
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from execbroker.store.tables import BrokerLock
@@ -24,6 +25,16 @@ from execbroker.store.tables import BrokerLock
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_BUSY_TIMEOUT = 60.0  # seconds (SQLite)
 _MIGRATION_LOCK = 0x65786563  # any constant: the advisory lock every migrating replica takes
+# PostgreSQL: a pooled connection idle longer than this is pinged before use (see _checked).
+PING_IDLE = 1.0  # seconds
+# PostgreSQL: a booking transaction's BEGIN, sent with its lock of the broker's row in one
+# round trip (a simple query: no parameters). "read" reads the version; "bump" counts this
+# transaction at once, for one that will book (and answers the version before it).
+_LOCKING_BEGIN = {
+    "read": "BEGIN; SELECT version FROM broker_lock WHERE id = 1 FOR UPDATE",
+    "bump": "BEGIN; UPDATE broker_lock SET version = version + 1 WHERE id = 1"
+    " RETURNING version - 1",
+}
 
 
 def _busy_timeout(url: URL) -> float:
@@ -35,15 +46,10 @@ def _busy_timeout(url: URL) -> float:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and immediate write locks."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return _postgres_engine(url)
     if parsed.get_backend_name() != "sqlite":
-        # A lock held elsewhere (a stuck replica, an operator's transaction) fails the waiting
-        # statement after this long, answered 503, as SQLite's busy timeout does: a booking
-        # never waits forever. The URL's own ?options=-c lock_timeout=... wins.
-        lock_timeout = f"-c lock_timeout={round(DEFAULT_BUSY_TIMEOUT * 1000)}"
-        connect = {} if "options" in parsed.query else {"options": lock_timeout}
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect
-        )
+        return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     timeout = _busy_timeout(parsed)
@@ -71,6 +77,91 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _postgres_engine(url: str) -> Engine:
+    """PostgreSQL: transactions begun by SQLAlchemy (a booking's with its lock, in one round
+    trip), and pooled connections checked without a round trip while in steady use."""
+    parsed = make_url(url)
+    # A lock held elsewhere (a stuck replica, an operator's transaction) fails the waiting
+    # statement after this long, answered 503, as SQLite's busy timeout does: a booking
+    # never waits forever. The URL's own ?options=-c lock_timeout=... wins.
+    lock_timeout = f"-c lock_timeout={round(DEFAULT_BUSY_TIMEOUT * 1000)}"
+    connect = {} if "options" in parsed.query else {"options": lock_timeout}
+    # LIFO: the connection used last is used next, so those in steady use stay under
+    # PING_IDLE and the others idle (and are pinged) rather than all being used in turn.
+    engine = create_engine(
+        url, pool_size=10, max_overflow=20, pool_use_lifo=True, connect_args=connect
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # As on SQLite, SQLAlchemy and not the driver begins transactions (see _on_begin).
+        dbapi_connection.autocommit = True
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        lock = connection.get_execution_options().get("lock")
+        version = _begin(connection, _LOCKING_BEGIN[lock] if lock else "BEGIN")
+        if lock:
+            connection.info["lock_version"] = version or 0
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if not _checked(engine, dbapi_connection, record.info.get("idle_since")):
+            raise DisconnectionError("the pooled connection is gone")  # the pool reconnects
+
+    return engine
+
+
+def _begin(connection: Any, statement: str) -> Any:
+    """Run ``statement`` (BEGIN, or BEGIN and a read) through the driver; what it read last.
+
+    Its failure is raised as SQLAlchemy raises any statement's (a lock timeout: an
+    OperationalError, answered 503), a lost connection discarded.
+    """
+    driver = connection.connection.driver_connection
+    dialect = connection.dialect
+    try:
+        cursor = driver.execute(statement)
+        if not cursor.nextset():  # past BEGIN's result, to the read's
+            return None
+        row = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as error:
+        gone = dialect.is_disconnect(error, driver, None)
+        if gone:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            statement,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=gone,
+            dialect=dialect,
+        ) from error
+    return row[0] if row else None
+
+
+def _checked(engine: Engine, dbapi_connection: Any, idle_since: float | None) -> bool:
+    """Whether a pooled PostgreSQL connection is usable, in place of a ping at every checkout.
+
+    An idle connection's socket has nothing to read unless the server ended it (a restart,
+    ``pg_terminate_backend``: a FATAL message, or the end of the stream) or sent a message
+    unasked; either way it is pinged, as is a connection idle longer than ``PING_IDLE`` (where
+    a silent loss, such as a firewall's, would show). One in steady use costs no round trip.
+    """
+    idle = time.monotonic() - idle_since if idle_since is not None else PING_IDLE
+    try:
+        readable, _, _ = selectors.select([dbapi_connection.fileno()], [], [], 0)
+        if idle < PING_IDLE and not readable:
+            return True
+        return bool(engine.dialect.do_ping(dbapi_connection))
+    except (OSError, engine.dialect.loaded_dbapi.Error):  # closed, or the ping failed
+        return False
 
 
 def migrate(engine: Engine) -> None:
@@ -162,10 +253,18 @@ class Database:
         self._writer = _writer_lock(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._booking = sessionmaker(engine.execution_options(booking=True), expire_on_commit=False)
+        self._locking = {
+            lock: sessionmaker(
+                engine.execution_options(booking=True, lock=lock), expire_on_commit=False
+            )
+            for lock in _LOCKING_BEGIN
+        }
         lock = BrokerLock.__table__
         self._version = select(lock.c.version).where(lock.c.id == 1)  # built once: it costs
         if engine.dialect.name != "sqlite":
             self._version = self._version.with_for_update()
+        # PostgreSQL's booking transactions take the lock as they begin (see _on_begin)
+        self._locks_at_begin = engine.dialect.name == "postgresql"
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -188,14 +287,26 @@ class Database:
             yield session
 
     @contextmanager
-    def booking(self) -> Iterator[Session]:
-        """A transaction that holds the broker's booking lock until it commits."""
-        with self._writer, self._booking() as session, session.begin():
-            # The lock row's version, read under the lock: the booking transactions counted so
-            # far (see ``execbroker.holdings``). SQLite's BEGIN IMMEDIATE already serialises.
-            # (Core, on the session's connection: the ORM's handling of a one-column read
-            # cost more than the read)
-            session.info["lock_version"] = session.connection().scalar(self._version) or 0
+    def booking(self, *, bump: bool = False) -> Iterator[Session]:
+        """A transaction that holds the broker's booking lock until it commits.
+
+        ``session.info["lock_version"]`` is the lock row's version, read under the lock: the
+        booking transactions counted so far (see ``execbroker.holdings``). ``bump`` asks for
+        this transaction to be counted as it takes the lock (one that will book); whether it
+        was is ``session.info["lock_bumped"]`` (on PostgreSQL; SQLite's is counted later).
+        """
+        makers = self._locking if self._locks_at_begin else None
+        maker = makers["bump" if bump else "read"] if makers else self._booking
+        with self._writer, maker() as session, session.begin():
+            connection = session.connection()  # PostgreSQL: BEGIN with the lock (_on_begin)
+            if makers:
+                session.info["lock_version"] = connection.info.pop("lock_version")
+                session.info["lock_bumped"] = bump
+            else:
+                # SQLite's BEGIN IMMEDIATE already serialises. (Core, on the session's
+                # connection: the ORM's handling of a one-column read cost more than the read)
+                session.info["lock_version"] = connection.scalar(self._version) or 0
+                session.info["lock_bumped"] = False
             yield session
 
     def close(self) -> None:
