@@ -259,7 +259,7 @@ class Holdings:
     def _book_group(self, group: list[Queued]) -> None:
         answers: list[Answer] = []
         try:
-            with self.booking() as booker:
+            with self.booking(bump=True) as booker:  # most groups book: counted at the lock
                 booker.offers.read(reads for _, _, reads in group if reads is not None)
                 for job, _, _ in group:
                     own = Booker(booker.db, booker.connection, self.clock(), self, booker.offers)
