@@ -414,7 +414,13 @@ class DockerPlatform:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
                 else:  # an empty $EXECBROKER_OUTPUTS, whatever user the image runs as
-                    engine_.put_files(container, str(SESSION_DIR), {}, {OUTPUTS_DIR: 0o777})
+                    engine_.put_files(
+                        container,
+                        str(SESSION_DIR),
+                        {},
+                        {OUTPUTS_DIR: 0o777},
+                        untouched=frozenset({OUTPUTS_DIR}),
+                    )
                 container.start()
             except docker.errors.APIError as error:
                 reason = engine_.ok_or_reason(error)
@@ -450,13 +456,11 @@ class DockerPlatform:
 
     def status(self, handle: str) -> RunStatus:
         self._sweep()
-        if handle in self.events.completed:  # as ``container_state`` would say, sooner
+        session = self.events.completed.get(handle)
+        if session is not None:  # as ``container_state`` would say, sooner
             if handle not in self._collected:  # its outputs, before its session ends
-                with (
-                    engine_errors("copying the outputs"),
-                    contextlib.suppress(docker.errors.NotFound),
-                ):
-                    self._collect(self.engine.client.containers.get(handle))
+                with engine_errors("copying the outputs"):
+                    self._collect(self._ended(handle, session))
             return RunStatus(RunState.COMPLETED, "completed", 0)
         token = self.events.token(handle)  # before asking: a change after it is heard of
         known = self._known.get(handle)
@@ -613,20 +617,31 @@ class DockerPlatform:
             temporary.write_bytes(content)
             temporary.replace(workdir / name)
 
+    def _ended(self, handle: str, session: str) -> Container:
+        """A container the event stream saw end well, described from what that event told
+        (its session's label): asking the engine would wait for it to finish tearing the
+        container down, and nothing more is needed to copy its outputs out."""
+        labels = {LABEL_SESSION: session}
+        attrs = {"Id": handle, "Name": f"/{handle[:12]}", "Config": {"Labels": labels}}
+        return self.engine.client.containers.prepare_model(attrs)
+
     def _collect(self, container: Container) -> None:
         """Copy an ended task's outputs ($EXECBROKER_OUTPUTS) and a notebook's result into
         its work directory, once: when its end is first seen (before the session is final),
-        else at its release."""
+        else at its release. Outputs the task never touched (the empty directory as it was
+        placed, ``is_untouched``) need only the engine's stat, not a copy."""
         if container.id in self._collected:
             return
         workdir = self._workdir(container)
-        engine_.copy_out(
-            container,
-            str(SESSION_DIR / OUTPUTS_DIR),
-            workdir / OUTPUTS_DIR,
-            limit=self.options.notebook_outputs_limit,
-        )
-        if LABEL_NOTEBOOK in container.labels:
+        source = str(SESSION_DIR / OUTPUTS_DIR)
+        notebook = LABEL_NOTEBOOK in container.labels  # (its runner writes outputs anyway)
+        api = container.client.api
+        if not notebook and engine_.is_untouched(engine_.path_stat(api, container.id, source)):
+            (workdir / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)  # as a copy leaves it
+        else:
+            limit = self.options.notebook_outputs_limit
+            engine_.copy_out(container, source, workdir / OUTPUTS_DIR, limit=limit)
+        if notebook:
             self._copy_back(container, workdir, notebook_files.RESULT_FILE)
         self._collected.add(container.id)
 
