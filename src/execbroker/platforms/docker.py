@@ -107,6 +107,7 @@ from execbroker.platforms.docker_networks import (
     remove_holder,
 )
 from execbroker.platforms.docker_networks import remove as remove_network
+from execbroker.platforms.docker_prepared import PreparedImages
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ _NOTEBOOK_FILES = {
     notebook_files.INPUT_FILE: 0o644,
 }
 _NOTEBOOK_DIRS = {OUTPUTS_DIR: 0o755, "work": 0o700}
+# On a container: "image" when its image has $EXECBROKER_OUTPUTS already (docker_prepared).
+LABEL_OUTPUTS = "execbroker.outputs"
 
 
 class DockerOptions(EngineOptions):
@@ -153,6 +156,11 @@ class DockerOptions(EngineOptions):
     notebook_outputs_limit: int = Field(
         default=256 * 1024**2, ge=0, description="bytes of a task's outputs copied back"
     )
+    prepare_images: bool = Field(
+        default=True,
+        description="derive from each image sessions run one with /session/outputs in it "
+        "(docker_prepared), so no start waits to copy it in; false: copy it in at each start",
+    )
 
 
 class DockerPlatform:
@@ -173,6 +181,7 @@ class DockerPlatform:
             publish_host=options.publish_host,
         )
         self.events = EventFollower(self.engine, broker=broker, platform=self.name)
+        self.prepared = PreparedImages(self.engine, {str(SESSION_DIR / OUTPUTS_DIR): 0o777})
         self.logs_dir = state_dir / "docker-logs"
         self.sessions_dir = state_dir / "sessions"  # the broker's session work directories
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
@@ -255,11 +264,14 @@ class DockerPlatform:
         # finds it (the engine refuses a second) and starts no other.
         assert executable.image is not None
         image = engine_.obtain_image(self.engine, executable.image, pull=self.options.pull)
+        # the same image with an empty $EXECBROKER_OUTPUTS in it, once made: nothing to copy in
+        prepared = self.prepared.get(image) if self.options.prepare_images else None
         arguments: dict[str, Any] = {
-            "image": image.id,
+            "image": prepared or image.id,
             "command": executable.command or None,
             "entrypoint": [executable.entrypoint] if executable.entrypoint else None,
             "environment": {**executable.environment, **_session_environment(spec)},
+            "labels": {LABEL_OUTPUTS: "image"} if prepared else {},
         }
         return self._run(spec, arguments, _port_plans(executable), executable.privileged)
 
@@ -418,7 +430,8 @@ class DockerPlatform:
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
-                else:  # an empty $EXECBROKER_OUTPUTS, whatever user the image runs as
+                elif container.labels.get(LABEL_OUTPUTS) != "image":
+                    # an empty $EXECBROKER_OUTPUTS, whatever user the image runs as
                     engine_.put_files(
                         container,
                         str(SESSION_DIR),
