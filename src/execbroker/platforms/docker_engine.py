@@ -528,7 +528,9 @@ def path_stat(api: docker.APIClient, container_id: str, path: str) -> dict[str, 
     mtime, linkTarget), or None if it has none. A HEAD on the archive endpoint: no tar is
     made, so no helper process runs (a copy out of an ended container costs the engine
     ~100 ms of that; this ~10 ms)."""
-    answer = api.head(api._url("/containers/{0}/archive", container_id), params={"path": path})
+    # docker-py has no call for this HEAD: made as its own calls are, with its helpers
+    url = api._url("/containers/{0}/archive", container_id)
+    answer = api.head(url, params={"path": path}, timeout=api.timeout)
     if answer.status_code == 404:
         return None
     api._raise_for_status(answer)
