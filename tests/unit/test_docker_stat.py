@@ -14,6 +14,10 @@ EPOCH = "1970-01-01T00:00:00Z"
     ("stat", "untouched"),
     [
         ({"mode": DIRECTORY | 0o777, "mtime": EPOCH, "linkTarget": ""}, True),
+        # the same instant in an engine's own time zone
+        ({"mode": DIRECTORY | 0o777, "mtime": "1970-01-01T01:00:00+01:00"}, True),
+        ({"mode": DIRECTORY | 0o777, "mtime": "1970-01-01T00:00:00.000000001Z"}, False),
+        ({"mode": DIRECTORY | 0o777, "mtime": "yesterday"}, False),
         ({"mode": DIRECTORY | 0o777, "mtime": "2026-12-02T04:50:32.6Z", "linkTarget": ""}, False),
         ({"mode": 0o644, "mtime": EPOCH, "linkTarget": ""}, False),
         ({"mode": SYMLINK | 0o777, "mtime": EPOCH, "linkTarget": "/"}, False),

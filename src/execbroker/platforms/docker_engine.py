@@ -460,8 +460,8 @@ COPY_CHUNK = 64 * 1024
 # An empty directory placed with this mtime (the epoch) and found with it still has nothing
 # in it: making, removing or renaming an entry sets a directory's mtime to the present.
 UNTOUCHED_MTIME = 0
-_UNTOUCHED_STAMP = "1970-01-01T00:00:00Z"  # UNTOUCHED_MTIME as the engine's stat writes it
 _GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27  # Go's os.FileMode bits, as the stat has them
+_RFC3339 = re.compile(r"^(?P<seconds>[0-9T:-]+)(?P<fraction>\.[0-9]+)?(?P<zone>Z|[+-][0-9:]+)$")
 
 
 def put_files(
@@ -547,14 +547,17 @@ def is_untouched(stat: dict[str, Any] | None) -> bool:
     is taken for one that left nothing there: it loses only its own outputs."""
     if stat is None:
         return False
-    mode = stat.get("mode")
-    return (
-        isinstance(mode, int)
-        and mode & _GO_DIR != 0
-        and mode & _GO_SYMLINK == 0
-        and not stat.get("linkTarget")
-        and stat.get("mtime") == _UNTOUCHED_STAMP
-    )
+    mode, mtime = stat.get("mode"), stat.get("mtime")
+    if not isinstance(mode, int) or mode & (_GO_DIR | _GO_SYMLINK) != _GO_DIR:
+        return False
+    found = _RFC3339.match(str(mtime))  # in the engine's time zone (``Z`` in UTC)
+    if found is None or (found["fraction"] or "").strip(".0"):  # (fromisoformat: no ns)
+        return False
+    try:
+        stamp = datetime.fromisoformat(found["seconds"] + found["zone"]).timestamp()
+    except ValueError:
+        return False
+    return stamp == UNTOUCHED_MTIME and not stat.get("linkTarget")
 
 
 def _archive(container: Container, path: str, limit: int) -> tarfile.TarFile | None:
