@@ -22,13 +22,15 @@ whose sessions publish their ports themselves, as all did before), and on a new 
 time (no spare publishes it). The broker's monitor passes come every ``monitor_interval_s``;
 an accept, the engine's events and a start under way bring them sooner. Completion: a container that
 sleeps and exits, from the engine's ``die`` event (its time, read by this process from the
-event stream) until a GET shows the session COMPLETED.
+event stream) until a GET shows the session COMPLETED; ``completion`` leaves no outputs (the
+broker needs only the engine's stat of its outputs directory), ``completion_outputs`` writes
+one file there (copied out before COMPLETED; checked to be listed then).
 
 slurm: see ``measure_slurm``; completion from the time the job's script prints as its last
 act (read from its log) until a GET shows COMPLETED.
 
     python benchmarks/launch.py [--repeats 5] [--platforms local,docker,slurm]
-        [--docker-cases completion,sleep,httpd,httpd_new_ports]
+        [--docker-cases completion,completion_outputs,sleep,httpd,httpd_new_ports]
 
 Prints one JSON object.
 """
@@ -324,12 +326,22 @@ class _DeathWatch:
         self._stream.close()
 
 
-def _docker_completion(client: httpx.Client, deaths: _DeathWatch) -> float:
-    uuid = _accepted(client, _request(["sleep", "0.3"], None))
-    return _completion_seen(client, uuid, lambda: deaths.ended[uuid])
+OUTPUT = "result.txt"
+# a task that leaves an output: the broker copies it out before the session is COMPLETED
+WRITES_OUTPUT = ["sh", "-c", f'sleep 0.3; echo done > "$EXECBROKER_OUTPUTS/{OUTPUT}"']
 
 
-DOCKER_CASES = ("completion", "sleep", "httpd", "httpd_new_ports")
+def _docker_completion(client: httpx.Client, deaths: _DeathWatch, command: list[str]) -> float:
+    uuid = _accepted(client, _request(command, None))
+    seen = _completion_seen(client, uuid, lambda: deaths.ended[uuid])
+    if command is WRITES_OUTPUT:  # there when COMPLETED is seen, as the broker promises
+        listed = client.get(f"/sessions/{uuid}/outputs").raise_for_status().json()["outputs"]
+        if OUTPUT not in {item["name"] for item in listed}:
+            raise RuntimeError(f"session {uuid} COMPLETED without its output: {listed}")
+    return seen
+
+
+DOCKER_CASES = ("completion", "completion_outputs", "sleep", "httpd", "httpd_new_ports")
 
 
 def measure_docker(
@@ -338,9 +350,11 @@ def measure_docker(
     """busybox through a broker (a network per session, as configured by default; and on
     docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK.
 
-    Cases: ``completion``; ``sleep`` (accept to RUNNING); ``httpd`` (accept to AVAILABLE,
-    the same port each time: after the warm-up, the broker has a spare holder publishing it,
-    next to a broker with ``port_spares: 0``, whose sessions publish their ports themselves);
+    Cases: ``completion`` and ``completion_outputs`` (die to COMPLETED seen); ``sleep``
+    (accept to RUNNING; next to a broker with ``prepare_images: false``, whose starts copy
+    the empty outputs directory in, as all did before); ``httpd`` (accept to AVAILABLE, the
+    same port each time: after the warm-up, the broker has a spare holder publishing it, next
+    to a broker with ``port_spares: 0``, whose sessions publish their ports themselves);
     ``httpd_new_ports`` (a port no session used before each time: no spare publishes it)."""
     import docker
 
@@ -354,17 +368,25 @@ def measure_docker(
         brokers["broker_port_spares_0"] = _docker_broker(
             directory, "bench-launch-port-spares-0", port_spares=0
         )
+    if "sleep" in cases:
+        brokers["broker_prepare_images_0"] = _docker_broker(
+            directory, "bench-launch-prepare-images-0", prepare_images=False
+        )
     results: dict[str, Any] = {"monitor_interval_s": 0.2, "image": IMAGE}
     deaths = _DeathWatch("bench-launch")
     fresh = iter(FRESH_PORTS)
     try:
         with contextlib.ExitStack() as stack:
             clients = {name: stack.enter_context(b.client()) for name, b in brokers.items()}
-            if "completion" in cases:
-                broker = clients["broker"]
-                completion = [_docker_completion(broker, deaths) for _ in range(repeats + 1)][1:]
-                results["completion_median_ms"] = _median_ms(completion)
-                results["completion_max_ms"] = round(max(completion) * 1000, 1)
+            for case, command in (
+                ("completion", ["sleep", "0.3"]),
+                ("completion_outputs", WRITES_OUTPUT),
+            ):
+                if case in cases:
+                    broker = clients["broker"]
+                    seen = [_docker_completion(broker, deaths, command) for _ in range(repeats + 1)]
+                    results[f"{case}_median_ms"] = _median_ms(seen[1:])
+                    results[f"{case}_max_ms"] = round(max(seen[1:]) * 1000, 1)
             for case, name, port, phase in (
                 ("sleep", "sleep_to_running", None, "RUNNING"),
                 ("httpd", "httpd_to_available", HTTPD_PORT, "AVAILABLE"),
@@ -392,6 +414,8 @@ def _docker_case(
     brokers = dict(clients)
     if port is None:  # (ports only: the same as ``broker`` otherwise)
         brokers.pop("broker_port_spares_0", None)
+    else:  # (sleep only: the copy-in it measures is the same for every case)
+        brokers.pop("broker_prepare_images_0", None)
 
     def body() -> dict[str, Any]:
         chosen = next(fresh) if port == 0 else port
