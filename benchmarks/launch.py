@@ -351,10 +351,11 @@ def measure_docker(
     docker's shared bridge, ``isolate: false``) next to ``docker run -d`` and the SDK.
 
     Cases: ``completion`` and ``completion_outputs`` (die to COMPLETED seen); ``sleep``
-    (accept to RUNNING; next to a broker with ``prepare_images: false``, whose starts copy
-    the empty outputs directory in, as all did before); ``httpd`` (accept to AVAILABLE, the
-    same port each time: after the warm-up, the broker has a spare holder publishing it, next
-    to a broker with ``port_spares: 0``, whose sessions publish their ports themselves);
+    (accept to RUNNING; next to a broker with ``prepare_images: true``, whose starts find
+    the empty outputs directory in a prepared image instead of copying it in); ``httpd``
+    (accept to AVAILABLE, the same port each time: after the warm-up, the broker has a spare
+    holder publishing it, next to a broker with ``port_spares: 0``, whose sessions publish
+    their ports themselves);
     ``httpd_new_ports`` (a port no session used before each time: no spare publishes it)."""
     import docker
 
@@ -369,8 +370,8 @@ def measure_docker(
             directory, "bench-launch-port-spares-0", port_spares=0
         )
     if "sleep" in cases:
-        brokers["broker_prepare_images_0"] = _docker_broker(
-            directory, "bench-launch-prepare-images-0", prepare_images=False
+        brokers["broker_prepare_images"] = _docker_broker(
+            directory, "bench-launch-prepare-images", prepare_images=True
         )
     results: dict[str, Any] = {"monitor_interval_s": 0.2, "image": IMAGE}
     deaths = _DeathWatch("bench-launch")
@@ -415,7 +416,7 @@ def _docker_case(
     if port is None:  # (ports only: the same as ``broker`` otherwise)
         brokers.pop("broker_port_spares_0", None)
     else:  # (sleep only: the copy-in it measures is the same for every case)
-        brokers.pop("broker_prepare_images_0", None)
+        brokers.pop("broker_prepare_images", None)
 
     def body() -> dict[str, Any]:
         chosen = next(fresh) if port == 0 else port

@@ -65,7 +65,7 @@ def _run(platform: Any, tmp_path: Any, image: str, script: str) -> tuple[str, An
 def test_sessions_start_from_the_prepared_image_with_nothing_copied_in(
     make_platform, engine, tmp_path, user_image
 ):
-    platform = make_platform()
+    platform = make_platform(prepare_images=True)
     derived = _until(lambda: platform.prepared.get(user_image))
     made = engine.api.inspect_image(derived)
     assert made["Parent"] == user_image.id
@@ -108,7 +108,7 @@ def test_without_prepare_images_the_directory_is_copied_in(make_platform, engine
 def test_an_image_with_onbuild_triggers_is_never_built_from(make_platform, engine, tmp_path):
     image = _build(engine, f"FROM {BUSYBOX}\nONBUILD RUN touch /triggered\n")
     try:
-        platform = make_platform()
+        platform = make_platform(prepare_images=True)
         assert platform.prepared.get(image) is None
         handle, spec = _run(platform, tmp_path, image.tags[0], 'echo y > "$EXECBROKER_OUTPUTS/y"')
         assert platform.status(handle).state == RunState.COMPLETED

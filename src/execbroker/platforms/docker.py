@@ -156,8 +156,10 @@ class DockerOptions(EngineOptions):
     notebook_outputs_limit: int = Field(
         default=256 * 1024**2, ge=0, description="bytes of a task's outputs copied back"
     )
+    # Off by default: the prepared images are never removed, and each keeps its base image's
+    # layers (``docker rmi`` of the base must remove it first), a cost an operator opts into.
     prepare_images: bool = Field(
-        default=True,
+        default=False,
         description="derive from each image sessions run one with /session/outputs in it "
         "(docker_prepared), so no start waits to copy it in; false: copy it in at each start",
     )
