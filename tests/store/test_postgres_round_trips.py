@@ -5,9 +5,8 @@ in steady use, yet a connection the server ended is never handed out."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -18,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from execbroker.store import queries
 from execbroker.store.engine import Database
-from execbroker.store.tables import BrokerLock, OfferSetRow, SessionRow
+from execbroker.store.tables import BrokerLock
+from tests.rows import offer_set_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -90,35 +90,6 @@ def test_a_pooled_connection_the_server_ended_is_replaced_unseen(
     assert _version(database) == 1
 
 
-def _offer(now: datetime, sessions: int) -> tuple[OfferSetRow, list[SessionRow]]:
-    offerset = OfferSetRow(
-        uuid=str(uuid.uuid4()), owner="alice", created=now, result="YES", request={}, messages=[]
-    )
-    rows = [
-        SessionRow(
-            uuid=str(uuid.uuid4()),
-            offerset_uuid=offerset.uuid,
-            owner="alice",
-            phase="OFFERED",
-            created=now,
-            modified=now,
-            expires=now + timedelta(minutes=5),
-            start=now,
-            end=now + timedelta(hours=1),
-            cores=1,
-            memory_gib=1,
-            storage_gib=0,
-            executable={"kind": "batch-script"},
-            platform="local",
-            messages=[],
-            endpoints=[],
-            booked=1,
-        )
-        for _ in range(sessions)
-    ]
-    return offerset, rows
-
-
 def test_an_offer_is_booked_in_four_round_trips(database: Database, tmp_path: Path) -> None:
     """BEGIN with the lock and the bump; the offer set; its sessions; COMMIT (the connection
     in steady use, so not pinged). Counted in the driver's own trace of what it sends."""
@@ -139,7 +110,7 @@ def test_an_offer_is_booked_in_four_round_trips(database: Database, tmp_path: Pa
             sink.flush()
             before = trace.stat().st_size
             with database.booking(bump=True) as db:
-                queries.add_offerset(db, *_offer(datetime.now(UTC), 3))
+                queries.add_offerset(db, *offer_set_rows(datetime.now(UTC), 3, booked=1))
         finally:
             event.remove(database.engine, "checkout", _traced)
             event.remove(database.engine, "checkin", _untraced)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid as uuids
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -23,8 +22,9 @@ from execbroker.holdings import Booker, Holdings
 from execbroker.model.sessions import Phase
 from execbroker.store import queries
 from execbroker.store.engine import Database
-from execbroker.store.tables import OfferSetRow, SessionRow
+from execbroker.store.tables import SessionRow
 from execbroker.timeutil import utcnow
+from tests.rows import offer_set_rows
 
 Job = Callable[[Booker], Any]
 
@@ -43,33 +43,9 @@ def _offers(database: Database, count: int, *, per_set: int = 1) -> list[str]:
     made = []
     with database.write() as db:
         for _ in range(count):
-            offerset = OfferSetRow(
-                uuid=str(uuids.uuid4()), owner="alice", created=now, result="YES"
+            offerset, sessions = offer_set_rows(
+                now, per_set, start=now + timedelta(hours=1), dialect="execbroker"
             )
-            offerset.request, offerset.messages = {"asked": offerset.uuid}, []
-            start = now + timedelta(hours=1)
-            sessions = [
-                SessionRow(
-                    uuid=str(uuids.uuid4()),
-                    offerset_uuid=offerset.uuid,
-                    owner="alice",
-                    phase=Phase.OFFERED.value,
-                    created=now,
-                    modified=now,
-                    expires=now + timedelta(minutes=5),
-                    start=start,
-                    end=start + timedelta(hours=1),
-                    cores=1,
-                    memory_gib=1,
-                    storage_gib=0,
-                    executable={"kind": "batch-script"},
-                    platform="local",
-                    messages=[],
-                    endpoints=[],
-                    dialect="execbroker",
-                )
-                for _ in range(per_set)
-            ]
             queries.add_offerset(db, offerset, sessions)
             made += [session.uuid for session in sessions]
     return made
