@@ -9,6 +9,7 @@ and state directory; at the end, the sizes at the start and the end. With a shor
 state directory stop growing once the retention has passed.
 
     python benchmarks/soak.py [--minutes 2] [--rate 50] [--retention PT30S] [--window 10]
+        [--workers N]
 
 Prints one JSON object.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -44,11 +46,16 @@ QUOTA = {
 }
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+def _rss_mb(broker: BrokerProcess) -> float:
+    """The broker's resident memory, its workers' included (a worker gone meanwhile: 0)."""
+    assert broker.process is not None
+    kib = 0
+    for pid in [broker.process.pid, *broker.worker_pids()]:
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kib += int(line.split()[1])
+    return round(kib / 1024, 1)
 
 
 def _size_mb(path: Path) -> float:
@@ -93,8 +100,6 @@ async def _one(client: httpx.AsyncClient, accept: bool, latencies: list[float]) 
 
 
 async def soak(broker: BrokerProcess, state: Path, args: argparse.Namespace) -> dict[str, Any]:
-    assert broker.process is not None
-    pid = broker.process.pid
     headers = {"Authorization": "Bearer demo-alice"}
     windows: list[dict[str, Any]] = []
     start_sizes = {
@@ -127,7 +132,7 @@ async def soak(broker: BrokerProcess, state: Path, args: argparse.Namespace) -> 
                     "errors": errors,
                     "p50_ms": _pct(latencies, 0.5),
                     "p95_ms": _pct(latencies, 0.95),
-                    "rss_mb": _rss_mb(pid),
+                    "rss_mb": _rss_mb(broker),
                     "database_mb": _database_mb(state),
                     "state_dir_mb": _size_mb(state),
                     "rows": _rows(state),
@@ -155,6 +160,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10)
     parser.add_argument("--accept-every", type=int, default=10)
     parser.add_argument("--retention", default="PT30S", help="an ISO duration, or none")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N")
     args = parser.parse_args()
     kept = None if args.retention.lower() == "none" else args.retention
     with tempfile.TemporaryDirectory(prefix="execbroker-soak-") as temporary:
@@ -166,7 +172,7 @@ def main() -> None:
             "offers": {"max": 4, "ttl": "PT1M"},
             "retention": {"offers": kept, "sessions": kept},
         }
-        broker = BrokerProcess(config, directory, log_level="warning")
+        broker = BrokerProcess(config, directory, log_level="warning", workers=args.workers)
         broker.start()
         try:
             result = asyncio.run(soak(broker, directory / "state", args))
@@ -179,6 +185,7 @@ def main() -> None:
                 "minutes": args.minutes,
                 "rate_per_s": args.rate,
                 "accept_every": args.accept_every,
+                "workers": args.workers,
                 "retention": kept,
                 "load_average": os.getloadavg()[0],
                 **result,
