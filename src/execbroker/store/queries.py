@@ -263,11 +263,6 @@ def _statement(connection: Connection, name: str) -> tuple[str, Any]:
     return dialect, found
 
 
-def _locked_session(dialect: str) -> Any:
-    table = SessionRow.__table__
-    return select(table).where(table.c.uuid == bindparam("uuid")).with_for_update()
-
-
 def _locked_offer_sets(dialect: str) -> Any:
     # The sessions asked for (in any phase: a refusal names it) and the OFFERED ones of their
     # offer sets (the siblings an accept rejects), each asked-for one with its request.
@@ -301,7 +296,6 @@ def _decide_offer(dialect: str) -> Any:
 
 
 _BUILDERS = {
-    "locked": _locked_session,
     "locked_offer_sets": _locked_offer_sets,
     "decide_offer": _decide_offer,
 }
@@ -309,15 +303,6 @@ _BUILDERS = {
 
 # The booking path's statements run on the transaction's connection (``Booker.connection``),
 # fetched once per transaction: the ORM session's ``connection()`` cost more than a read.
-
-
-def locked_session(connection: Connection, uuid: str) -> SessionRow | None:
-    """One session read (as a record of its own, in no ORM session) and locked until the
-    transaction ends: PostgreSQL's ``FOR UPDATE``, so a concurrent conditional UPDATE of it
-    waits, then sees what this transaction wrote."""
-    _, statement = _statement(connection, "locked")
-    found = connection.execute(statement, {"uuid": uuid}).mappings().first()
-    return None if found is None else SessionRow(**found)
 
 
 def locked_offer_sets(
