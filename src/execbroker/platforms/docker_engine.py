@@ -464,6 +464,26 @@ _GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27  # Go's os.FileMode bits, as the stat ha
 _RFC3339 = re.compile(r"^(?P<seconds>[0-9T:-]+)(?P<fraction>\.[0-9]+)?(?P<zone>Z|[+-][0-9:]+)$")
 
 
+# A tar member: its name, its content (None for a directory), its mode and its mtime.
+TarMember = tuple[str, bytes | None, int, float]
+
+
+def tar_of(members: Iterable[TarMember]) -> bytes:
+    """A tar of ``members``, each owned by root: what ``put_archive`` and a build take."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content, mode, mtime in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = mode, mtime
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
 def put_files(
     container: Container,
     root: str,
@@ -476,20 +496,14 @@ def put_files(
     absolute directory ``root`` of a container, owned by root, created or running alike.
     The ``untouched`` directories (empty ones) get UNTOUCHED_MTIME, so ``is_untouched`` can
     tell later that nothing was made in them."""
-    buffer = io.BytesIO()
     now = time.time()
     top = root.strip("/")
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path, mode in {"": 0o755, **directories}.items():
-            info = tarfile.TarInfo(f"{top}/{path}".rstrip("/"))
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            info.mtime = UNTOUCHED_MTIME if path in untouched else now
-            archive.addfile(info)
-        for path, (content, mode) in files.items():
-            info = tarfile.TarInfo(f"{top}/{path}")
-            info.size, info.mode, info.mtime = len(content), mode, now
-            archive.addfile(info, io.BytesIO(content))
-    if not container.put_archive("/", buffer.getvalue()):
+    members: list[TarMember] = [
+        (f"{top}/{path}".rstrip("/"), None, mode, UNTOUCHED_MTIME if path in untouched else now)
+        for path, mode in {"": 0o755, **directories}.items()
+    ]
+    members += [(f"{top}/{path}", content, mode, now) for path, (content, mode) in files.items()]
+    if not container.put_archive("/", tar_of(members)):
         raise PlatformError(f"could not copy the task's files into {container.name}")
 
 

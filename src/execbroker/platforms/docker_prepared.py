@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 import threading
 import time
 
@@ -30,7 +29,7 @@ import docker.errors
 import requests
 from docker.models.images import Image
 
-from execbroker.platforms.docker_engine import UNTOUCHED_MTIME, Engine
+from execbroker.platforms.docker_engine import UNTOUCHED_MTIME, Engine, tar_of
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +38,19 @@ RETRY_AFTER = 300.0  # seconds before a build that failed is tried again
 _LAYER_FILE = "layer.tar"
 
 
-def _tar(members: dict[str, tuple[bytes | None, int]]) -> bytes:
-    """A tar of ``members`` (name → content, None for a directory, and mode)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, (content, mode) in members.items():
-            info = tarfile.TarInfo(name)
-            info.mode, info.mtime = mode, UNTOUCHED_MTIME
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            else:
-                info.size = len(content)
-                archive.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def build_context(image_id: str, directories: dict[str, int]) -> bytes:
     """The build context (a tar) of ``image_id`` plus ``directories`` (absolute path → mode),
     empty, owned by root, with UNTOUCHED_MTIME as their mtime."""
-    layer = _tar({path.strip("/"): (None, mode) for path, mode in directories.items()})
+    layer = tar_of(
+        (path.strip("/"), None, mode, UNTOUCHED_MTIME) for path, mode in directories.items()
+    )
     dockerfile = f"FROM {image_id}\nADD {_LAYER_FILE} /\n".encode()
-    return _tar({"Dockerfile": (dockerfile, 0o644), _LAYER_FILE: (layer, 0o644)})
+    return tar_of(
+        [
+            ("Dockerfile", dockerfile, 0o644, UNTOUCHED_MTIME),
+            (_LAYER_FILE, layer, 0o644, UNTOUCHED_MTIME),
+        ]
+    )
 
 
 def tag_of(image_id: str) -> str:
@@ -84,7 +74,7 @@ class PreparedImages:
         with self._lock:
             made = self._made.get(image.id)
         if made is not None:
-            if self._still_there(made, image.id):
+            if self._existing(made, image.id) is not None:
                 return made
             with self._lock:  # removed meanwhile: made again
                 self._made.pop(image.id, None)
@@ -101,13 +91,6 @@ class PreparedImages:
             target=self._prepare, args=(image.id,), name="docker-prepare", daemon=True
         ).start()
         return None
-
-    def _still_there(self, derived: str, image_id: str) -> bool:
-        try:
-            found = self.engine.client.api.inspect_image(derived)
-        except docker.errors.NotFound:
-            return False
-        return bool(found.get("Parent") == image_id)
 
     def _prepare(self, image_id: str) -> None:
         began = time.perf_counter()
@@ -132,9 +115,11 @@ class PreparedImages:
             (time.perf_counter() - began) * 1000,
         )
 
-    def _existing(self, tag: str, image_id: str) -> str | None:
+    def _existing(self, name: str, image_id: str) -> str | None:
+        """The id of the image ``name`` (a tag or an id) if it is there and made from
+        ``image_id``; else None."""
         try:
-            found = self.engine.client.api.inspect_image(tag)
+            found = self.engine.client.api.inspect_image(name)
         except docker.errors.NotFound:
             return None
         return str(found["Id"]) if found.get("Parent") == image_id else None
