@@ -207,10 +207,15 @@ def _message(item: Mapping[str, Any], spelling: kinds.Spelling) -> dict[str, Any
     return _dumped(MessageItem.model_validate(item), spelling)
 
 
+def _plain_meta(uuid: str) -> dict[str, Any]:
+    """``ComponentMetadata(uuid=uuid)``'s dump."""
+    return {"uuid": uuid, "messages": [], "options": []}
+
+
 def _bare_meta(meta: Mapping[str, Any], spelling: kinds.Spelling) -> dict[str, Any]:
     """A component's metadata: only the UUID it is known by, in the usual case."""
     if meta.keys() == {"uuid"} and isinstance(meta["uuid"], str):
-        return {"uuid": meta["uuid"], "messages": [], "options": []}
+        return _plain_meta(meta["uuid"])
     return _dumped(ComponentMetadata.model_validate(meta), spelling)
 
 
@@ -300,15 +305,10 @@ def session_document(
     if requested.get("storage"):  # as the request gave it: through its model
         document["storage"] = [_dumped(item, spelling) for item in _storage(row, requested)]
     elif row.storage_gib:
-        storage_meta = {
-            "uuid": _component_uuid(row.uuid, "storage/0"),
-            "messages": [],
-            "options": [],
-        }
         document["storage"] = [
             {
                 "kind": kinds.spell(kinds.SIMPLE_STORAGE, spelling),
-                "meta": storage_meta,
+                "meta": _plain_meta(_component_uuid(row.uuid, "storage/0")),
                 "size": _exact(row.storage_gib),
             }
         ]
