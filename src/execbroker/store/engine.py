@@ -63,7 +63,7 @@ def make_engine(url: str) -> Engine:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor, timeout)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -77,6 +77,25 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _enter_wal(cursor: sqlite3.Cursor, timeout: float) -> None:
+    """Put the file in WAL mode (a no-op once it is), retried for up to ``timeout`` seconds.
+
+    On a new file another process may be creating the schema: the switch reads the file and
+    then wants its exclusive lock, and SQLite fails that at once rather than wait (waiting,
+    holding a read lock, could deadlock), so the busy timeout never applies. A retry starts
+    over without the read lock, and finds the file in WAL mode once the other has done.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _postgres_engine(url: str) -> Engine:
