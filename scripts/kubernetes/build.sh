@@ -66,8 +66,11 @@ main() {
     apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/nonexistent
         -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
 
+    # Nothing on a bare machine (apt-cache fails while the private lists are empty): then
+    # the lists are fetched once.
     source_version() {
-        apt-cache "${apt_opts[@]}" showsrc kubernetes 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -1
+        { apt-cache "${apt_opts[@]}" showsrc kubernetes 2>/dev/null || true; } |
+            sed -n 's/^Version: //p' | sort -V | tail -1
     }
     version=$(source_version)
     if [ -z "$version" ]; then
