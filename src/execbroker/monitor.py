@@ -233,10 +233,9 @@ class Monitor:
         """Renew this replica's leases, take over sessions whose holder is gone, expire old
         offers, queue accepted sessions, and list what needs a step from this replica."""
         now = self.clock()
-        until = now + self.lease
         with self.database.write() as db:
-            queries.renew_leases(db, self.replica, _ACTIVE, until)
-            taken = queries.take_over(db, self.replica, _ACTIVE, now, until)
+            queries.renew_leases(db, self.replica, _ACTIVE, self.lease)
+            taken = queries.take_over(db, self.replica, _ACTIVE, self.lease)
         if taken:
             log.info("taking over sessions %s: no live replica holds them", ", ".join(taken))
         with self.database.write() as db:
@@ -258,7 +257,7 @@ class Monitor:
 
     def _release(self) -> None:
         with self.database.write() as db:
-            queries.release_leases(db, self.replica, self.clock())
+            queries.release_leases(db, self.replica)
 
     async def settle(self) -> None:
         """Wait for the steps under way (tests use this to run the loop one tick at a time)."""
@@ -328,7 +327,7 @@ class Monitor:
                 now,
                 started=now,
                 claimed_by=self.replica,
-                lease_until=now + self.lease,
+                lease_until=queries.lease_from_now(db, self.lease),
             )
             if not claimed:
                 return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -506,26 +506,45 @@ def transition_all(
 
 
 # -- leases ------------------------------------------------------------------------------
+# A lease's times are the database's clock, never a replica's: a replica whose clock ran
+# ahead would otherwise see a live holder's lease as lapsed and start its session again.
 
 
-def renew_leases(db: Session, holder: str, phases: Sequence[str], until: datetime) -> int:
-    """Extend every lease ``holder`` has on sessions in ``phases``."""
+def _database_now(dialect: str) -> Any:
+    """The database's clock as the integer microseconds since the epoch its columns store."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", func.clock_timestamp()) * 1_000_000, BigInteger)
+    return cast((func.julianday("now") - 2440587.5) * 86_400_000_000, BigInteger)  # SQLite
+
+
+def lease_from_now(db: Session, length: timedelta) -> Any:
+    """A lease's end, ``length`` from now by the database's clock (a column's new value)."""
+    now = _database_now(db.get_bind().dialect.name)
+    return type_coerce(now + length // MICROSECOND, UTCDateTime)
+
+
+def _lapsed(db: Session) -> Any:
+    now = _database_now(db.get_bind().dialect.name)
+    return SessionRow.lease_until <= now
+
+
+def renew_leases(db: Session, holder: str, phases: Sequence[str], length: timedelta) -> int:
+    """Extend every lease ``holder`` has on sessions in ``phases`` to ``length`` from now."""
     query = update(SessionRow).where(
         SessionRow.claimed_by == holder, SessionRow.phase.in_(list(phases))
     )
-    return db.execute(query.values(lease_until=until)).rowcount
+    return db.execute(query.values(lease_until=lease_from_now(db, length))).rowcount
 
 
-def take_over(
-    db: Session, holder: str, phases: Sequence[str], now: datetime, until: datetime
-) -> list[str]:
-    """Claim the sessions in ``phases`` that nobody holds, or whose lease has lapsed.
+def take_over(db: Session, holder: str, phases: Sequence[str], length: timedelta) -> list[str]:
+    """Claim, for ``length``, the sessions in ``phases`` that nobody holds, or whose lease
+    has lapsed.
 
     ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: two replicas looking at once each take
     different rows, and neither waits on a row the other (or its holder) is changing.
     SQLite has one writer at a time, so the conditional UPDATE alone decides there.
     """
-    free = or_(SessionRow.claimed_by.is_(None), SessionRow.lease_until <= now)
+    free = or_(SessionRow.claimed_by.is_(None), _lapsed(db))
     chosen = select(SessionRow.uuid).where(SessionRow.phase.in_(list(phases)), free)
     uuids = list(db.scalars(chosen.with_for_update(skip_locked=True)))
     if not uuids:
@@ -533,7 +552,7 @@ def take_over(
     db.execute(
         update(SessionRow)
         .where(SessionRow.uuid.in_(uuids), SessionRow.phase.in_(list(phases)), free)
-        .values(claimed_by=holder, lease_until=until)
+        .values(claimed_by=holder, lease_until=lease_from_now(db, length))
     )
     claimed = select(SessionRow.uuid).where(
         SessionRow.uuid.in_(uuids), SessionRow.claimed_by == holder
@@ -548,10 +567,10 @@ def held_sessions(db: Session, holder: str, phases: Sequence[str]) -> Sequence[S
     return db.scalars(query).all()
 
 
-def release_leases(db: Session, holder: str, now: datetime) -> int:
+def release_leases(db: Session, holder: str) -> int:
     """End ``holder``'s leases now (a clean shutdown), so another replica need not wait."""
-    query = update(SessionRow).where(SessionRow.claimed_by == holder, SessionRow.lease_until > now)
-    return db.execute(query.values(lease_until=now)).rowcount
+    query = update(SessionRow).where(SessionRow.claimed_by == holder, ~_lapsed(db))
+    return db.execute(query.values(lease_until=lease_from_now(db, timedelta(0)))).rowcount
 
 
 def add_message(db: Session, uuid: str, message: dict[str, Any]) -> None:
