@@ -255,3 +255,50 @@ def test_what_lies_under_tmp_on_the_host_is_still_bound_into_the_sandbox(tmp_pat
         assert done.stdout.strip() == "hello from under /tmp", done.stderr
     finally:
         shutil.rmtree(tools)
+
+
+REACH = """python3 - <<'END'
+import socket
+for name, port in (("broker", {broker}), ("alice", {alice}), ("own", {own})):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        print(name, "reached")
+    except OSError as error:
+        print(name, "unreached", type(error).__name__)
+END
+"""
+SERVE = """python3 - <<'END'
+import socket, time
+server = socket.socket()
+server.bind(("127.0.0.1", {port}))
+server.listen()
+print("listening", flush=True)
+time.sleep({seconds})
+END"""
+
+
+@pytest.mark.parametrize("network", [None, "host"])
+def test_a_task_reaches_no_port_of_the_host_unless_the_config_says_host(tmp_path, network):
+    """By default a batch task has a network of its own (its loopback alone): not the
+    broker's port, not a port another user's task listens on. ``network: host`` is the
+    one line that gives tasks the host's network back."""
+    platform = {"type": "local"} if network is None else {"type": "local", "network": network}
+    with (
+        running_broker(tmp_path, platforms=[platform]) as broker,
+        broker.client("demo-alice") as alice,
+        broker.client("demo-bob") as bob,
+    ):
+        port, own = 20000 + os.getpid() % 20000, 40000 + os.getpid() % 20000
+        mine = _run(alice, SERVE.format(port=port, seconds=120), duration="PT2M")
+        _wait_for_output(alice, mine, "listening")
+        script = f"(\n{SERVE.format(port=own, seconds=5)}\n) &\nsleep 1\n" + REACH.format(
+            broker=broker.url.rsplit(":", 1)[1].rstrip("/"), alice=port, own=own
+        )
+        theirs = _run(bob, script, duration="PT1M")
+        wait_for_phase(bob, theirs, FINAL, timeout=60)
+        stdout = _logs(bob, theirs)["stdout"]
+        update(alice, mine, "CANCELLED")
+        wait_for_phase(alice, mine, {"CANCELLED"})
+    reached = "unreached" if network is None else "reached"
+    assert f"broker {reached}" in stdout and f"alice {reached}" in stdout, stdout
+    assert "own reached" in stdout, stdout  # its own loopback works either way

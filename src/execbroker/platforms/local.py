@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,10 @@ class LocalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     publish_host: str = "127.0.0.1"  # where interactive notebook servers listen
+    # "none": a task's network is its own loopback alone (no port of the host, the broker's
+    # or another session's, and no way out); an interactive notebook, whose server must be
+    # reached, is the exception. "host": every task shares the host's network.
+    network: Literal["none", "host"] = "none"
     run_as: RunAsOptions = Field(default_factory=RunAsOptions)
     max_processes: int = Field(default=512, ge=16, le=1_000_000)  # pids.max of a session
 
@@ -133,6 +137,7 @@ class LocalPlatform:
             "account": None if account is None else _as_json(account),
             "read_only": [str(path) for path in sandbox.python_dirs()],
             "mounts": mounts,
+            "host_network": self._host_network(spec.executable),
             "bwrap": self.bwrap,
         }
         write_json(run.path / "launch.json", launch)  # the marker: before the spawn
@@ -261,6 +266,10 @@ class LocalPlatform:
         (workdir / OUTPUTS_DIR).mkdir(exist_ok=True)  # $EXECBROKER_OUTPUTS
         _hand_over(workdir, account)
         return argv, result
+
+    def _host_network(self, executable: Executable) -> bool:
+        interactive = isinstance(executable, JupyterNotebook) and executable.mode == "interactive"
+        return self.options.network == "host" or interactive
 
     def _spawn(self, run: RunDir, lock: int) -> subprocess.Popen[bytes]:
         keep = ("PATH", "LANG", "PYTHONPATH")  # the runner needs no more of the broker's

@@ -99,6 +99,7 @@ def run(run: Path) -> tuple[int, SessionCgroup | None]:
         environment=environment,
         read_only=[Path(path) for path in launch["read_only"]],
         mounts=[sandbox.Mount(**item) for item in launch.get("mounts", [])],
+        host_network=launch["host_network"],
         bwrap=launch["bwrap"],
     )
     try:

@@ -5,9 +5,11 @@ links read-only, a short list of ``/etc`` files (no ``shadow``, nothing of the b
 the python its notebooks need (read-only), a fresh ``/proc`` of its own pid namespace, a
 fresh ``/dev``, ``/tmp`` and ``/dev/shm``, and its work directory as ``/task`` (its HOME and
 cwd). Nothing else of the host: not the broker's state directory, database, config or
-environment, not another session's files. The network is the host's (an interactive
-notebook server must be reachable), so a task can reach what listens on it, with
-whatever credentials it has.
+environment, not another session's files. Its network is a namespace of its own with
+only a loopback (``--unshare-net``): nothing that listens on the host, the broker or
+another session's server, is reachable, and nothing outside. An interactive notebook,
+whose server must be reached, and every task of a platform configured with
+``network: host`` share the host's network instead.
 
 bwrap runs as root (the runner's user) so that it can bind directories whose parents
 only root can enter; it drops every capability but the three ``setpriv`` needs to become
@@ -75,6 +77,7 @@ def command(
     environment: Mapping[str, str],
     read_only: Sequence[Path] = (),
     mounts: Sequence[Mount] = (),
+    host_network: bool = False,
     bwrap: str = "bwrap",
     setpriv: str = "/usr/bin/setpriv",
     root: Path = Path("/"),
@@ -91,6 +94,7 @@ def command(
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",
+        *([] if host_network else ["--unshare-net"]),
         "--hostname",
         "task",
         "--ro-bind",
