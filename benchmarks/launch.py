@@ -23,8 +23,9 @@ time (no spare publishes it). The broker's monitor passes come every ``monitor_i
 an accept, the engine's events and a start under way bring them sooner. Completion: a container that
 sleeps and exits, from the engine's ``die`` event (its time, read by this process from the
 event stream) until a GET shows the session COMPLETED; ``completion`` leaves no outputs (the
-broker needs only the engine's stat of its outputs directory), ``completion_outputs`` writes
-one file there (copied out before COMPLETED; checked to be listed then).
+broker needs only the engine's stat of its outputs directory, or none where it reads the
+container's layer), ``completion_outputs`` writes one file there (copied out before
+COMPLETED; checked to be listed then).
 
 slurm: see ``measure_slurm``; completion from the time the job's script prints as its last
 act (read from its log) until a GET shows COMPLETED.

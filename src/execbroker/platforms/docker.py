@@ -48,11 +48,16 @@ for the broker to deliver. The directory is placed with the epoch as its mtime, 
 task never touched is known empty from the engine's stat of it (~10 ms) without a copy (the
 engine's tar helper costs ~100 ms); a task that sets that time back itself loses only its
 own outputs, and files an image itself has there are not outputs unless the task makes one.
+Where the broker can read the engine's overlay2 layers (it runs as root on the engine's
+host: ``read_layers``), an ended task's outputs are read from its container's writable
+layer instead (``docker_layer``, learned from one inspect before its start), at once and
+with the same result, and the engine is asked only where the layer alone cannot tell.
 
 The monitor hears of a container starting or ending from the engine's event stream
 (``watch``) rather than at its next pass; a container that ended with exit code 0 is not
 inspected after its ``die`` event (the event names its session), so its session is COMPLETED
-as soon as the engine lets go of the container and its outputs are in place.
+as soon as its outputs are in place (from its layer: at once; through the engine: once the
+engine has let go of the container).
 """
 
 from __future__ import annotations
@@ -438,7 +443,8 @@ class DockerPlatform:
             container.reload()  # another start may be under way
         if container.status == "created":
             if fresh and self._read_layers and LABEL_NOTEBOOK not in container.labels:
-                self._learn_layers(container.client.api.inspect_container(container.id))
+                with contextlib.suppress(docker.errors.APIError):  # (then the engine copies)
+                    self._learn_layers(container.client.api.inspect_container(container.id))
             before = self.events.token(container.id)
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
