@@ -323,6 +323,12 @@ class _DeathWatch:
         except Exception:  # closed
             return
 
+    def when(self, session: str) -> float:
+        """When ``session``'s container ended: the broker may see it COMPLETED before this
+        process's own event stream has brought the ``die`` (it is read on a thread)."""
+        _wait_until(lambda: session in self.ended, timeout=10)
+        return self.ended[session]
+
     def close(self) -> None:
         self._stream.close()
 
@@ -334,7 +340,7 @@ WRITES_OUTPUT = ["sh", "-c", f'sleep 0.3; echo done > "$EXECBROKER_OUTPUTS/{OUTP
 
 def _docker_completion(client: httpx.Client, deaths: _DeathWatch, command: list[str]) -> float:
     uuid = _accepted(client, _request(command, None))
-    seen = _completion_seen(client, uuid, lambda: deaths.ended[uuid])
+    seen = _completion_seen(client, uuid, functools.partial(deaths.when, uuid))
     if command is WRITES_OUTPUT:  # there when COMPLETED is seen, as the broker promises
         listed = client.get(f"/sessions/{uuid}/outputs").raise_for_status().json()["outputs"]
         if OUTPUT not in {item["name"] for item in listed}:
