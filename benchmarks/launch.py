@@ -23,8 +23,9 @@ time (no spare publishes it). The broker's monitor passes come every ``monitor_i
 an accept, the engine's events and a start under way bring them sooner. Completion: a container that
 sleeps and exits, from the engine's ``die`` event (its time, read by this process from the
 event stream) until a GET shows the session COMPLETED; ``completion`` leaves no outputs (the
-broker needs only the engine's stat of its outputs directory), ``completion_outputs`` writes
-one file there (copied out before COMPLETED; checked to be listed then).
+broker needs only the engine's stat of its outputs directory, or none where it reads the
+container's layer), ``completion_outputs`` writes one file there (copied out before
+COMPLETED; checked to be listed then).
 
 slurm: see ``measure_slurm``; completion from the time the job's script prints as its last
 act (read from its log) until a GET shows COMPLETED.
@@ -322,6 +323,12 @@ class _DeathWatch:
         except Exception:  # closed
             return
 
+    def when(self, session: str) -> float:
+        """When ``session``'s container ended: the broker may see it COMPLETED before this
+        process's own event stream has brought the ``die`` (it is read on a thread)."""
+        _wait_until(lambda: session in self.ended, timeout=10)
+        return self.ended[session]
+
     def close(self) -> None:
         self._stream.close()
 
@@ -333,7 +340,7 @@ WRITES_OUTPUT = ["sh", "-c", f'sleep 0.3; echo done > "$EXECBROKER_OUTPUTS/{OUTP
 
 def _docker_completion(client: httpx.Client, deaths: _DeathWatch, command: list[str]) -> float:
     uuid = _accepted(client, _request(command, None))
-    seen = _completion_seen(client, uuid, lambda: deaths.ended[uuid])
+    seen = _completion_seen(client, uuid, functools.partial(deaths.when, uuid))
     if command is WRITES_OUTPUT:  # there when COMPLETED is seen, as the broker promises
         listed = client.get(f"/sessions/{uuid}/outputs").raise_for_status().json()["outputs"]
         if OUTPUT not in {item["name"] for item in listed}:

@@ -5,7 +5,9 @@ the ended container is not inspected at all."""
 
 from __future__ import annotations
 
+import io
 import time
+import uuid as uuids
 from typing import Any
 
 import pytest
@@ -72,3 +74,121 @@ def test_a_failed_task_s_outputs_are_copied_too(make_platform, tmp_path):
     assert platform.status(handle).state == RunState.FAILED
     assert (spec.workdir / "outputs" / "part.txt").read_text() == "partial\n"
     platform.release(handle)
+
+
+def _archive_reads(platform: Any) -> list[str]:
+    """The engine's archive API calls that read (HEAD: a stat, GET: a copy), as they go."""
+    api = platform.engine.client.api
+    seen: list[str] = []
+    request = api.request
+
+    def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method in ("GET", "HEAD") and url.split("?")[0].endswith("/archive"):
+            seen.append(f"{method} {url}")
+        return request(method, url, *args, **kwargs)
+
+    api.request = recording
+    return seen
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_an_ended_task_s_outputs_are_read_from_its_layer_not_through_the_engine(
+    make_platform, tmp_path, prepare
+):
+    """The broker runs as root on the engine's host here: the files a task left are read
+    from its container's writable layer (no archive API: no wait for the engine to let go
+    of the container, no tar helper), from a prepared image's container too."""
+    platform = make_platform(prepare_images=prepare)
+    if prepare:
+        _until(lambda: platform.prepared.get(platform.engine.client.images.get(BUSYBOX)))
+    platform.watch(lambda session: None)
+    _until(lambda: platform.events.token("none") is not None)
+    spec = launch(_task('echo done > "$EXECBROKER_OUTPUTS/result.txt"'), tmp_path)
+    handle = platform.start(spec)
+    reads = _archive_reads(platform)
+    _until(lambda: handle in platform.events.completed)
+    assert platform.status(handle).state == RunState.COMPLETED
+    assert (spec.workdir / "outputs" / "result.txt").read_text() == "done\n"
+    assert reads == []
+    platform.release(handle)
+
+
+# Tasks whose outputs only the engine can tell (the layer's reader must step aside) next to
+# ones it reads itself: each must come out the same both ways.
+_TRICKY = {
+    "nothing": "true",
+    "plain": 'echo a > "$O/a.txt" && printf "b\\0" > "$O/b.bin"',
+    "odd_names": 'echo x > "$O/.hidden" && echo y > "$O/with space" && echo z > "$O/ok"',
+    "links": 'ln -s /etc/passwd "$O/passwd" && echo f > "$O/f" && ln "$O/f" "$O/g"',
+    "subdir_fifo": 'mkdir "$O/sub" && echo s > "$O/sub/s" && mkfifo "$O/pipe" && echo t > "$O/t"',
+    "replaced_by_link": 'rmdir "$O" && ln -s /etc "$O"',
+    "replaced_by_file": 'rmdir "$O" && echo no > "$O"',
+    "removed": 'rmdir "$O"',
+    "hid": 'echo lost > "$O/lost.txt" && touch -d @0 "$O"',
+    "near_limit": 'head -c 70000 /dev/zero > "$O/big" && echo s > "$O/a"',
+    "within_limit": 'head -c 20000 /dev/zero > "$O/mid"',
+    "failed": 'echo partial > "$O/part.txt"; exit 3',
+}
+_LIMIT = 64 * 1024
+
+
+def _outputs(workdir: Any) -> dict[str, bytes]:
+    outputs = workdir / "outputs"
+    return {p.name: p.read_bytes() for p in sorted(outputs.iterdir())} if outputs.is_dir() else {}
+
+
+def _run_all(
+    platform: Any, tmp_path: Any, image: str, tasks: dict[str, str]
+) -> tuple[dict[str, Any], set[str]]:
+    """Each task's outputs, and the tasks whose outputs were read through the engine."""
+    platform.watch(lambda session: None)
+    _until(lambda: platform.events.token("none") is not None)
+    specs, handles = {}, {}
+    for name, script in tasks.items():
+        task = DockerContainer.model_validate(
+            {
+                "image": {"locations": [image]},
+                "command": ["sh", "-c", f'O="$EXECBROKER_OUTPUTS"; {script}'],
+            }
+        )
+        specs[name] = launch(task, tmp_path)
+        handles[name] = platform.start(specs[name])
+    found, reads = {}, _archive_reads(platform)
+    for name, handle in handles.items():
+        _until(lambda handle=handle: platform.status(handle).state.final)
+        found[name] = _outputs(specs[name].workdir)
+        platform.release(handle)
+    return found, {name for name, h in handles.items() if any(h in read for read in reads)}
+
+
+def test_the_layer_and_the_engine_give_the_same_outputs(make_platform, tmp_path):
+    by_layer = make_platform(notebook_outputs_limit=_LIMIT)
+    by_engine = make_platform(notebook_outputs_limit=_LIMIT, read_layers=False)
+    assert by_layer._read_layers and not by_engine._read_layers
+    layer, asked = _run_all(by_layer, tmp_path, BUSYBOX, _TRICKY)
+    engine, _ = _run_all(by_engine, tmp_path, BUSYBOX, _TRICKY)
+    assert layer == engine
+    unsure = {"links", "subdir_fifo", "replaced_by_link", "replaced_by_file", "near_limit"}
+    assert asked == unsure
+    assert layer["plain"] == {"a.txt": b"a\n", "b.bin": b"b\0"}
+    assert layer["links"] == {"f": b"f\n"} and layer["subdir_fifo"] == {"t": b"t\n"}
+    assert layer["hid"] == {} and layer["near_limit"] == {"a": b"s\n"}
+
+
+def test_files_the_image_has_in_outputs_come_out_the_same_way_too(make_platform, engine, tmp_path):
+    """An image with files of its own in /session/outputs: what the task saw there is the
+    image's files and its own, which only the engine's merged view tells."""
+    tag = f"execbroker-test/outputs:{uuids.uuid4().hex[:10]}"
+    dockerfile = f"FROM {BUSYBOX}\nCOPY mine /session/outputs/mine\n".encode()
+    context = docker_engine.tar_of(
+        [("Dockerfile", dockerfile, 0o644, 0), ("mine", b"image's\n", 0o644, 0)]
+    )
+    engine.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag)
+    try:
+        tasks = {"wrote": 'echo t > "$O/t"', "nothing": "true"}
+        layer, asked = _run_all(make_platform(), tmp_path, tag, tasks)
+        by_engine, _ = _run_all(make_platform(read_layers=False), tmp_path, tag, tasks)
+        assert layer == by_engine == {"wrote": {"mine": b"image's\n", "t": b"t\n"}, "nothing": {}}
+        assert asked == {"wrote", "nothing"}  # (the untouched one: the engine's stat)
+    finally:
+        engine.images.remove(tag, force=True)

@@ -48,11 +48,16 @@ for the broker to deliver. The directory is placed with the epoch as its mtime, 
 task never touched is known empty from the engine's stat of it (~10 ms) without a copy (the
 engine's tar helper costs ~100 ms); a task that sets that time back itself loses only its
 own outputs, and files an image itself has there are not outputs unless the task makes one.
+Where the broker can read the engine's overlay2 layers (it runs as root on the engine's
+host: ``read_layers``), an ended task's outputs are read from its container's writable
+layer instead (``docker_layer``, learned from one inspect before its start), at once and
+with the same result, and the engine is asked only where the layer alone cannot tell.
 
 The monitor hears of a container starting or ending from the engine's event stream
 (``watch``) rather than at its next pass; a container that ended with exit code 0 is not
 inspected after its ``die`` event (the event names its session), so its session is COMPLETED
-as soon as the engine lets go of the container and its outputs are in place.
+as soon as its outputs are in place (from its layer: at once; through the engine: once the
+engine has let go of the container).
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ from execbroker.model.executables import (
 from execbroker.notebooks import task as notebook_files
 from execbroker.outputs import OUTPUTS_DIR
 from execbroker.planner import Resources
-from execbroker.platforms import docker_data
+from execbroker.platforms import docker_data, docker_layer
 from execbroker.platforms import docker_engine as engine_
 from execbroker.platforms.base import LaunchSpec, Logs, PlatformError, RunState, RunStatus
 from execbroker.platforms.container_policy import check_container, hardening
@@ -163,6 +168,12 @@ class DockerOptions(EngineOptions):
         description="derive from each image sessions run one with /session/outputs in it "
         "(docker_prepared), so no start waits to copy it in; false: copy it in at each start",
     )
+    read_layers: bool = Field(
+        default=True,
+        description="read an ended task's outputs straight from its container's overlay2 "
+        "layer where the broker can (root on the engine's host; docker_layer), without the "
+        "engine's tar helper; false: always through the archive API",
+    )
 
 
 class DockerPlatform:
@@ -189,6 +200,9 @@ class DockerPlatform:
         self._ready: set[str] = set()  # handles whose HTTP endpoints have answered
         self._known: dict[str, Known] = {}  # handles' statuses, kept until an event says more
         self._collected: set[str] = set()  # notebook handles whose files are copied back
+        # handles' writable layers, where the outputs can be read from them (docker_layer)
+        self._layers: dict[str, docker_layer.Layers] = {}
+        self._read_layers = options.read_layers and docker_layer.can_read_layers()
         self._storage_checked = False
 
     # -- offers -------------------------------------------------------------------------
@@ -428,6 +442,9 @@ class DockerPlatform:
         if not fresh:
             container.reload()  # another start may be under way
         if container.status == "created":
+            if fresh and self._read_layers and LABEL_NOTEBOOK not in container.labels:
+                with contextlib.suppress(docker.errors.APIError):  # (then the engine copies)
+                    self._learn_layers(container.client.api.inspect_container(container.id))
             before = self.events.token(container.id)
             try:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
@@ -480,7 +497,7 @@ class DockerPlatform:
         if session is not None:  # as ``container_state`` would say, sooner
             if handle not in self._collected:  # its outputs, before its session ends
                 with engine_errors("copying the outputs"):
-                    self._collect(self._ended(handle, session))
+                    self._collect(self._ended(handle, session), ended=True)
             return RunStatus(RunState.COMPLETED, "completed", 0)
         token = self.events.token(handle)  # before asking: a change after it is heard of
         known = self._known.get(handle)
@@ -506,7 +523,9 @@ class DockerPlatform:
             if LABEL_NOTEBOOK in container.labels:
                 return self._notebook_status(container, state), False
             if state.state.final:  # its outputs are in place before its session ends
-                self._collect(container)
+                if self._read_layers and handle not in self._layers:  # (started before a restart)
+                    self._learn_layers(container.attrs)
+                self._collect(container, ended=True)
         if state.state != RunState.RUNNING:
             return state, False
         found = engine_.endpoints(container, self.options.url_host())
@@ -569,6 +588,7 @@ class DockerPlatform:
         outputs, then remove the container and its network."""
         self._ready.discard(handle)
         self._known.pop(handle, None)
+        self._layers.pop(handle, None)
         self.events.forget(handle)
         with engine_errors("removing the container"):
             try:
@@ -645,16 +665,28 @@ class DockerPlatform:
         attrs = {"Id": handle, "Name": f"/{handle[:12]}", "Config": {"Labels": labels}}
         return self.engine.client.containers.prepare_model(attrs)
 
-    def _collect(self, container: Container) -> None:
+    def _learn_layers(self, attrs: dict[str, Any]) -> None:
+        """Where the container's outputs can be read from its layer (none of its mounts in
+        /session: the archive API would read a mount's files, which are not in the layer)."""
+        mounts = [str(m.get("Destination", "/")) for m in attrs.get("Mounts") or []]
+        layers = docker_layer.layers_of(attrs)
+        if layers is not None and not any(_under(SESSION_DIR, m) for m in mounts):
+            self._layers[str(attrs["Id"])] = layers
+
+    def _collect(self, container: Container, *, ended: bool = False) -> None:
         """Copy an ended task's outputs ($EXECBROKER_OUTPUTS) and a notebook's result into
         its work directory, once: when its end is first seen (before the session is final),
         else at its release. Outputs the task never touched (the empty directory as it was
-        placed, ``is_untouched``) need only the engine's stat, not a copy."""
+        placed, ``is_untouched``) need only the engine's stat, not a copy; when the task has
+        ``ended``, its layer is read instead where it can be (``docker_layer``)."""
         if container.id in self._collected:
             return
         workdir = self._workdir(container)
         source = str(SESSION_DIR / OUTPUTS_DIR)
         notebook = LABEL_NOTEBOOK in container.labels  # (its runner writes outputs anyway)
+        if ended and not notebook and self._from_layers(container.id, workdir):
+            self._collected.add(container.id)
+            return
         api = container.client.api
         if not notebook and engine_.is_untouched(engine_.path_stat(api, container.id, source)):
             (workdir / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)  # as a copy leaves it
@@ -664,6 +696,19 @@ class DockerPlatform:
         if notebook:
             self._copy_back(container, workdir, notebook_files.RESULT_FILE)
         self._collected.add(container.id)
+
+    def _from_layers(self, handle: str, workdir: Path) -> bool:
+        """Its outputs, copied from its layer if that alone can say what they are."""
+        layers = self._layers.get(handle)
+        if layers is None:
+            return False
+        target, limit = workdir / OUTPUTS_DIR, self.options.notebook_outputs_limit
+        try:
+            docker_layer.copy_outputs(layers, SESSION_DIR / OUTPUTS_DIR, target, limit=limit)
+        except docker_layer.Unsure as why:
+            log.debug("container %s: outputs through the engine (%s)", handle[:12], why)
+            return False
+        return True
 
     def collect(self, handle: str, path: str, target: Path, *, limit: int) -> None:
         """Copy the file or directory ``path`` of an ended task's container to ``target``
@@ -705,6 +750,12 @@ def _port_plans(executable: DockerContainer) -> list[PortPlan]:
             )
             plans.setdefault(plan.key, plan)
     return list(plans.values())
+
+
+def _under(top: PurePosixPath, path: str) -> bool:
+    """Is ``path`` ``top``, in it, or above it?"""
+    other = PurePosixPath(path)
+    return other == top or top in other.parents or other in top.parents
 
 
 def _session_environment(spec: LaunchSpec) -> dict[str, str]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import docker
 import docker.errors
@@ -609,7 +609,6 @@ def copy_out(container: Container, path: str, target: Path, *, limit: int) -> li
     archive = _archive(container, path, limit)
     if archive is None:
         return copied
-    partial: Path | None = None
     try:
         with archive:
             for member in archive:
@@ -619,22 +618,28 @@ def copy_out(container: Container, path: str, target: Path, *, limit: int) -> li
                 stream = archive.extractfile(member)
                 if stream is None:
                     continue
-                partial = target / f".{parts[1]}.part"
-                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                with os.fdopen(os.open(partial, flags, 0o644), "wb") as out:
-                    while chunk := stream.read(COPY_CHUNK):
-                        out.write(chunk)
-                partial.replace(target / parts[1])
-                partial = None
+                keep_file(target, parts[1], stream)
                 copied.append(parts[1])
     except TooLarge:
         log.warning("%s: only %d bytes of %s are kept", container.name, limit, path)
     except tarfile.TarError as error:
         log.warning("%s: copying %s out failed: %s", container.name, path, error)
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
     return copied
+
+
+def keep_file(target: Path, name: str, stream: IO[bytes]) -> None:
+    """Write ``stream`` to ``target/name`` (a plain name), whole or not at all: through a
+    partial file that is renamed into place, never following a link at ``target``."""
+    partial = target / f".{name}.part"
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        with os.fdopen(os.open(partial, flags, 0o644), "wb") as out:
+            while chunk := stream.read(COPY_CHUNK):
+                out.write(chunk)
+        partial.replace(target / name)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def copy_tree_out(container: Container, path: str, target: Path, *, limit: int) -> None:
