@@ -363,7 +363,11 @@ def measure_docker(
     (accept to AVAILABLE, the same port each time: after the warm-up, the broker has a spare
     holder publishing it, next to a broker with ``port_spares: 0``, whose sessions publish
     their ports themselves);
-    ``httpd_new_ports`` (a port no session used before each time: no spare publishes it)."""
+    ``httpd_new_ports`` (a port no session used before each time: no spare publishes it, so
+    each start makes a network namespace of its own; next to the ``prepare_images`` broker
+    too, whose starts copy nothing in: with the shared bridge's, where the engine sets up no
+    embedded DNS in the namespace, the two things such a start does that ``docker run -p``
+    does not)."""
     import docker
 
     sdk = docker.from_env()
@@ -376,7 +380,7 @@ def measure_docker(
         brokers["broker_port_spares_0"] = _docker_broker(
             directory, "bench-launch-port-spares-0", port_spares=0
         )
-    if "sleep" in cases:
+    if {"sleep", "httpd_new_ports"} & set(cases):
         brokers["broker_prepare_images"] = _docker_broker(
             directory, "bench-launch-prepare-images", prepare_images=True
         )
@@ -422,7 +426,7 @@ def _docker_case(
     brokers = dict(clients)
     if port is None:  # (ports only: the same as ``broker`` otherwise)
         brokers.pop("broker_port_spares_0", None)
-    else:  # (sleep only: the copy-in it measures is the same for every case)
+    elif port != 0:  # (sleep and fresh ports only: the copy-in it spares is alike in all)
         brokers.pop("broker_prepare_images", None)
 
     def body() -> dict[str, Any]:
