@@ -134,6 +134,7 @@ _NOTEBOOK_FILES = {
     notebook_files.INPUT_FILE: 0o644,
 }
 _NOTEBOOK_DIRS = {OUTPUTS_DIR: 0o755, "work": 0o700}
+_OUTPUTS_MODE = 0o777  # a task's $EXECBROKER_OUTPUTS: writable by any user the image runs as
 # On a container: "image" when its image has $EXECBROKER_OUTPUTS already (docker_prepared).
 LABEL_OUTPUTS = "execbroker.outputs"
 
@@ -450,14 +451,7 @@ class DockerPlatform:
                 if LABEL_NOTEBOOK in container.labels:  # its files, from the work directory
                     self._place_notebook(container)
                 elif container.labels.get(LABEL_OUTPUTS) != "image":
-                    # an empty $EXECBROKER_OUTPUTS, whatever user the image runs as
-                    engine_.put_files(
-                        container,
-                        str(SESSION_DIR),
-                        {},
-                        {OUTPUTS_DIR: 0o777},
-                        untouched=frozenset({OUTPUTS_DIR}),
-                    )
+                    self._place_outputs(container, fresh=fresh)
                 container.start()
             except docker.errors.APIError as error:
                 reason = engine_.ok_or_reason(error)
@@ -466,6 +460,29 @@ class DockerPlatform:
             if fresh:
                 self._know_started(container, before)
         return container.id
+
+    def _place_outputs(self, container: Container, *, fresh: bool) -> None:
+        """An empty $EXECBROKER_OUTPUTS, whatever user the image runs as: made in the layer
+        of a container made just now where the broker can (``docker_layer``: no tar helper),
+        else through the engine, with the same result."""
+        layers = self._layers.get(container.id) if fresh else None
+        if layers is not None:
+            path, now = SESSION_DIR / OUTPUTS_DIR, time.time()
+            try:
+                top_mode = engine_.PUT_ROOT_MODE
+                docker_layer.place_untouched(
+                    layers, path, _OUTPUTS_MODE, top_mode=top_mode, now=now
+                )
+                return
+            except docker_layer.Unsure as why:
+                log.debug("container %s: outputs placed by the engine (%s)", container.id[:12], why)
+        engine_.put_files(
+            container,
+            str(SESSION_DIR),
+            {},
+            {OUTPUTS_DIR: _OUTPUTS_MODE},
+            untouched=frozenset({OUTPUTS_DIR}),
+        )
 
     def _know_started(self, container: Container, before: tuple[int, int] | None) -> None:
         """Its start returned: RUNNING, if the event stream was open all along (``before``:
@@ -669,6 +686,7 @@ class DockerPlatform:
         """Where the container's outputs can be read from its layer (none of its mounts in
         /session: the archive API would read a mount's files, which are not in the layer)."""
         mounts = [str(m.get("Destination", "/")) for m in attrs.get("Mounts") or []]
+        mounts += [str(path) for path in (attrs.get("HostConfig") or {}).get("Tmpfs") or {}]
         layers = docker_layer.layers_of(attrs)
         if layers is not None and not any(_under(SESSION_DIR, m) for m in mounts):
             self._layers[str(attrs["Id"])] = layers
