@@ -192,3 +192,80 @@ def test_files_the_image_has_in_outputs_come_out_the_same_way_too(make_platform,
         assert asked == {"wrote", "nothing"}  # (the untouched one: the engine's stat)
     finally:
         engine.images.remove(tag, force=True)
+
+
+def _archive_puts(platform: Any) -> list[str]:
+    """The engine's archive API calls that copy files into a container (PUT), as they go."""
+    api = platform.engine.client.api
+    seen: list[str] = []
+    put = api.put
+
+    def recording(url: str, *args: Any, **kwargs: Any) -> Any:
+        if url.split("?")[0].endswith("/archive"):
+            seen.append(url)
+        return put(url, *args, **kwargs)
+
+    api.put = recording
+    return seen
+
+
+# Before writing anything: owner, mode, atime and mtime of /session and of the outputs
+# directory, and how many entries it has; then a file in it made by a user other than root.
+_STAT = (
+    'stat -c "%n %u %g %a %X %Y" /session "$O" > /tmp/stat && ls -A "$O" | wc -l >> /tmp/stat'
+    ' && su nobody -s /bin/sh -c "cat /tmp/stat > $O/stat.txt"'
+)
+
+
+@pytest.mark.parametrize("read_layers", [True, False])
+def test_a_task_sees_the_same_empty_outputs_placed_in_its_layer_or_by_the_engine(
+    make_platform, tmp_path, read_layers
+):
+    """Made in the created container's layer (no archive PUT, no tar helper) or copied in
+    by the engine: what the task finds is the same, and a user other than root writes it."""
+    platform = make_platform(read_layers=read_layers)
+    assert platform._read_layers == read_layers  # (the broker runs as root on the host here)
+    puts = _archive_puts(platform)
+    before = int(time.time())
+    spec = launch(_task(f'O="$EXECBROKER_OUTPUTS"; {_STAT}'), tmp_path)
+    handle = platform.start(spec)
+    after = time.time()
+    assert len(puts) == (0 if read_layers else 1)
+    _until(lambda: platform.status(handle).state.final)
+    assert platform.status(handle).state == RunState.COMPLETED
+    session, outputs, entries = (spec.workdir / "outputs" / "stat.txt").read_text().splitlines()
+    name, uid, gid, mode, atime, mtime = session.split()
+    assert (name, uid, gid, mode, atime) == ("/session", "0", "0", "755", "0")
+    assert before <= int(mtime) <= after
+    assert outputs.split() == [OUTPUTS, "0", "0", "777", "0", "0"] and entries == "0"
+    platform.release(handle)
+
+
+def test_outputs_are_placed_by_the_engine_where_the_image_has_a_session_directory(
+    make_platform, engine, tmp_path
+):
+    """The image has /session (here, an empty one) in its layers: the engine's copy would
+    change that directory, so the engine places the outputs, and the task sees them so."""
+    tag = f"execbroker-test/session:{uuids.uuid4().hex[:10]}"
+    dockerfile = f"FROM {BUSYBOX}\nRUN mkdir -m 700 /session\n".encode()
+    context = docker_engine.tar_of([("Dockerfile", dockerfile, 0o644, 0)])
+    engine.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag)
+    try:
+        platform = make_platform()
+        puts = _archive_puts(platform)
+        task = DockerContainer.model_validate(
+            {
+                "image": {"locations": [tag]},
+                "command": ["sh", "-c", f'O="$EXECBROKER_OUTPUTS"; {_STAT}'],
+            }
+        )
+        spec = launch(task, tmp_path)
+        handle = platform.start(spec)
+        assert len(puts) == 1
+        _until(lambda: platform.status(handle).state.final)
+        session, outputs, _ = (spec.workdir / "outputs" / "stat.txt").read_text().splitlines()
+        assert session.split()[:4] == ["/session", "0", "0", "755"]
+        assert outputs.split() == [OUTPUTS, "0", "0", "777", "0", "0"]
+        platform.release(handle)
+    finally:
+        engine.images.remove(tag, force=True)

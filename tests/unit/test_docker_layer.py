@@ -109,3 +109,55 @@ def test_reading_layers_needs_cap_sys_admin():
     with_it, without = "CapEff:\t000001ffffffffff\n", "CapEff:\t0000000000000000\n"
     assert docker_layer.can_read_layers(with_it) == (os.geteuid() == 0)
     assert not docker_layer.can_read_layers(without)
+
+
+def _place(layers: Layers, now: float = 1234.5) -> None:
+    docker_layer.place_untouched(layers, OUTPUTS, 0o777, top_mode=0o755, now=now)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="places files owned by root")
+@pytest.mark.parametrize("engine_made_it", [True, False])
+def test_the_outputs_are_placed_as_the_engine_would(tmp_path, engine_made_it):
+    for name in ("upper", "lower"):
+        (tmp_path / name).mkdir()
+    if engine_made_it:  # (the working directory, made when the container is created)
+        (tmp_path / "upper" / "session").mkdir(mode=0o700)
+    _place(Layers(str(tmp_path / "upper"), (str(tmp_path / "lower"),)))
+    session, outputs = tmp_path / "upper" / "session", tmp_path / "upper" / "session" / "outputs"
+    found = [(p.lstat().st_mode, p.lstat().st_uid, p.stat().st_atime, p.stat().st_mtime)
+             for p in (session, outputs)]  # fmt: skip
+    assert found == [(0o40755, 0, 0, 1234.5), (0o40777, 0, 0, 0)]
+    assert list(outputs.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["lower_has_it", "lower_has_a_file", "outputs_there", "session_is_a_link", "session_not_empty"],
+)
+def test_placing_steps_aside_where_the_engine_could_differ(tmp_path, odd):
+    for name in ("upper", "lower", "elsewhere"):
+        (tmp_path / name).mkdir()
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    if odd == "lower_has_it":
+        (lower / "session").mkdir()
+    elif odd == "lower_has_a_file":
+        (lower / "session").write_text("")
+    elif odd == "outputs_there":
+        (upper / "session" / "outputs").mkdir(parents=True)
+    elif odd == "session_is_a_link":
+        (upper / "session").symlink_to(tmp_path / "elsewhere")
+    else:
+        (upper / "session").mkdir()
+        (upper / "session" / "x").write_text("")
+    with pytest.raises(Unsure):
+        _place(Layers(str(upper), (str(lower),)))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_placing_steps_aside_for_a_layer_reached_through_a_link(tmp_path):
+    (tmp_path / "real" / "upper").mkdir(parents=True)
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(Unsure):
+        _place(Layers(str(tmp_path / "link" / "upper"), (str(tmp_path / "lower"),)))
+    assert list((tmp_path / "real" / "upper").iterdir()) == []

@@ -460,6 +460,7 @@ COPY_CHUNK = 64 * 1024
 # An empty directory placed with this mtime (the epoch) and found with it still has nothing
 # in it: making, removing or renaming an entry sets a directory's mtime to the present.
 UNTOUCHED_MTIME = 0
+PUT_ROOT_MODE = 0o755  # the directory ``put_files`` places files under
 _GO_DIR, _GO_SYMLINK = 1 << 31, 1 << 27  # Go's os.FileMode bits, as the stat has them
 _RFC3339 = re.compile(r"^(?P<seconds>[0-9T:-]+)(?P<fraction>\.[0-9]+)?(?P<zone>Z|[+-][0-9:]+)$")
 
@@ -500,7 +501,7 @@ def put_files(
     top = root.strip("/")
     members: list[TarMember] = [
         (f"{top}/{path}".rstrip("/"), None, mode, UNTOUCHED_MTIME if path in untouched else now)
-        for path, mode in {"": 0o755, **directories}.items()
+        for path, mode in {"": PUT_ROOT_MODE, **directories}.items()
     ]
     members += [(f"{top}/{path}", content, mode, now) for path, (content, mode) in files.items()]
     if not container.put_archive("/", tar_of(members)):

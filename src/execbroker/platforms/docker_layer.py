@@ -1,4 +1,5 @@
-"""An ended container's outputs read straight from its writable layer, when the broker can.
+"""An ended container's outputs read straight from its writable layer, when the broker can;
+and its empty outputs directory made there before it starts.
 
 The engine's archive API (``docker_engine.copy_out``) waits until the engine has let go of
 an ended container (~20-40 ms) and then runs a tar helper process (~100 ms, even for one
@@ -18,10 +19,19 @@ raises ``Unsure``, and the caller asks the engine as before:
 - the epoch as the directory's mtime means untouched, as ``is_untouched`` says of the
   engine's stat: nothing is read, as the archive path copies nothing then.
 
-Nothing here writes to the layer; what the task left is read as a stranger's: names are
-those ``copy_out`` keeps, files are opened without following links and checked to be the
-regular files listed. The upper directory's name is the engine's random id, so a path that
-exists on this host is that container's layer.
+What the task left is read as a stranger's: names are those ``copy_out`` keeps, files are
+opened without following links and checked to be the regular files listed. The upper
+directory's name is the engine's random id, so a path that exists on this host is that
+container's layer.
+
+The one write (``place_untouched``): before a created container first starts, its empty
+``$EXECBROKER_OUTPUTS`` is made in its upper directory instead of through the archive API
+(whose tar helper costs ~60-100 ms a launch), exactly as that extraction leaves it (owned by
+root, the modes and mtimes ``put_files`` gives, the epoch as atime). Only where nothing can
+differ: the container's layers are not mounted (overlay does not expect its layers to change
+under a mount), they are root's (no remapped engine), no lower layer has anything at the
+top directory, and the upper one has at most the empty, unmarked top directory the engine
+made for the working directory; else Unsure, and the engine places it as before.
 """
 
 from __future__ import annotations
@@ -107,6 +117,80 @@ def copy_outputs(layers: Layers, path: PurePosixPath, target: Path, *, limit: in
         return _copy_upper(layers.upper, relative, target, limit)
     except OSError as error:  # (not one the archive API would have: ask it)
         raise Unsure(str(error)) from None
+
+
+def place_untouched(
+    layers: Layers, path: PurePosixPath, mode: int, *, top_mode: int, now: float
+) -> None:
+    """Make ``path`` (``/top/name``) an empty directory in a created, never started
+    container's upper layer, as ``put_files`` with it ``untouched`` would through the
+    engine: ``/top`` with ``top_mode`` and ``now`` as its mtime, ``path`` with ``mode`` and
+    UNTOUCHED_MTIME, both owned by root. Unsure when not certain that is the same."""
+    parts = path.relative_to("/").parts
+    if len(parts) != 2 or not all(FILE_NAME.match(part) for part in parts):
+        raise Unsure("not a plain directory one level down")
+    top, name = parts
+    try:
+        if Path(layers.upper).parent.name in Path("/proc/self/mountinfo").read_text():
+            raise Unsure("its layers are mounted")
+        for lower in layers.lowers:
+            with _opened_path(lower) as root:
+                if _exists(root, top):
+                    raise Unsure("the image has something there")
+        with _opened_path(layers.upper) as upper:
+            found = os.fstat(upper)
+            if (found.st_uid, found.st_gid) != (0, 0):
+                raise Unsure("the layer is not root's")
+            with _plain_directory(upper, top, top_mode, existing=True) as directory:
+                with _plain_directory(directory, name, mode, existing=False) as made:
+                    _stamp(made, mode, UNTOUCHED_MTIME)
+                _stamp(directory, top_mode, now)  # (after making ``name`` in it)
+    except OSError as error:  # (a partial write is fine: the engine's copy then redoes all)
+        raise Unsure(str(error)) from None
+
+
+def _exists(directory: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _plain_directory(parent: int, name: str, mode: int, *, existing: bool) -> Iterator[int]:
+    """``name`` in ``parent``, made (with ``mode``, before the umask), or if ``existing``
+    may be, found there: a directory, not a link, empty, with no extended attributes."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+    except FileExistsError:
+        if not existing:
+            raise Unsure(f"{name} is there already") from None
+    with _opened(name, _DIR, parent) as fd:
+        if os.listdir(fd) or os.listxattr(fd):
+            raise Unsure(f"{name} is not an empty, unmarked directory")
+        yield fd
+
+
+def _stamp(fd: int, mode: int, mtime: float) -> None:
+    """The directory's owner, mode and times, as the engine's extraction of a tar member
+    owned by root sets them (it gives a directory the epoch as its atime)."""
+    os.fchown(fd, 0, 0)
+    os.fchmod(fd, mode)
+    os.utime(fd, (0, mtime))
+
+
+@contextlib.contextmanager
+def _opened_path(path: str) -> Iterator[int]:
+    """The absolute directory ``path``, opened step by step from ``/``, following no link."""
+    parts = PurePosixPath(path).parts
+    if not parts or parts[0] != "/" or any(part in (".", "..") for part in parts):
+        raise Unsure(f"{path}: not a plain absolute path")
+    with contextlib.ExitStack() as stack:
+        current = stack.enter_context(_opened("/", _DIR))
+        for part in parts[1:]:
+            current = stack.enter_context(_opened(part, _DIR, current))
+        yield current
 
 
 def _nothing_in(lower: str, relative: tuple[str, ...]) -> None:
