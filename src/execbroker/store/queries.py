@@ -38,6 +38,7 @@ from execbroker.store.tables import (
     OfferSetRow,
     SessionRow,
     UTCDateTime,
+    microseconds,
 )
 
 # Phases in which a session holds capacity (an OFFERED one only until it expires).
@@ -373,7 +374,7 @@ def decide_offers(connection: Connection, decisions: Sequence[Decision], version
             {
                 "uuid": decision.uuid,
                 "phase": decision.phase,
-                "now": (decision.now - EPOCH) // MICROSECOND,
+                "now": microseconds(decision.now),
                 "note": [decision.note],
             }
             for decision in decisions

@@ -22,6 +22,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
+def microseconds(value: datetime) -> int:
+    """An aware datetime as the integer microseconds since the epoch ``UTCDateTime`` stores."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the database")
+    return (value - EPOCH) // MICROSECOND
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes stored as integer microseconds since the epoch.
 
@@ -34,11 +41,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> int | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database")
-        return (value - EPOCH) // MICROSECOND
+        return None if value is None else microseconds(value)
 
     def process_result_value(self, value: int | None, dialect: Any) -> datetime | None:
         return None if value is None else EPOCH + timedelta(microseconds=value)
