@@ -2,7 +2,9 @@
 (``render.session_document``) is byte for byte the answer its validated model makes
 (``render.session``), in JSON, YAML and XML and in both spellings of the schema, for sessions
 of every shape the broker stores: a batch script, a docker container with ports, one with
-data, storage, volumes and a price, offered, accepted and finished with its connectors."""
+data, storage, volumes and a price, offered, accepted and finished with its connectors. So is
+an offer set with its offers (``render.offerset_document`` and ``render.offerset``): YES with
+several, NO with none and with its reasons."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from execbroker.api import render
 from execbroker.api.content import respond
 from execbroker.kinds import Spelling
 from execbroker.model.requests import ExecutionRequest
-from execbroker.model.sessions import Phase
-from execbroker.service import message
-from execbroker.store.tables import SessionRow
+from execbroker.model.sessions import Phase, SessionList
+from execbroker.service import OfferSet, message
+from execbroker.store.tables import OfferSetRow, SessionRow
 
 BASE = "http://127.0.0.1:8000"
 BATCH = {
@@ -191,3 +193,52 @@ def test_any_stored_session_is_built_as_its_model_dumps(
 @given(session=st.uuids(), part=st.text(max_size=20))
 def test_component_uuids_are_uuid5_of_the_session(session, part):
     assert render._component_uuid(str(session), part) == str(uuid.uuid5(session, part))
+
+
+def _offerset(asked: dict[str, Any], result: str, count: int, spelling: Spelling) -> OfferSet:
+    """An offer set as the service stores one for ``asked``, with ``count`` offers."""
+    rows = [_row(asked, Phase.OFFERED, spelling=spelling.value)[0] for _ in range(count)]
+    requested = _row(asked, Phase.OFFERED)[1]
+    notes = [message("the request's kind is spelt as the earlier schema spelt it", "WARN")]
+    if result == "NO":
+        notes.append(message("no platform has 64 cores free", "ERROR", now=NOW))
+    row = OfferSetRow(
+        uuid=str(uuid.uuid4()),
+        owner="alice",
+        created=NOW,
+        result=result,
+        request=requested,
+        messages=notes,
+        spelling=spelling.value,
+    )
+    return OfferSet(row, rows)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/yaml", "application/xml"])
+@pytest.mark.parametrize("spelling", list(Spelling))
+@pytest.mark.parametrize(
+    ("asked", "result", "count"),
+    [(BATCH, "YES", 4), (WITH_DATA, "YES", 2), (DOCKER, "YES", 1), (BATCH, "NO", 0)],
+)
+def test_an_offer_set_built_unvalidated_is_answered_byte_for_byte_as_its_model(
+    asked, result, count, spelling, accept
+):
+    answer = _offerset(asked, result, count, spelling)
+    validated = respond(_request(accept), render.offerset(answer, BASE), spelling=spelling).body
+    document = render.offerset_document(answer, BASE)
+    built = respond(
+        _request(accept), document, spelling=spelling, root="offers-response", spelt=True
+    ).body
+    assert built == validated
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/yaml", "application/xml"])
+def test_a_list_of_sessions_built_unvalidated_is_answered_byte_for_byte_as_its_model(accept):
+    """``GET /sessions`` answers every session in the current spelling, whatever it was
+    asked in."""
+    rows = list(SESSIONS.values())
+    model = SessionList(sessions=[render.session(row, BASE, requested) for row, requested in rows])
+    validated = respond(_request(accept), model, root="sessions").body
+    documents = [render.session_document(row, BASE, requested) for row, requested in rows]
+    built = respond(_request(accept), {"sessions": documents}, root="sessions", spelt=True).body
+    assert built == validated

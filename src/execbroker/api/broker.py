@@ -34,7 +34,7 @@ from execbroker.model.sessions import (
     SessionLogs,
 )
 from execbroker.model.updates import DurationUpdate, UpdateRequest
-from execbroker.service import BrokerService
+from execbroker.service import BrokerService, OfferSet
 from execbroker.store.tables import SessionRow
 
 router = APIRouter()
@@ -73,24 +73,35 @@ def _asked(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = render.offerset(answer, base_url(request))
-        location = {"Location": document.meta.url or ""}
-        return respond(request, document, headers=location, spelling=parsed.spelling)
+        return _offerset(request, answer, created=True)
 
     return post_request
 
 
-def _render(request: Request, service: BrokerService, row: SessionRow) -> ExecutionSession:
-    """A session as the wire document, with links from the URL the client reached."""
-    return render.session(row, base_url(request), service.requested(row))
+def _offerset(request: Request, answer: OfferSet, *, created: bool = False) -> Response:
+    """An offer set with its offers, answered in the spelling it was asked in (built as the
+    document its model dumps to, as ``_session`` builds a session); ``created``: with its
+    ``Location``."""
+    document = render.offerset_document(answer, base_url(request))
+    headers = {"Location": document["meta"]["url"]} if created else None
+    spelling = Spelling(answer.row.spelling)
+    return respond(
+        request, document, headers=headers, spelling=spelling, root="offers-response", spelt=True
+    )
 
 
-def _session(request: Request, service: BrokerService, row: SessionRow) -> Response:
+def _session(
+    request: Request, service: BrokerService, row: SessionRow, *, created: bool = False
+) -> Response:
     """A session, answered in the spelling it was asked in (built as the document its model
-    dumps to, without validating again what the broker stored: every accept answers one)."""
+    dumps to, without validating again what the broker stored: every accept answers one);
+    ``created``: with its ``Location``."""
     spelling = Spelling(row.spelling)
     document = render.session_document(row, base_url(request), service.requested(row), spelling)
-    return respond(request, document, spelling=spelling, root="execution", spelt=True)
+    headers = {"Location": document["meta"]["url"]} if created else None
+    return respond(
+        request, document, headers=headers, spelling=spelling, root="execution", spelt=True
+    )
 
 
 def _direct(default: Spelling):
@@ -101,9 +112,7 @@ def _direct(default: Spelling):
                 user, parsed.body, spelling=parsed.spelling, notes=parsed.notes()
             )
         )
-        document = _render(request, service, row)
-        location = {"Location": document.meta.url or ""}
-        return respond(request, document, headers=location, spelling=parsed.spelling)
+        return _session(request, service, row, created=True)
 
     return post_direct
 
@@ -148,9 +157,7 @@ for _path, _summary, _handler in (
     **_answers(OfferSetResponse, *READING),
 )
 def get_offerset(uuid: UUID, request: Request, service: Service, user: CurrentUser) -> Response:
-    answer = service.get_offerset(user, str(uuid))
-    document = render.offerset(answer, base_url(request))
-    return respond(request, document, spelling=Spelling(answer.row.spelling))
+    return _offerset(request, service.get_offerset(user, str(uuid)))
 
 
 @router.get(
@@ -166,8 +173,9 @@ def list_sessions(
     phase: Annotated[list[Phase] | None, Query(description="only sessions in these phases")] = None,
 ) -> Response:
     rows = service.list_sessions(user, [item.value for item in phase or []])
-    document = SessionList(sessions=[_render(request, service, row) for row in rows])
-    return respond(request, document, root="sessions")
+    url = base_url(request)
+    sessions = [render.session_document(row, url, service.requested(row)) for row in rows]
+    return respond(request, {"sessions": sessions}, root="sessions", spelt=True)
 
 
 @router.get(

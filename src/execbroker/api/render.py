@@ -2,9 +2,10 @@
 
 ``session`` builds a session's model (validated, as every model is); ``session_document``
 builds the same session straight as the JSON-like document that model dumps to, its kinds
-spelt as asked: what it is made of was validated when it was stored (by the broker itself, or
-from a request checked whole), so answering a session, which the accept path does for every
-accept, need not validate it all again. Any part not in the form the broker stores it in
+spelt as asked (``offerset_document`` likewise an offer set with its offers): what it is made
+of was validated when it was stored (by the broker itself, or from a request checked whole),
+so answering one, which every request for offers and every accept does, need not validate it
+all again. Any part not in the form the broker stores it in
 goes through its model as before, so the document is always the model's dump.
 """
 
@@ -328,3 +329,25 @@ def session_document(
     status = "FINISHED" if finished else "AVAILABLE"
     document["connectors"] = [_connector(endpoint, status, spelling) for endpoint in row.endpoints]
     return document
+
+
+def offerset_document(answer: OfferSet, base_url: str) -> dict[str, Any]:
+    """``offerset(answer, base_url)`` dumped as an answer dumps it, in the offer set's
+    spelling, built as ``session_document`` builds its sessions (every offer set answered
+    renders its offers: validating each again was most of an answer's cost)."""
+    row = answer.row
+    spelling = kinds.Spelling(row.spelling)
+    return {
+        "kind": kinds.spell(kinds.OFFERSET_RESPONSE, spelling),
+        "meta": {
+            "uuid": row.uuid,
+            "url": f"{base_url}/offersets/{row.uuid}",
+            "created": _instant(row.created),
+            "messages": [_message(item, spelling) for item in row.messages],
+            "options": [],
+        },
+        "result": row.result,
+        "offers": [
+            session_document(item, base_url, row.request, spelling) for item in answer.sessions
+        ],
+    }
