@@ -16,6 +16,10 @@ the index (``planner.index.HoldIndex``) is kept in memory instead and only broug
   missed by the sweeps (purged while this replica was idle) does not refuse for long.
 * Any failure in a transaction that changed the index drops the index; the next one rebuilds
   it from the database, as does start-up.
+* On PostgreSQL an offer set is planned on the index outside any transaction and booked in one
+  statement that counts it only if the lock row's version is still the index's (``offer``):
+  one the index has not seen makes it book nothing, and the offer is planned again under the
+  lock. What the index holds is then exactly what a booking transaction would have read.
 
 Accepts are booked in groups (``together``): one writer thread takes every accept queued
 meanwhile into one booking transaction, each checked against the index as the ones before it
@@ -40,7 +44,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -53,7 +57,7 @@ from execbroker.planner import Booking, Calendar, Resources
 from execbroker.planner.index import Hold, HoldIndex
 from execbroker.store import queries
 from execbroker.store.engine import Database
-from execbroker.store.tables import SessionRow
+from execbroker.store.tables import OfferSetRow, SessionRow
 
 SWEEP_EVERY = timedelta(milliseconds=100)
 # How far back each sweep looks again: a release committed up to this long after it was stamped
@@ -196,8 +200,52 @@ class Booker:
         """Count these rows' holds (new offers, an accepted session) from this transaction."""
         self._booked.extend(rows)
 
+    def add_offerset(self, offerset: OfferSetRow, sessions: list[SessionRow]) -> None:
+        """Insert an offer set and its offers (stamped with ``version``), which then hold."""
+        queries.add_offerset(self.db, offerset, sessions)
+        self.book(sessions)
+
     def release(self, uuids: Iterable[str]) -> None:
         self._released.update(uuids)
+
+
+class Offering(Protocol):
+    """What planning an offer set sees, in a booking transaction or tentatively (``offer``)."""
+
+    now: datetime
+
+    @property
+    def version(self) -> int: ...
+
+    def calendar(self) -> Calendar: ...
+
+    def refresh(self) -> bool: ...
+
+    def add_offerset(self, offerset: OfferSetRow, sessions: list[SessionRow]) -> None: ...
+
+
+class _UnderTheLock(Exception):
+    """A tentative offer needs what only a booking transaction has (a refusal's refresh)."""
+
+
+@dataclass
+class _Tentative:
+    """An offer set planned on the index as it is, outside any transaction, kept to be
+    booked in one statement if no booking was counted since the index's version."""
+
+    now: datetime
+    version: int
+    _holdings: Holdings
+    made: tuple[OfferSetRow, list[SessionRow]] | None = None
+
+    def calendar(self) -> Calendar:
+        return self._holdings.index.calendar()
+
+    def refresh(self) -> bool:
+        raise _UnderTheLock  # a refusal is decided in a booking transaction, after a sweep
+
+    def add_offerset(self, offerset: OfferSetRow, sessions: list[SessionRow]) -> None:
+        self.made = (offerset, sessions)
 
 
 class Holdings:
@@ -286,6 +334,58 @@ class Holdings:
             answers = [(None, _failure(error))] * len(group)
         _answer([waiter for _, waiter, _ in group], answers)
 
+    def offer(self, job: Callable[[Offering], T]) -> T:
+        """``job``'s answer, which plans an offer set and adds it (``add_offerset``).
+
+        Where the database can (PostgreSQL), the offer set is planned first on the index as
+        this process has it, outside any transaction, and booked in one statement that commits
+        on its own and books only if no booking transaction was counted since the index's
+        version: nothing the index has not seen holds anything, so the plan is as safe as one
+        made under the lock, and the lock is held for that one statement, not for the plan
+        and three round trips. Otherwise (a booking counted meanwhile, the index stale or due
+        a sweep, a refusal, which is decided after a sweep) the job runs again in a booking
+        transaction, as it always does on SQLite.
+        """
+        if self.database.statements_alone:
+            with self._lock:
+                tentative = self._tentative()
+                if tentative is not None:
+                    try:
+                        answer = job(tentative)
+                    except _UnderTheLock:
+                        pass
+                    else:
+                        if tentative.made is not None and self._book_alone(tentative):
+                            return answer
+        with self.booking(bump=True) as booker:
+            return job(booker)
+
+    def _tentative(self) -> _Tentative | None:
+        """A tentative offering on the index as it is, unless it must be brought up to date
+        in a transaction first (not built yet, or due a sweep)."""
+        now = self.clock()
+        if self._version is None or self._swept is None or now - self._swept >= SWEEP_EVERY:
+            return None
+        self.index.expire(now)
+        return _Tentative(now, self._version + 1, self)
+
+    def _book_alone(self, tentative: _Tentative) -> bool:
+        """Book a tentative offer set if the index is still current; whether it was."""
+        assert tentative.made is not None
+        offerset, sessions = tentative.made
+        try:
+            with self.database.alone() as connection:
+                booked = queries.add_offerset_if_current(
+                    connection, tentative.version - 1, offerset, sessions
+                )
+        except BaseException:
+            self._version = None  # it may have committed unseen: rebuilt before the next
+            raise
+        if booked:
+            self._learn(tentative.now, (), sessions)
+            self._version = tentative.version
+        return booked
+
     @contextmanager
     def booking(self, *, bump: bool = False) -> Iterator[Booker]:
         """A booking transaction (see ``Database.booking``) with the index brought up to date.
@@ -358,12 +458,14 @@ class Holdings:
         self._swept = self._rebuilt = now
 
     def _apply(self, booker: Booker) -> None:
+        self._learn(booker.now, booker._released, booker._booked)
+
+    def _learn(self, now: datetime, released: Iterable[str], booked: Iterable[SessionRow]) -> None:
         # one update for all, releases first: an offer set's alternatives are collapsed once
         # (an accept's siblings leaving it, the accepted offer too), not once per offer
-        now = booker.now
-        released: Iterable[tuple[str, Hold | None]] = ((uuid, None) for uuid in booker._released)
-        booked = ((row.uuid, _live(row.phase, _hold(row), now)) for row in booker._booked)
-        self.index.update(itertools.chain(released, booked))
+        gone: Iterable[tuple[str, Hold | None]] = ((uuid, None) for uuid in released)
+        held = ((row.uuid, _live(row.phase, _hold(row), now)) for row in booked)
+        self.index.update(itertools.chain(gone, held))
 
     def _record(self, booker: Booker) -> None:
         if booker._offers is not None:  # the decisions of its accepts, in one statement

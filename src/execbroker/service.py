@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from execbroker import deliveries, fetch, kinds, logs
 from execbroker.config import BrokerConfig
 from execbroker.errors import InvalidRequest, NoOffer, NotFound, PermissionDenied, PhaseConflict
-from execbroker.holdings import Booker, Holdings
+from execbroker.holdings import Booker, Holdings, Offering
 from execbroker.metrics import Metrics
 from execbroker.model.data import DataMount
 from execbroker.model.executables import EXECUTABLE_MODELS
@@ -183,8 +183,10 @@ class BrokerService:
             return self._save_answer(user, request, now, reasons, answer)
         pricing = self.config.pricing
         offerset_uuid = str(uuids.uuid4())
-        with self.holdings.booking(bump=True) as booker:
-            db, now = booker.db, booker.now
+        executable = request.executable.model_dump(mode="json", exclude_none=True)
+
+        def offered(booker: Offering) -> tuple[OfferSetRow, list[SessionRow], Plan]:
+            now = booker.now
             # What the platform has free, read after the calendar: a session ending
             # meanwhile is then in both (it still holds) or in neither, never only in the
             # platform's own count while out of the calendar (see ``_cancel``).
@@ -205,7 +207,6 @@ class BrokerService:
                 quota = self._quota_now(platform)  # read after the calendar, again
                 plan = plan_now()  # releases not yet learned must never refuse
             offerset = self._offerset_row(offerset_uuid, user, request, now, plan, answer)
-            executable = request.executable.model_dump(mode="json", exclude_none=True)
             sessions = [
                 self._session_row(offerset_uuid, user, executable, now, offer, platform.name)
                 for offer in plan.offers
@@ -213,8 +214,10 @@ class BrokerService:
             for row in sessions:
                 row.dialect, row.dialect_meta, row.spelling = dialect, meta, spelling
                 row.booked = booker.version  # inserted as they are: stamped before
-            queries.add_offerset(db, offerset, sessions)
-            booker.book(sessions)
+            booker.add_offerset(offerset, sessions)
+            return offerset, sessions, plan
+
+        offerset, sessions, plan = self.holdings.offer(offered)
         self._requests.put(offerset_uuid, offerset.request)
         log.info(
             "offer set %s for %s: %s, %d offers",

@@ -1,11 +1,13 @@
 """PostgreSQL's booking transactions in few round trips: BEGIN sent with the lock (and, for
-one that will book, the version's bump), and pooled connections checked without a ping while
-in steady use, yet a connection the server ended is never handed out."""
+one that will book, the version's bump), an offer planned on a current index booked in one
+statement alone, and pooled connections checked without a ping while in steady use, yet a
+connection the server ended is never handed out."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,12 +17,14 @@ from psycopg import pq
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import make_url
 
+from execbroker.holdings import Holdings, Offering
 from execbroker.store import queries
 from execbroker.store.engine import Database
-from execbroker.store.tables import BrokerLock
+from execbroker.store.tables import BrokerLock, SessionRow
 from tests.rows import offer_set_rows
 
 pytestmark = pytest.mark.postgres
+NOW = datetime(2026, 12, 2, 19, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -90,11 +94,12 @@ def test_a_pooled_connection_the_server_ended_is_replaced_unseen(
     assert _version(database) == 1
 
 
-def test_an_offer_is_booked_in_three_round_trips(database: Database, tmp_path: Path) -> None:
-    """BEGIN with the lock and the bump; the offer set with its sessions, one statement;
-    COMMIT (the connection in steady use, so not pinged). Counted in the driver's own trace
-    of what it sends."""
-    trace = tmp_path / "trace"
+@contextmanager
+def _round_trips(database: Database, tmp_path: Path) -> Iterator[list[list[str]]]:
+    """The round trips made inside the block, from the driver's own trace of what it sends
+    (filled in as the block ends): one ends with each simple Query and each Sync of the
+    extended protocol."""
+    trace, trips = tmp_path / "trace", []
     with trace.open("w") as sink:
 
         @event.listens_for(database.engine, "checkout")
@@ -110,8 +115,7 @@ def test_an_offer_is_booked_in_three_round_trips(database: Database, tmp_path: P
             _backend_pid(database)  # the connection pooled, and in use a moment ago
             sink.flush()
             before = trace.stat().st_size
-            with database.booking(bump=True) as db:
-                queries.add_offerset(db, *offer_set_rows(datetime.now(UTC), 3, booked=1))
+            yield trips
         finally:
             event.remove(database.engine, "checkout", _traced)
             event.remove(database.engine, "checkin", _untraced)
@@ -119,7 +123,39 @@ def test_an_offer_is_booked_in_three_round_trips(database: Database, tmp_path: P
         traced.seek(before)
         lines = traced.read().splitlines()
     sent = [line.split("\t") for line in lines if line.startswith("F")]
-    # a round trip ends with each simple Query and each Sync of the extended protocol
-    trips = [fields for fields in sent if len(fields) > 2 and fields[2] in ("Query", "Sync")]
+    trips += [fields for fields in sent if len(fields) > 2 and fields[2] in ("Query", "Sync")]
+
+
+def test_an_offer_is_booked_in_three_round_trips(database: Database, tmp_path: Path) -> None:
+    """BEGIN with the lock and the bump; the offer set with its sessions, one statement;
+    COMMIT (the connection in steady use, so not pinged)."""
+    with _round_trips(database, tmp_path) as trips, database.booking(bump=True) as db:
+        queries.add_offerset(db, *offer_set_rows(datetime.now(UTC), 3, booked=1))
     assert len(trips) == 3, trips
     assert _version(database) == 1
+
+
+def test_an_offer_planned_on_a_current_index_is_booked_in_one_round_trip(
+    database: Database, tmp_path: Path
+) -> None:
+    """Planned outside any transaction, then booked in one statement that commits alone."""
+    holdings = Holdings(database, lambda: NOW)
+    with holdings.booking():  # the index built, and swept: current
+        pass
+    offerset, sessions = offer_set_rows(NOW, 3)
+    versions: list[int] = []
+
+    def job(booker: Offering) -> None:
+        versions.append(booker.version)
+        for row in sessions:
+            row.booked = booker.version
+        booker.add_offerset(offerset, sessions)
+
+    with _round_trips(database, tmp_path) as trips:
+        holdings.offer(job)
+    assert len(trips) == 1, trips
+    assert versions == [1]  # planned once: nothing was counted meanwhile
+    assert _version(database) == 1
+    assert set(holdings.index.holds()) == {row.uuid for row in sessions}
+    with database.read() as db:
+        assert db.scalars(select(SessionRow.booked)).all() == [1, 1, 1]

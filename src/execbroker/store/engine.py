@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -120,7 +120,10 @@ def _postgres_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        lock = connection.get_execution_options().get("lock")
+        options = connection.get_execution_options()
+        if options.get("alone"):  # the driver's autocommit: each statement commits alone
+            return
+        lock = options.get("lock")
         version = _begin(connection, _LOCKING_BEGIN[lock] if lock else "BEGIN")
         if lock:
             connection.info["lock_version"] = version or 0
@@ -284,6 +287,9 @@ class Database:
             self._version = self._version.with_for_update()
         # PostgreSQL's booking transactions take the lock as they begin (see _on_begin)
         self._locks_at_begin = engine.dialect.name == "postgresql"
+        # ... and a transaction that is one statement can be sent as that statement alone
+        self.statements_alone = engine.dialect.name == "postgresql"
+        self._alone = engine.execution_options(alone=True)
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -304,6 +310,16 @@ class Database:
         # meets the monitor's write would sleep in steps of up to 100 ms.
         with self._writer, self._booking() as session, session.begin():
             yield session
+
+    @contextmanager
+    def alone(self) -> Iterator[Connection]:
+        """A connection whose every statement commits on its own, with no BEGIN or COMMIT
+        sent (PostgreSQL, ``statements_alone``): a transaction of one statement in one round
+        trip. Its statements run in no transaction of this process, under no lock of its."""
+        if not self.statements_alone:
+            raise NotImplementedError(f"{self.engine.dialect.name}: no statement alone")
+        with self._alone.connect() as connection:
+            yield connection
 
     @contextmanager
     def booking(self, *, bump: bool = False) -> Iterator[Session]:

@@ -241,21 +241,52 @@ def _json_values(row: OfferSetRow | SessionRow) -> dict[str, Any]:
     return values
 
 
+def _documents(offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> dict[str, str]:
+    """PostgreSQL's parameters for an offer set and its sessions: two JSON documents."""
+    return {
+        "offerset": json.dumps(_json_values(offerset)),
+        "sessions": json.dumps([_json_values(row) for row in sessions]),
+    }
+
+
 def add_offerset(db: Session, offerset: OfferSetRow, sessions: Iterable[SessionRow]) -> None:
     """Insert an offer set and its sessions (Core INSERTs, one for all the sessions: the
     records stay as they were made, in no ORM session)."""
     connection = db.connection()
     if connection.dialect.name == "postgresql":
-        rows = json.dumps([_json_values(row) for row in sessions])
-        connection.execute(
-            _INSERT_OFFER_SET_PG,
-            {"offerset": json.dumps(_json_values(offerset)), "sessions": rows},
-        )
+        connection.execute(_INSERT_OFFER_SET_PG, _documents(offerset, sessions))
         return
     connection.execute(_INSERT_OFFERSET, [_values(offerset)])
     rows = [_values(row) for row in sessions]
     if rows:
         connection.execute(_INSERT_SESSIONS, rows)
+
+
+# PostgreSQL: the same, as a transaction of its own counted as a booking, made only if no
+# booking transaction was counted since ``version``. The lock row's UPDATE waits for any
+# transaction holding it, then re-reads the version that one left (read committed): a booking
+# committed meanwhile, this replica's or another's, makes it update nothing and insert nothing.
+_OFFER_SET_IF_CURRENT_PG = text(
+    "WITH counted AS (UPDATE broker_lock SET version = version + 1"
+    " WHERE id = 1 AND version = :version RETURNING version),"
+    " offerset AS (INSERT INTO offersets"
+    " SELECT * FROM json_populate_record(NULL::offersets, CAST(:offerset AS json))"
+    " WHERE EXISTS (SELECT FROM counted)),"
+    " booked AS (INSERT INTO sessions"
+    " SELECT * FROM json_populate_recordset(NULL::sessions, CAST(:sessions AS json))"
+    " WHERE EXISTS (SELECT FROM counted))"
+    " SELECT count(*) FROM counted"
+)
+
+
+def add_offerset_if_current(
+    connection: Connection, version: int, offerset: OfferSetRow, sessions: Iterable[SessionRow]
+) -> bool:
+    """``add_offerset`` in one statement that commits on its own (``Database.alone``), if
+    ``broker_lock.version`` is still ``version``, which it moves on to ``version + 1`` (the
+    sessions' ``booked``, stamped before); whether it booked them."""
+    values = {"version": version, **_documents(offerset, sessions)}
+    return bool(connection.execute(_OFFER_SET_IF_CURRENT_PG, values).scalar())
 
 
 def get_offerset(db: Session, uuid: str) -> OfferSetRow | None:
