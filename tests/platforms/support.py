@@ -15,10 +15,18 @@ BUSYBOX = "busybox:local"
 PYTHON = "execbroker/python:local"
 
 
+def session_containers(engine: Any, broker: str, session: str) -> list[Any]:
+    """The containers of one session of the broker ``broker``. One removed while the engine
+    is asked is left out (docker-py lists, then inspects each: the broker releases
+    containers while a test polls for their end)."""
+    labels = [f"execbroker.broker={broker}", f"execbroker.session={session}"]
+    return engine.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+
+
 def remove_labelled(engine: Any, broker: str) -> None:
     """Everything the broker ``broker`` left in the engine."""
     label = {"label": f"execbroker.broker={broker}"}
-    for container in engine.containers.list(all=True, filters=label):
+    for container in engine.containers.list(all=True, filters=label, ignore_removed=True):
         container.remove(force=True)
     for network in engine.networks.list(filters=label):
         network.remove()

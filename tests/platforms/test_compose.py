@@ -71,7 +71,7 @@ def launch(executable: Any, tmp_path: Path, **grant: Any) -> LaunchSpec:
 def labelled(engine: docker.DockerClient, project: str) -> dict[str, list[Any]]:
     label = {"label": f"com.docker.compose.project={project}"}
     return {
-        "containers": engine.containers.list(all=True, filters=label),
+        "containers": engine.containers.list(all=True, ignore_removed=True, filters=label),
         "networks": engine.networks.list(filters=label),
         "volumes": engine.volumes.list(filters=label),
     }

@@ -144,7 +144,7 @@ def test_memory_mounts_beyond_the_grant_fail_saying_so(client, engine, broker, e
     assert f"{field}: 64g" in _messages(done) or f"{field}: 68719476736" in _messages(done)
     assert "share of the grant (1024 MiB)" in _messages(done)
     labels = [f"execbroker.session={uuid}"]
-    assert engine.containers.list(all=True, filters={"label": labels}) == []
+    assert engine.containers.list(all=True, ignore_removed=True, filters={"label": labels}) == []
 
 
 def test_a_tmpfs_without_a_size_gets_the_share_not_half_the_host(client, engine, broker):

@@ -88,5 +88,5 @@ def test_a_checksum_mismatch_fails_the_session_before_any_container(client, brok
     assert done["phase"] == "FAILED"
     assert any("checksum mismatch" in item["message"] for item in done["meta"]["messages"])
     labels = [f"execbroker.broker={broker.name}", f"execbroker.session={uuid}"]
-    assert engine.containers.list(all=True, filters={"label": labels}) == []
+    assert engine.containers.list(all=True, ignore_removed=True, filters={"label": labels}) == []
     assert _volumes(engine, broker, uuid) == []

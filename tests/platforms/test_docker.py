@@ -120,7 +120,9 @@ def test_a_restarted_broker_finds_its_container_and_never_starts_a_second(
     assert again.start(spec) == handle
     assert again.find(str(uuids.uuid4())) is None
     label = {"label": [f"execbroker.broker={broker_name}", f"execbroker.session={spec.session_id}"]}
-    assert [c.id for c in engine.containers.list(all=True, filters=label)] == [handle]
+    assert [c.id for c in engine.containers.list(all=True, ignore_removed=True, filters=label)] == [
+        handle
+    ]
 
 
 def test_a_container_created_but_not_started_before_a_crash_is_started_by_find(

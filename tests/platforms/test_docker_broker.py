@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.brokers import BASE_CONFIG, BrokerProcess, accept, running_broker, update, wait_for_phase
-from tests.platforms.support import remove_labelled
+from tests.platforms.support import remove_labelled, session_containers
 
 pytestmark = pytest.mark.docker
 
@@ -76,11 +76,6 @@ def web_container(**extra: Any) -> dict[str, Any]:
     }
 
 
-def containers(engine: docker.DockerClient, broker: str, session: str) -> list[Any]:
-    labels = [f"execbroker.broker={broker}", f"execbroker.session={session}"]
-    return engine.containers.list(all=True, filters={"label": labels})
-
-
 def start(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     answer = client.post("/requests", json=body).raise_for_status().json()
     assert answer["result"] == "YES", answer["meta"]["messages"]
@@ -105,7 +100,7 @@ def test_a_container_is_offered_started_reached_and_kept_from_other_users(config
         (connector,) = session["connectors"]
         assert connector["protocol"] == "HTTP"
         assert "It works" in httpx.get(connector["location"], timeout=5).text
-        (found,) = containers(engine, config["name"], uuid)
+        (found,) = session_containers(engine, config["name"], uuid)
         host = engine.api.inspect_container(found.id)["HostConfig"]
         assert host["NanoCpus"] == 2_000_000_000 and host["Memory"] == 2 * 1024**3
         assert found.labels["execbroker.owner"] == "alice"
@@ -118,13 +113,13 @@ def test_a_container_is_offered_started_reached_and_kept_from_other_users(config
         assert found.reload() is None and found.status == "running"
 
         assert update(alice, uuid, "CANCELLED").json()["phase"] == "CANCELLED"
-        assert containers(engine, config["name"], uuid) == []
+        assert session_containers(engine, config["name"], uuid) == []
 
         # the short session was stopped at the end of its grant
         ended = wait_for_phase(alice, short, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=10)
         assert ended["phase"] == "FAILED"
         assert "exceeded the granted duration" in ended["meta"]["messages"][-1]["message"]
-        assert containers(engine, config["name"], short) == []
+        assert session_containers(engine, config["name"], short) == []
 
 
 def test_a_container_s_outputs_are_there_when_its_session_is_first_seen_completed(
@@ -220,9 +215,9 @@ def test_a_compose_application_comes_up_and_goes_down_on_cancel(config, engine, 
         assert len(session["connectors"]) == 2
         for connector in session["connectors"]:
             assert "It works" in httpx.get(connector["location"], timeout=5).text
-        assert len(containers(engine, config["name"], uuid)) == 3
+        assert len(session_containers(engine, config["name"], uuid)) == 3
         assert update(alice, uuid, "CANCELLED").json()["phase"] == "CANCELLED"
-        assert containers(engine, config["name"], uuid) == []
+        assert session_containers(engine, config["name"], uuid) == []
         project = {"label": f"com.docker.compose.project=eb-{uuid}"}
         assert engine.networks.list(filters=project) == []
 
@@ -250,7 +245,8 @@ def test_kill_9_restart_re_adopts_running_containers_and_records_finished_ones(
             )
         sessions = {s["meta"]["uuid"]: s for s in (web, batch, app)}
         before = {
-            uuid: {c.id for c in containers(engine, config["name"], uuid)} for uuid in sessions
+            uuid: {c.id for c in session_containers(engine, config["name"], uuid)}
+            for uuid in sessions
         }
         broker.kill()
         time.sleep(2.5)  # the batch container finishes while no broker watches
@@ -265,13 +261,15 @@ def test_kill_9_restart_re_adopts_running_containers_and_records_finished_ones(
                 assert again["connectors"] == session["connectors"]
                 for connector in again["connectors"]:
                     assert "It works" in httpx.get(connector["location"], timeout=5).text
-                now = {c.id for c in containers(engine, config["name"], uuid)}
+                now = {c.id for c in session_containers(engine, config["name"], uuid)}
                 assert now == before[uuid], "a container was started again"
             time.sleep(1)  # a few monitor passes: still one of each, still up
             for session in (web, app):
                 uuid = session["meta"]["uuid"]
-                assert {c.id for c in containers(engine, config["name"], uuid)} == before[uuid]
+                assert {c.id for c in session_containers(engine, config["name"], uuid)} == before[
+                    uuid
+                ]
                 assert update(alice, uuid, "CANCELLED").status_code == 200
-                assert containers(engine, config["name"], uuid) == []
+                assert session_containers(engine, config["name"], uuid) == []
     finally:
         broker.stop()

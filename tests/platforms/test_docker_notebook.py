@@ -12,8 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import docker
-import docker.errors
 import httpx
 import pytest
 
@@ -23,7 +21,7 @@ from execbroker.platforms import docker_engine
 from execbroker.platforms.base import LaunchSpec, RunState, RunStatus
 from tests.brokers import accept, running_broker, update, wait_for_phase
 from tests.notebooks.notebooks import notebook, notebook_request
-from tests.platforms.support import launch, remove_labelled
+from tests.platforms.support import launch, remove_labelled, session_containers
 
 pytestmark = pytest.mark.docker
 
@@ -42,11 +40,6 @@ def docker_broker(engine, tmp_path_factory):
             yield broker
     finally:
         remove_labelled(engine, name)
-
-
-def _containers(engine: docker.DockerClient, broker: Any, session: str) -> list[Any]:
-    labels = [f"execbroker.broker={broker.name}", f"execbroker.session={session}"]
-    return engine.containers.list(all=True, filters={"label": labels})
 
 
 def _accepted(client: httpx.Client, body: bytes | dict[str, Any]) -> tuple[str, float]:
@@ -102,9 +95,9 @@ def test_the_example_notebook_completes_on_local_and_on_docker_with_the_same_out
         # released just after its session ends (the end is recorded first, so a crash in
         # between leaves a container to re-adopt, never a session without its task)
         deadline = time.monotonic() + 15
-        while _containers(engine, docker_broker, uuid) and time.monotonic() < deadline:
+        while session_containers(engine, docker_broker.name, uuid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _containers(engine, docker_broker, uuid) == [], "released when it ended"
+        assert session_containers(engine, docker_broker.name, uuid) == [], "released when it ended"
     print(
         f"\naccept -> COMPLETED, tiny notebook: local {seconds['local']:.1f} s, "
         f"docker {seconds['docker']:.1f} s"
@@ -143,7 +136,7 @@ def test_an_interactive_notebook_is_served_behind_its_token_until_cancelled(dock
         assert httpx.get(f"{base}/api/status", params={"token": token}).status_code == 200
         assert httpx.get(connector["location"], follow_redirects=True).status_code == 200
 
-        (container,) = _containers(engine, docker_broker, uuid)
+        (container,) = session_containers(engine, docker_broker.name, uuid)
         inspected = engine.api.inspect_container(container.id)
         host = inspected["HostConfig"]
         assert inspected["Mounts"] == [] and not host["Binds"], "files are copied, not mounted"
@@ -161,7 +154,7 @@ def test_an_interactive_notebook_is_served_behind_its_token_until_cancelled(dock
         assert update(client, uuid, "CANCELLED").status_code == 200
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/api/status", params={"token": token}, timeout=2)
-        assert _containers(engine, docker_broker, uuid) == []
+        assert session_containers(engine, docker_broker.name, uuid) == []
         assert wait_for_phase(client, uuid, FINAL)["phase"] == "CANCELLED"
         kept = _executed(client, uuid)
         assert "print('mine')" in ["".join(cell["source"]) for cell in kept["cells"]]
@@ -236,7 +229,7 @@ def test_outputs_come_back_as_plain_files_under_a_byte_limit(make_platform, engi
     assert docker_engine.read_file(container, "/session/outputs/big.bin", limit=1024) is None
     assert docker_engine.read_file(container, "/session/outputs/small.txt") == b"kept"
     platform.release(handle)
-    assert engine.containers.list(all=True, filters={"id": handle}) == []
+    assert engine.containers.list(all=True, ignore_removed=True, filters={"id": handle}) == []
 
 
 def test_a_notebook_container_created_before_a_crash_gets_its_files_when_found(
