@@ -21,9 +21,12 @@ The passes are the guarantee; wake-ups only make them come sooner. An accept of 
 due to start within a pass interval wakes the loop at its start (``wake``: at once if it is
 due now); one that starts later is left to the passes, which queue and start it at no cost to
 the accept (a start an hour away needs no look now: at hundreds of accepts a second those
-looks cost as much as the booking). A platform that can tell when a task changes (docker's event
-stream, a local runner's exit) calls ``notify`` with the session id and the session is
-looked at right away; a session just started is looked at again at once, and one still
+looks cost as much as the booking). A wake-up starts only the sessions its own replica
+accepted, the passes any that are due: replicas (workers on one port) then start sessions as
+the kernel spreads their accepts, instead of racing for each one, the quickest winning all
+and the others' claims all wasted writes. A platform that can tell when a task changes
+(docker's event stream, a local runner's exit) calls ``notify`` with the session id and the
+session is looked at right away; a session just started is looked at again at once, and one still
 PREPARING (a queued job, a server not answering yet) again soon, less often the longer it
 takes, until the passes alone cover it. A wake-up that is lost changes nothing but how
 soon the next pass notices.
@@ -37,6 +40,7 @@ import contextvars
 import logging
 import os
 import socket
+import threading
 import time
 import uuid as uuids
 from collections.abc import Callable
@@ -126,6 +130,9 @@ class Monitor:
         self._tasks: set[asyncio.Future[float | None]] = set()
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
+        # Sessions accepted here, due within a pass interval: the ones a wake-up starts.
+        self._accepted_here: dict[str, datetime] = {}
+        self._accepted_lock = threading.Lock()  # (``wake`` is called from any thread)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
@@ -191,10 +198,14 @@ class Monitor:
         self._stopping.set()
         await self.settle()
 
-    def wake(self, start: datetime | None = None) -> None:
-        """After an accept of a session starting at ``start`` (None: now): make a pass come
-        at its start, if that is within a pass interval. Callable from any thread."""
-        delay = 0.0 if start is None else (start - self.clock()).total_seconds()
+    def wake(self, uuid: str, start: datetime | None = None) -> None:
+        """After an accept here of session ``uuid`` starting at ``start`` (None: now): start
+        it at its start, if that is within a pass interval. Callable from any thread."""
+        now = self.clock()
+        delay = 0.0 if start is None else (start - now).total_seconds()
+        if delay < self.interval:
+            with self._accepted_lock:
+                self._accepted_here[uuid] = start or now
         if delay <= 0:
             self._call_soon(self._woken.set)
         elif delay < self.interval:
@@ -224,10 +235,25 @@ class Monitor:
         due, held = await loop.run_in_executor(self._surveyor, survey)
         if full:
             self.last_pass = time.monotonic()
-        for row in due:
+        for row in self._to_launch(due, full=full):
             self._spawn(row.uuid, self._launch, row)
         for row in held:
             self._spawn(row.uuid, self._follow, row)
+
+    def _to_launch(self, due: list[SessionRow], *, full: bool) -> list[SessionRow]:
+        """Of the sessions ``due``, those to start now: all of them on a pass, only those
+        accepted here on a wake-up. Each is forgotten once it is started; any left a pass
+        interval past its start (cancelled, or started by another replica's pass) too."""
+        with self._accepted_lock:
+            mine = self._accepted_here
+            chosen = due if full else [row for row in due if row.uuid in mine]
+            for row in chosen:
+                mine.pop(row.uuid, None)
+            if full:
+                stale = self.clock() - timedelta(seconds=self.interval)
+                for uuid in [uuid for uuid, start in mine.items() if start < stale]:
+                    del mine[uuid]
+        return chosen
 
     def _survey(self) -> tuple[list[SessionRow], list[SessionRow]]:
         """Renew this replica's leases, take over sessions whose holder is gone, expire old

@@ -114,9 +114,9 @@ class BrokerService:
         self.quota = config.quota.to_quota()
         self.rules = config.offer_rules()
         self.clock = clock
-        # Called after an accept with the session's start (the monitor's ``wake``), so a
-        # session starts without waiting for the monitor's next pass; the pass would anyway.
-        self.wakers: list[Callable[[datetime], None]] = []
+        # Called after an accept with the session and its start (the monitor's ``wake``), so
+        # a session starts without waiting for the monitor's next pass; the pass would anyway.
+        self.wakers: list[Callable[[str, datetime], None]] = []
         self.holdings = Holdings(database, clock)
         self.retention = Retention(self)
         # What each recent offer set asked for (stored once, never changed), so rendering a
@@ -447,7 +447,7 @@ class BrokerService:
             row = action(user, uuid)
         if action == self._accept:
             for wake in self.wakers:
-                wake(row.start)
+                wake(row.uuid, row.start)
         return row
 
     async def accept_async(self, user: User, uuid: str) -> SessionRow:
@@ -459,7 +459,7 @@ class BrokerService:
             )
             row = self._accepted(user, uuid, *booked)
         for wake in self.wakers:
-            wake(row.start)
+            wake(row.uuid, row.start)
         return row
 
     def _accept(self, user: User, uuid: str) -> SessionRow:
