@@ -1,6 +1,7 @@
 """The client side: talk to brokers, ask many at once, pick the best offer and follow it."""
 
 from execbroker.client.broker import (
+    BrokerBadAnswer,
     BrokerClient,
     BrokerClientError,
     BrokerNoAnswer,
@@ -33,6 +34,7 @@ __all__ = [
     "FINAL_PHASES",
     "POLICIES",
     "BrokerAnswer",
+    "BrokerBadAnswer",
     "BrokerClient",
     "BrokerClientError",
     "BrokerInfo",

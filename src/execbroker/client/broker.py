@@ -13,7 +13,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -24,12 +24,14 @@ from execbroker.client.results import (
     Logs,
     OfferSet,
     Session,
+    session_list,
 )
 
 DEFAULT_TIMEOUT = 30.0
 POLL_INTERVAL = 0.25
 
 OnChange = Callable[[Session], Awaitable[None] | None]
+_Parsed = TypeVar("_Parsed")
 
 
 class BrokerClientError(Exception):
@@ -69,6 +71,11 @@ class BrokerUnreachable(BrokerClientError):
 
 class BrokerNoAnswer(BrokerClientError):
     """Sent, but no answer came back (timeout, dropped connection): the broker may have acted."""
+
+
+class BrokerBadAnswer(BrokerClientError):
+    """The broker answered, but not with what was asked for: not JSON, not an object, or not
+    of the document's shape (an offer that is a number, a result that is neither YES nor NO)."""
 
 
 class WaitTimeout(BrokerClientError):
@@ -159,35 +166,33 @@ class BrokerClient:
         return await self._call("GET", "/health")
 
     async def info(self) -> BrokerInfo:
-        return BrokerInfo.from_wire(await self._call("GET", "/info"))
+        return await self._read(BrokerInfo.from_wire, "GET", "/info")
 
     async def request_offers(self, request: dict[str, Any]) -> OfferSet:
         """Ask for offers: an OfferSet that is YES with offers, or NO with reasons."""
-        return OfferSet.from_wire(await self._call("POST", "/requests", json=request))
+        return await self._read(OfferSet.from_wire, "POST", "/requests", json=request)
 
     async def offerset(self, uuid: str) -> OfferSet:
-        return OfferSet.from_wire(await self._call("GET", f"/offersets/{uuid}"))
+        return await self._read(OfferSet.from_wire, "GET", f"/offersets/{uuid}")
 
     async def direct(self, request: dict[str, Any]) -> Session:
         """Run at once on the broker's own best offer; a NO is a 400 whose ``reasons`` say why."""
-        return Session.from_wire(await self._call("POST", "/direct", json=request))
+        return await self._read(Session.from_wire, "POST", "/direct", json=request)
 
     async def session(self, uuid: str) -> Session:
-        return Session.from_wire(await self._call("GET", f"/sessions/{uuid}"))
+        return await self._read(Session.from_wire, "GET", f"/sessions/{uuid}")
 
     async def sessions(self, phases: Iterable[str] = ()) -> list[Session]:
         """The caller's sessions, newest first (an admin's token: everyone's)."""
         params = [("phase", phase.upper()) for phase in phases]
-        body = await self._call("GET", "/sessions", params=params)
-        return [Session.from_wire(item) for item in body.get("sessions") or []]
+        return await self._read(session_list, "GET", "/sessions", params=params)
 
     async def logs(self, uuid: str) -> Logs:
-        body = await self._call("GET", f"/sessions/{uuid}/logs")
-        return Logs(str(body.get("stdout", "")), str(body.get("stderr", "")))
+        return await self._read(Logs.from_wire, "GET", f"/sessions/{uuid}/logs")
 
     async def update(self, uuid: str, phase: str) -> Session:
         update = {"kind": kinds.ENUM_VALUE_UPDATE, "path": "phase", "value": phase}
-        return Session.from_wire(await self._call("POST", f"/sessions/{uuid}", json=update))
+        return await self._read(Session.from_wire, "POST", f"/sessions/{uuid}", json=update)
 
     async def accept(self, uuid: str) -> Session:
         return await self.update(uuid, "ACCEPTED")
@@ -236,6 +241,22 @@ class BrokerClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
+    async def _read(
+        self, parse: Callable[[dict[str, Any]], _Parsed], method: str, path: str, **options: Any
+    ) -> _Parsed:
+        """A call whose answer is read by ``parse``: one it cannot read is a BrokerBadAnswer,
+        never an exception from deep in the parsing."""
+        body = await self._call(method, path, **options)
+        try:
+            return parse(body)
+        except (AttributeError, TypeError, ValueError, KeyError) as error:
+            raise BrokerBadAnswer(
+                f"{self.url} answered {method} {path} with a document that is not of its "
+                f"shape ({type(error).__name__}: {error})",
+                url=f"{self.url}{path}",
+                body=body,
+            ) from error
+
     async def _call(self, method: str, path: str, **options: Any) -> dict[str, Any]:
         url = f"{self.url}{path}"
         try:
@@ -258,9 +279,15 @@ class BrokerClient:
         try:
             body = response.json()
         except ValueError as error:
-            raise BrokerClientError(
+            raise BrokerBadAnswer(
                 f"{self.url} answered {method} {path} with something that is not JSON",
                 status_code=response.status_code,
                 url=url,
             ) from error
-        return body if isinstance(body, dict) else {"items": body}
+        if not isinstance(body, dict):
+            raise BrokerBadAnswer(
+                f"{self.url} answered {method} {path} with JSON that is not an object",
+                status_code=response.status_code,
+                url=url,
+            )
+        return body

@@ -21,13 +21,16 @@ from execbroker.client.fanout import BrokerAnswer, Choice, Outcome
 from execbroker.client.results import FINAL_PHASES, Logs, Session, cores
 from execbroker.timeutil import format_duration, format_instant
 
-_OUTCOME_STYLE = {
-    Outcome.YES: "green",
-    Outcome.NO: "yellow",
-    Outcome.REFUSED: "red",
-    Outcome.UNREACHABLE: "red",
-    Outcome.TIMEOUT: "red",
+# Each outcome: its colour, and what the broker did, as a reason list's heading says it.
+_OUTCOMES = {
+    Outcome.YES: ("green", "said YES"),
+    Outcome.NO: ("yellow", "said NO"),
+    Outcome.REFUSED: ("red", "refused the request"),
+    Outcome.UNREACHABLE: ("red", "is unreachable"),
+    Outcome.TIMEOUT: ("red", "did not answer in time"),
+    Outcome.INVALID: ("red", "answered with something that is not an offer set"),
 }
+_OUTCOME_STYLE = {outcome: style for outcome, (style, _) in _OUTCOMES.items()}
 _PHASE_STYLE = {
     "COMPLETED": "green",
     "AVAILABLE": "green",
@@ -104,13 +107,7 @@ def print_reasons(console: Console, answers: Iterable[BrokerAnswer]) -> None:
     for answer in answers:
         if answer.outcome == Outcome.YES and not answer.reasons:
             continue
-        label = {
-            Outcome.YES: "said YES",
-            Outcome.NO: "said NO",
-            Outcome.REFUSED: "refused the request",
-            Outcome.UNREACHABLE: "is unreachable",
-            Outcome.TIMEOUT: "did not answer in time",
-        }[answer.outcome]
+        label = _OUTCOMES[answer.outcome][1]
         console.print(f"[{_OUTCOME_STYLE[answer.outcome]}]{escape(answer.name)} {label}:[/]")
         for reason in answer.reasons or ["(no reason given)"]:
             console.print(f"  - {escape(reason)}")

@@ -31,6 +31,7 @@ import httpx
 
 from execbroker.client.broker import (
     DEFAULT_TIMEOUT,
+    BrokerBadAnswer,
     BrokerClient,
     BrokerClientError,
     BrokerNoAnswer,
@@ -86,6 +87,7 @@ class Outcome(StrEnum):
     REFUSED = "REFUSED"  # an HTTP error: a bad token, a request it finds invalid
     UNREACHABLE = "UNREACHABLE"  # the request never got there
     TIMEOUT = "TIMEOUT"  # no answer within the per-broker timeout
+    INVALID = "INVALID"  # an answer that is not an offer set (not JSON, not of its shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,8 @@ async def ask(
         return answer(Outcome.UNREACHABLE, error=error.detail)
     except BrokerNoAnswer as error:
         return answer(Outcome.TIMEOUT, error=error.detail)
+    except BrokerBadAnswer as error:
+        return answer(Outcome.INVALID, error=error.detail)
     except BrokerClientError as error:
         return answer(
             Outcome.REFUSED,
@@ -289,8 +293,8 @@ async def _accept(
         return await _limited(client.accept(uuid), timeout), None
     except BrokerUnreachable as error:
         return None, Attempt(candidate, error.detail)
-    except (BrokerNoAnswer, TimeoutError):
-        pass
+    except (BrokerNoAnswer, BrokerBadAnswer, TimeoutError):
+        pass  # (an answer that cannot be read may still have been an accept)
     except BrokerClientError as error:
         return None, Attempt(candidate, error.detail, error.status_code)
     try:  # the accept may have happened: ask before passing it over

@@ -206,11 +206,15 @@ class OfferSet:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> OfferSet:
         meta = data.get("meta") or {}
+        offers = tuple(Session.from_wire(item) for item in data.get("offers") or [])
+        result = data.get("result", "YES" if offers else "NO")  # (the schema does not require it)
+        if result not in ("YES", "NO"):
+            raise ValueError(f"result: {result!r} is neither YES nor NO")
         return cls(
             uuid=str(meta.get("uuid", "")),
             url=str(meta.get("url", "")),
-            result=str(data.get("result", "NO")),
-            offers=tuple(Session.from_wire(item) for item in data.get("offers") or []),
+            result=result,
+            offers=offers,
             messages=_messages(meta),
             raw=data,
         )
@@ -225,10 +229,19 @@ class OfferSet:
         return [message.text for message in self.messages]
 
 
+def session_list(data: dict[str, Any]) -> list[Session]:
+    """The sessions of a ``GET /sessions`` answer."""
+    return [Session.from_wire(item) for item in data.get("sessions") or []]
+
+
 @dataclass(frozen=True, slots=True)
 class Logs:
     stdout: str
     stderr: str
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Logs:
+        return cls(str(data.get("stdout", "")), str(data.get("stderr", "")))
 
 
 @dataclass(frozen=True, slots=True)
