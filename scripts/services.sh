@@ -480,6 +480,7 @@ SLURM_ACCOUNTS=(
 SLURM_DEF_MEM_PER_CPU=512                # MB a job gets per CPU without --mem
 SLURM_CONF=/etc/slurm/slurm.conf
 SLURMDBD_CONF=/etc/slurm/slurmdbd.conf
+SLURM_JOB_SUBMIT=/etc/slurm/job_submit.lua
 SLURM_STATE=$STATE_DIR/slurm
 SLURMDBD_DB=slurm_acct_db
 SLURMDBD_DB_USER=slurm
@@ -563,9 +564,46 @@ AccountingStorageEnforce=associations,limits
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
+# Jobs for the brokers' accounts come from the brokers alone (job_submit.lua).
+JobSubmitPlugins=lua
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb State=UNKNOWN
 PartitionName=$SLURM_PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
+}
+
+# The brokers' accounts take jobs from root alone (a root broker's sbatch --uid): a task
+# that runs sbatch or salloc itself, as its own account, would run outside its grant and
+# the broker's quota. Any other account is left as it is.
+slurm_job_submit_lua() {
+    local account
+    echo "-- $CONF_MARKER: the brokers' accounts take jobs from the brokers alone."
+    echo "local brokers_accounts = {"
+    for account in "${SLURM_ACCOUNTS[@]}"; do echo "    [\"${account%%:*}\"] = true,"; done
+    cat <<'LUA'
+}
+
+local function refused(account, uid)
+    slurm.log_user("account %s takes jobs from its brokers alone, not from uid %d", account, uid)
+    return slurm.ESLURM_ACCESS_DENIED
+end
+
+function slurm_job_submit(job_desc, part_list, submit_uid)
+    local account = job_desc.account or job_desc.default_account
+    if submit_uid ~= 0 and account ~= nil and brokers_accounts[account] then
+        return refused(account, submit_uid)
+    end
+    return slurm.SUCCESS
+end
+
+function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+    if modify_uid ~= 0 and job_desc.account ~= nil and brokers_accounts[job_desc.account] then
+        return refused(job_desc.account, modify_uid)
+    end
+    return slurm.SUCCESS
+end
+
+return slurm.SUCCESS
+LUA
 }
 
 slurmdbd_conf() {
@@ -711,6 +749,7 @@ up_slurm() {
     install -d -m 0755 /etc/slurm "$SLURM_STATE/slurmctld" "$SLURM_STATE/slurmd"
     local conf_changed=0 dbd_changed=0 started=0
     slurm_conf | write_conf "$SLURM_CONF" 0644 && conf_changed=1
+    slurm_job_submit_lua | write_conf "$SLURM_JOB_SUBMIT" 0644 && conf_changed=1
     slurmdbd_conf | write_conf "$SLURMDBD_CONF" 0600 && dbd_changed=1
 
     start_munge

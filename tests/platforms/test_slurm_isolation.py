@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slurm
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "brokers" / "slurm-account-003.yaml"
 BROKER = "eb-slurm-isolation-test"
+ACCOUNT = yaml.safe_load(EXAMPLE.read_text())["platforms"][0]["account"]  # the broker's
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 PRELOAD_C = r"""
@@ -220,6 +221,32 @@ def test_alice_cannot_read_bobs_work_dir_nor_the_brokers_state(
     assert said == [f"{name} refused" for name in probes], said
     assert (bobs / "work" / "secret").read_text() == "bob-secret\n"  # it was there to read
     assert oct(bobs.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_a_job_cannot_submit_jobs_of_its_own_to_the_brokers_account(broker: BrokerProcess) -> None:
+    """A task is in the broker's Slurm account (its account is associated with it, or no job
+    of it would run): by itself it could sbatch or salloc more jobs there, past its grant and
+    the broker's quota. The cluster takes jobs for the brokers' accounts from root alone."""
+    own = slurm_job.job_name(BROKER, "own")
+    tries = {
+        "default": f"sbatch --parsable -J {own} --wrap 'sleep 60'",
+        "named": f"sbatch --parsable -J {own} --account={ACCOUNT} --wrap 'sleep 60'",
+        "salloc": f"salloc --no-shell -J {own} --immediate=5",
+    }
+    script = "".join(f'{command} >/dev/null 2>err && echo "{name} ran" || echo "{name} refused"\n'
+                     f"grep -q 'brokers alone' err || echo '{name}: not by the policy'\n"
+                     for name, command in tries.items())  # fmt: skip
+    with broker.client("demo-alice") as alice:
+        done = _run(alice, batch_request(script, duration="PT2M"))
+        assert done["phase"] == "COMPLETED", done["meta"]["messages"]
+        said = _stdout(alice, done).splitlines()
+    queued = subprocess.run(
+        ["squeue", "-h", "-n", own, "-o", "%i"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    for job in queued:
+        subprocess.run(["scancel", job], check=False, timeout=30)
+    assert said == [f"{name} refused" for name in tries], said
+    assert queued == []
 
 
 def test_a_link_in_place_of_the_log_is_not_followed(broker: BrokerProcess, base: Path) -> None:
