@@ -13,6 +13,7 @@ import os
 import pwd
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -267,11 +268,40 @@ def test_a_link_in_place_of_the_log_is_not_followed(broker: BrokerProcess, base:
 # -- refusals at start-up ---------------------------------------------------------------
 
 
-def _create(state: Path, run_as: dict[str, Any], users: tuple[str, ...] = ("alice", "bob")):
+def _create(
+    state: Path, run_as: dict[str, Any], users: tuple[str, ...] = ("alice", "bob"), **options: Any
+) -> slurm.SlurmPlatform:
     broker = SimpleNamespace(
         name=BROKER, state_path=state, users=[SimpleNamespace(name=user) for user in users]
     )
-    return slurm.create({"account": "account-003", "run_as": run_as}, broker=broker)
+    return slurm.create({"account": ACCOUNT, "run_as": run_as} | options, broker=broker)
+
+
+@contextmanager
+def _account_outside_the_rule() -> Iterator[str]:
+    """A Slurm account the cluster's job_submit rule does not cover (it names the brokers'
+    accounts of scripts/services.sh): one whose jobs any associated user may submit."""
+    name = "eb-open-test"
+    sacctmgr = ["sacctmgr", "-i"]
+    subprocess.run([*sacctmgr, "add", "account", name], capture_output=True, timeout=60)
+    try:
+        yield name
+    finally:
+        subprocess.run([*sacctmgr, "delete", "user", "where", f"account={name}"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run([*sacctmgr, "delete", "account", name], capture_output=True, timeout=60)
+
+
+def test_a_broker_whose_tasks_could_submit_jobs_refuses_to_start_unless_told(base: Path) -> None:
+    """Every broker here starts on accounts the cluster's rule covers (the other tests); on
+    one it does not, a task could submit jobs of its own: refused, unless the config says."""
+    with _account_outside_the_rule() as account:
+        with pytest.raises(ValueError, match="a task could submit jobs of its own") as refused:
+            _create(base / "open-cluster", {}, users=("alice",), account=account)
+        assert f"jobs for account {account}" in str(refused.value), refused.value
+        assert "tasks_may_submit: true" in str(refused.value), refused.value
+        told = _create(base / "told", {}, users=("alice",), account=account, tasks_may_submit=True)
+        assert told.options.tasks_may_submit
 
 
 def test_two_users_sharing_one_account_are_refused_at_start(base: Path) -> None:

@@ -39,7 +39,11 @@ account (mode 0700): only that account (and root) can read it; its parents are
 traversable (checked at start-up). The broker writes nothing there once it is handed
 over, and reads logs from it without following links (see ``base.read_tail``). The
 broker refuses at start-up to run several users under one uid, and refuses to run as
-root with ``run_as.shared`` (every job would be root's).
+root with ``run_as.shared`` (every job would be root's). Being in the Slurm account, a job
+could submit jobs of its own there, past its grant: the cluster must take jobs for that
+account from root alone (a ``job_submit`` rule; services.sh writes one for its test
+cluster), and a root broker asks Slurm at start-up (``tasks_can_submit``) and refuses to
+start if it would not, unless ``tasks_may_submit`` says the operator accepts it.
 
 Time: the monitor submits a session at its start (slurmctld then starts a batch job on
 its next pass, within about a second); ``--begin`` is set only if a launch comes early,
@@ -47,8 +51,8 @@ so Slurm never starts a job before its grant. ``--time`` is the grant's time lef
 rounded up to whole minutes (Slurm's granularity): the monitor stops the session at the
 deadline itself, and Slurm's limit (TIMEOUT) is the backstop while the broker is down.
 
-Options: ``account``, ``partition``, ``notebook_python`` and ``run_as`` (``accounts``),
-nothing else (closed): no ``cluster`` (one
+Options: ``account``, ``partition``, ``notebook_python``, ``run_as`` (``accounts``) and
+``tasks_may_submit``, nothing else (closed): no ``cluster`` (one
 cluster per broker; ``-M`` would change every command's output) and no ``sbatch_extra``
 (a config must not smuggle arbitrary sbatch flags past the grant).
 
@@ -136,6 +140,11 @@ class SlurmOptions(BaseModel):
     # The python that runs batch notebooks on the nodes (see the module's docstring).
     notebook_python: str = Field(default_factory=lambda: sys.executable, min_length=1)
     run_as: RunAsOptions = Field(default_factory=RunAsOptions)
+    # A job's account is in ``account`` (else no job of it would run), so by itself it could
+    # submit jobs there, past its grant, unless the cluster takes jobs for ``account`` from
+    # the broker (root) alone. A root broker asks Slurm at start-up and refuses to start if
+    # not; true: the operator accepts that its tasks may.
+    tasks_may_submit: bool = False
 
 
 # What a node's ``notebook_python`` is taken to have; kernels are not known in advance.
@@ -342,19 +351,53 @@ class SlurmPlatform:
         submit = ["--parsable"]
         if account is not None:
             submit += [f"--uid={account.uid}", f"--gid={account.gid}"]
-        deadline = time.monotonic() + ASSOCIATION_WAIT
-        while True:
-            result = self._run("sbatch", *submit, input=script, check=False)
-            # slurmctld hears of an association sacctmgr just added a moment later
-            new = account is not None and "Invalid account" in result.stderr
-            if result.returncode == 0 or not new or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        result = self._sbatch(*submit, input=script, account=account)
         if result.returncode != 0:
             raise PlatformError(f"Slurm refused the job: {slurm_error(result.stderr)}")
         job_id = parse_job_id(result.stdout)
         self._workdirs[job_id] = spec.workdir
         return job_id
+
+    def _sbatch(
+        self, *args: str, input: str | None, account: Account | None, as_it: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """sbatch for a job of ``account`` (run by ``account`` itself if ``as_it``), tried
+        again while slurmctld has not yet heard of the association sacctmgr just added."""
+        deadline = time.monotonic() + ASSOCIATION_WAIT
+        while True:
+            user = account if as_it else None
+            result = self._run("sbatch", *args, input=input, check=False, user=user)
+            new = account is not None and "Invalid account" in result.stderr
+            if result.returncode == 0 or not new or time.monotonic() > deadline:
+                return result
+            time.sleep(0.5)
+
+    def tasks_can_submit(self, owner: str) -> str | None:
+        """Whether a task of ``owner``'s could submit a job of its own to the broker's Slurm
+        account: asked of Slurm (``sbatch --test-only``, nothing queued) as the account the
+        task would run as. The reason if it could; None if Slurm refused it, or if there is
+        nothing to ask (no account of the broker's, jobs not run as other accounts)."""
+        slurm_account = self.options.account
+        account = self.accounts.for_owner(owner) if self._foreign_accounts() else None
+        if account is None or slurm_account is None:
+            return None
+        partition = [f"--partition={self.options.partition}"] if self.options.partition else []
+        asked = ["--test-only", f"--account={slurm_account}", *partition, "--wrap", "true"]
+        try:
+            self._associate(account)
+            result = self._sbatch(*asked, input=None, account=account, as_it=True)
+        except PlatformError as error:  # (Slurm down: the broker starts, and says so)
+            log.warning("could not ask Slurm whether a task may submit jobs: %s", error)
+            return None
+        if result.returncode != 0:
+            log.info("Slurm takes no job from a task's account: %s", slurm_error(result.stderr))
+            return None
+        return (
+            f"platform slurm: Slurm takes jobs for account {slurm_account} from {account.name}, "
+            "the account tasks run as, so a task could submit jobs of its own past its grant: "
+            f"have the cluster take jobs for {slurm_account} from root alone (a job_submit "
+            "rule; see the README), or set tasks_may_submit: true to accept that they may"
+        )
 
     def _fill_workdir(self, spec: LaunchSpec, account: Account | None) -> None:
         """A fresh session directory with the task's files, then given to its account.
@@ -539,9 +582,18 @@ class SlurmPlatform:
         return None
 
     def _run(
-        self, command: str, *args: str, input: str | None = None, check: bool = True
+        self,
+        command: str,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        user: Account | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """One Slurm command, as an argument list, in the broker's fixed environment."""
+        """One Slurm command, as an argument list, in the broker's fixed environment; as
+        ``user`` if given (a root broker only)."""
+        as_user: dict[str, Any] = {}
+        if user is not None:
+            as_user = {"user": user.uid, "group": user.gid, "extra_groups": []}
         try:
             result = subprocess.run(
                 [self.binaries[command], *args],
@@ -553,6 +605,7 @@ class SlurmPlatform:
                 stdin=None if input is not None else subprocess.DEVNULL,
                 timeout=COMMAND_TIMEOUT,
                 check=False,
+                **as_user,
             )
         except subprocess.TimeoutExpired as error:
             raise PlatformError(
@@ -643,10 +696,16 @@ def create(options: dict[str, Any], *, broker: Any) -> SlurmPlatform:
         raise ValueError("the slurm platform needs sacctmgr to give its users' accounts access")
     if as_others:
         _sessions_dir(Path(broker.state_path), prepare=True)
-    return SlurmPlatform(
+    platform = SlurmPlatform(
         options=parsed,
         broker=broker.name,
         sessions_dir=sessions_dir,
         binaries={name: path for name, path in binaries.items() if path},
         accounts=accounts,
     )
+    users = [user.name for user in getattr(broker, "users", [])]
+    if as_others and users and not parsed.tasks_may_submit:
+        problem = platform.tasks_can_submit(users[0])
+        if problem is not None:
+            raise ValueError(problem)
+    return platform
