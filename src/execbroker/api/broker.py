@@ -78,30 +78,29 @@ def _asked(default: Spelling):
     return post_request
 
 
-def _offerset(request: Request, answer: OfferSet, *, created: bool = False) -> Response:
-    """An offer set with its offers, answered in the spelling it was asked in (built as the
-    document its model dumps to, as ``_session`` builds a session); ``created``: with its
+def _stored(
+    request: Request, document: dict[str, Any], spelling: Spelling, root: str, created: bool
+) -> Response:
+    """A document built from stored rows as its model dumps to (not validated again: every
+    offer and accept answers one), in the spelling it was asked in; ``created``: with its
     ``Location``."""
-    document = render.offerset_document(answer, base_url(request))
     headers = {"Location": document["meta"]["url"]} if created else None
-    spelling = Spelling(answer.row.spelling)
-    return respond(
-        request, document, headers=headers, spelling=spelling, root="offers-response", spelt=True
-    )
+    return respond(request, document, headers=headers, spelling=spelling, root=root, spelt=True)
+
+
+def _offerset(request: Request, answer: OfferSet, *, created: bool = False) -> Response:
+    """An offer set with its offers."""
+    document = render.offerset_document(answer, base_url(request))
+    return _stored(request, document, Spelling(answer.row.spelling), "offers-response", created)
 
 
 def _session(
     request: Request, service: BrokerService, row: SessionRow, *, created: bool = False
 ) -> Response:
-    """A session, answered in the spelling it was asked in (built as the document its model
-    dumps to, without validating again what the broker stored: every accept answers one);
-    ``created``: with its ``Location``."""
+    """A session."""
     spelling = Spelling(row.spelling)
     document = render.session_document(row, base_url(request), service.requested(row), spelling)
-    headers = {"Location": document["meta"]["url"]} if created else None
-    return respond(
-        request, document, headers=headers, spelling=spelling, root="execution", spelt=True
-    )
+    return _stored(request, document, spelling, "execution", created)
 
 
 def _direct(default: Spelling):
@@ -117,11 +116,19 @@ def _direct(default: Spelling):
     return post_direct
 
 
-# The current schema's paths, and the earlier generation's for the clients written against it.
-for _path, _summary, _handler in (
-    ("/requests", "Ask for offers (ExecutionRequest → OfferSetResponse)", _asked(Spelling.CURRENT)),
-    ("/offersets", "Ask for offers (the earlier schema's POST /requests)", _asked(Spelling.DRAFT)),
-):
+# The current schema's paths, and the earlier generation's for the clients written against it:
+# each path, what it does, its handler, and what it answers (besides ASKING's errors).
+_POSTS: tuple[tuple[str, str, Any, Any, tuple[int, ...]], ...] = (
+    ("/requests", "Ask for offers (ExecutionRequest → OfferSetResponse)",
+     _asked(Spelling.CURRENT), OfferSetResponse, ()),
+    ("/offersets", "Ask for offers (the earlier schema's POST /requests)",
+     _asked(Spelling.DRAFT), OfferSetResponse, ()),
+    ("/direct", "Run at once on the best offer, or 400 with the reasons",
+     _direct(Spelling.CURRENT), ExecutionSession, (409,)),
+    ("/sessions", "Run at once (the earlier schema's direct execution)",
+     _direct(Spelling.DRAFT), ExecutionSession, (409,)),
+)  # fmt: skip
+for _path, _summary, _handler, _model, _more in _POSTS:
     router.add_api_route(
         _path,
         _handler,
@@ -129,24 +136,7 @@ for _path, _summary, _handler in (
         summary=_summary,
         operation_id=f"post{_path.replace('/', '_')}",
         openapi_extra=_body_doc("ExecutionRequest"),
-        **_answers(OfferSetResponse, *ASKING),
-    )
-for _path, _summary, _handler in (
-    (
-        "/direct",
-        "Run at once on the best offer, or 400 with the reasons",
-        _direct(Spelling.CURRENT),
-    ),
-    ("/sessions", "Run at once (the earlier schema's direct execution)", _direct(Spelling.DRAFT)),
-):
-    router.add_api_route(
-        _path,
-        _handler,
-        methods=["POST"],
-        summary=_summary,
-        operation_id=f"post{_path.replace('/', '_')}",
-        openapi_extra=_body_doc("ExecutionRequest"),
-        **_answers(ExecutionSession, *ASKING, 409),
+        **_answers(_model, *ASKING, *_more),
     )
 
 
