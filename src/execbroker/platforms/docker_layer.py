@@ -195,14 +195,13 @@ def _opened_path(path: str) -> Iterator[int]:
 
 def _nothing_in(lower: str, relative: tuple[str, ...]) -> None:
     """The image's layer ``lower`` has nothing at ``relative`` but an empty directory."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # (the engine's own directory)
-    with _opened(lower, flags) as root, _walk(root, relative) as found:
+    with _opened_path(lower) as root, _walk(root, relative) as found:
         if found is not None and os.listdir(found):
             raise Unsure("the image has files there")
 
 
 def _copy_upper(upper: str, relative: tuple[str, ...], target: Path, limit: int) -> list[str]:
-    with _opened(upper, _DIR) as root, _walk(root, relative) as directory:
+    with _opened_path(upper) as root, _walk(root, relative) as directory:
         if directory is None or os.fstat(directory).st_mtime_ns == UNTOUCHED_MTIME * 10**9:
             return []
         names = sorted(os.listdir(directory))
