@@ -21,10 +21,11 @@ The passes are the guarantee; wake-ups only make them come sooner. An accept of 
 due to start within a pass interval wakes the loop at its start (``wake``: at once if it is
 due now); one that starts later is left to the passes, which queue and start it at no cost to
 the accept (a start an hour away needs no look now: at hundreds of accepts a second those
-looks cost as much as the booking). A wake-up starts only the sessions its own replica
-accepted, the passes any that are due: replicas (workers on one port) then start sessions as
-the kernel spreads their accepts, instead of racing for each one, the quickest winning all
-and the others' claims all wasted writes. A platform that can tell when a task changes
+looks cost as much as the booking). A replica starts the sessions it accepted, and those of
+another only once they were due at its pass before: replicas (workers on one port) then start
+sessions as the kernel spreads their accepts, instead of racing for each one (the quickest
+winning all, the others' claims all wasted writes), and a session whose replica died after
+the accept starts within two pass intervals. A platform that can tell when a task changes
 (docker's event stream, a local runner's exit) calls ``notify`` with the session id and the
 session is looked at right away; a session just started is looked at again at once, and one still
 PREPARING (a queued job, a server not answering yet) again soon, less often the longer it
@@ -130,9 +131,11 @@ class Monitor:
         self._tasks: set[asyncio.Future[float | None]] = set()
         self._stopping = asyncio.Event()
         self._woken = asyncio.Event()
-        # Sessions accepted here, due within a pass interval: the ones a wake-up starts.
+        # Sessions accepted here, and their starts: the ones a wake-up starts. Others' due
+        # sessions (another replica's, or from before a restart): those due at the last pass.
         self._accepted_here: dict[str, datetime] = {}
         self._accepted_lock = threading.Lock()  # (``wake`` is called from any thread)
+        self._others_due: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Steps may fill the shared worker threads for minutes (a start pulling an image);
         # the survey, which renews the leases, must never wait behind them.
@@ -200,12 +203,12 @@ class Monitor:
 
     def wake(self, uuid: str, start: datetime | None = None) -> None:
         """After an accept here of session ``uuid`` starting at ``start`` (None: now): start
-        it at its start, if that is within a pass interval. Callable from any thread."""
+        it at its start, at once if that is within a pass interval, else at the first pass
+        after it. Callable from any thread."""
         now = self.clock()
         delay = 0.0 if start is None else (start - now).total_seconds()
-        if delay < self.interval:
-            with self._accepted_lock:
-                self._accepted_here[uuid] = start or now
+        with self._accepted_lock:  # (from when it is due or accepted, whichever is later)
+            self._accepted_here[uuid] = max(start or now, now)
         if delay <= 0:
             self._call_soon(self._woken.set)
         elif delay < self.interval:
@@ -241,15 +244,18 @@ class Monitor:
             self._spawn(row.uuid, self._follow, row)
 
     def _to_launch(self, due: list[SessionRow], *, full: bool) -> list[SessionRow]:
-        """Of the sessions ``due``, those to start now: all of them on a pass, only those
-        accepted here on a wake-up. Each is forgotten once it is started; any left a pass
-        interval past its start (cancelled, or started by another replica's pass) too."""
+        """Of the sessions ``due``, those to start now: those accepted here; on a pass, also
+        any other that was due at the pass before (its replica had a pass interval to start
+        it, and is gone or slow). Each is forgotten once started; one accepted here and left a
+        pass interval past its start or accept (cancelled, started elsewhere) too."""
         with self._accepted_lock:
             mine = self._accepted_here
-            chosen = due if full else [row for row in due if row.uuid in mine]
+            others = self._others_due if full else set()
+            chosen = [row for row in due if row.uuid in mine or row.uuid in others]
             for row in chosen:
                 mine.pop(row.uuid, None)
             if full:
+                self._others_due = {row.uuid for row in due} - {row.uuid for row in chosen}
                 stale = self.clock() - timedelta(seconds=self.interval)
                 for uuid in [uuid for uuid, start in mine.items() if start < stale]:
                     del mine[uuid]
