@@ -363,9 +363,9 @@ class SlurmPlatform:
     ) -> subprocess.CompletedProcess[str]:
         """sbatch for a job of ``account`` (run by ``account`` itself if ``as_it``), tried
         again while slurmctld has not yet heard of the association sacctmgr just added."""
+        user = account if as_it else None
         deadline = time.monotonic() + ASSOCIATION_WAIT
         while True:
-            user = account if as_it else None
             result = self._run("sbatch", *args, input=input, check=False, user=user)
             new = account is not None and "Invalid account" in result.stderr
             if result.returncode == 0 or not new or time.monotonic() > deadline:
